@@ -1,0 +1,98 @@
+"""Export jobs: statuses, granularities, the request that creates a job, and the job itself."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED)
+
+
+class Granularity(enum.StrEnum):
+    HOURLY = "hourly"
+    DAILY = "daily"
+    MONTHLY = "monthly"
+
+
+#: The widest time range one export may cover (spec: max 31 days).
+MAX_TIME_RANGE = timedelta(days=31)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    """A validated request for an export: what the API accepted and the worker will produce."""
+
+    org_id: uuid.UUID
+    requested_by: str
+    start: datetime
+    end: datetime
+    granularity: Granularity
+    #: ``None`` means every model.
+    models: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: uuid.UUID
+    org_id: uuid.UUID
+    requested_by: str
+    time_range_start: datetime
+    time_range_end: datetime
+    granularity: Granularity
+    models: tuple[str, ...] | None
+    status: JobStatus
+    output_uri: str | None
+    checksum: str | None
+    row_count: int | None
+    byte_count: int | None
+    initiated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    expires_at: datetime | None
+    error_message: str | None
+    attempt: int
+    upload_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> Job:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["granularity"] = Granularity(values["granularity"])
+        values["status"] = JobStatus(values["status"])
+        models = values["models"]
+        values["models"] = tuple(models) if isinstance(models, Sequence) else None
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    items: tuple[Job, ...]
+    #: Opaque cursor for the next page, or ``None`` on the last page.
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOutput:
+    """What one attempt produced: the object and its exact byte-level facts."""
+
+    output_uri: str
+    checksum: str
+    row_count: int
+    byte_count: int
+
+
+def object_key(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """The S3 key of a job's CSV (spec: ``analytics/exports/{org_id}/{job_id}.csv``)."""
+    return f"analytics/exports/{org_id}/{job_id}.csv"

@@ -1,0 +1,90 @@
+"""Schema migrations: numbered SQL pairs in ``migrations/``, recorded in a table.
+
+``up`` applies every missing migration in order, ``down`` rolls back the newest ``steps``. Each
+migration runs in its own transaction together with its bookkeeping row, and the whole run holds
+a PostgreSQL advisory lock, so running twice, or from two processes at once, is safe.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from service.sql import QUERIES
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_FILE = re.compile(r"^(\d{4})_(\w+)\.(up|down)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    up: str
+    down: str
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found: dict[tuple[int, str], dict[str, str]] = {}
+    for path in sorted(directory.iterdir()):
+        match = _FILE.match(path.name)
+        if match:
+            key = (int(match.group(1)), match.group(2))
+            found.setdefault(key, {})[match.group(3)] = path.read_text("utf-8")
+    migrations = []
+    for (version, name), sides in sorted(found.items()):
+        if set(sides) != {"up", "down"}:
+            raise ValueError(f"migration {version:04d}_{name} needs both an .up.sql and a .down.sql")
+        migrations.append(Migration(version, name, sides["up"], sides["down"]))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ValueError("two migrations share a version number")
+    return migrations
+
+
+async def _locked(conn: asyncpg.Connection) -> set[int]:
+    await conn.execute(QUERIES["migrations_lock"])
+    await conn.execute(QUERIES["migrations_create_table"])
+    return {row["version"] for row in await conn.fetch(QUERIES["migrations_applied"])}
+
+
+async def migrate_up(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every migration not yet applied; return the names applied."""
+    migrations = load_migrations(directory)
+    conn = await asyncpg.connect(database_url)
+    try:
+        applied = await _locked(conn)
+        done = []
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.up)
+                await conn.execute(QUERIES["migrations_record"], migration.version, migration.name)
+            done.append(f"{migration.version:04d}_{migration.name}")
+        return done
+    finally:
+        await conn.execute(QUERIES["migrations_unlock"])
+        await conn.close()
+
+
+async def migrate_down(database_url: str, steps: int, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Roll back the newest ``steps`` applied migrations; return the names rolled back."""
+    migrations = {m.version: m for m in load_migrations(directory)}
+    conn = await asyncpg.connect(database_url)
+    try:
+        applied = sorted(await _locked(conn), reverse=True)
+        done = []
+        for version in applied[:steps]:
+            migration = migrations[version]
+            async with conn.transaction():
+                await conn.execute(migration.down)
+                await conn.execute(QUERIES["migrations_forget"], version)
+            done.append(f"{migration.version:04d}_{migration.name}")
+        return done
+    finally:
+        await conn.execute(QUERIES["migrations_unlock"])
+        await conn.close()

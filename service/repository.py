@@ -1,0 +1,187 @@
+"""The one module that talks to PostgreSQL.
+
+Job lifecycle queries are compare-and-set updates: each names the status (and, once claimed, the
+attempt) it expects, so a duplicate message or a stale attempt changes nothing. Driver errors that
+mean "the database is not there" become :class:`~service.errors.DatabaseUnavailable`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Final
+
+import asyncpg
+import orjson
+
+from service.errors import DatabaseUnavailable, ValidationFailed
+from service.job import ExportOutput, ExportRequest, Job, JobPage, JobStatus
+from service.sql import QUERIES
+
+#: Errors that mean PostgreSQL is unreachable or the connection died, as opposed to a bad query.
+CONNECTION_ERRORS: Final = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    TimeoutError,
+)
+
+Sink = Callable[[bytes], Awaitable[None]]
+
+
+async def create_pool(database_url: str, *, max_size: int) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            database_url, min_size=1, max_size=max_size, command_timeout=60, timeout=10
+        )
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+def encode_cursor(job: Job) -> str:
+    raw = orjson.dumps({"t": job.initiated_at.isoformat(), "id": str(job.job_id)})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = orjson.loads(raw)
+        return datetime.fromisoformat(data["t"]), uuid.UUID(data["id"])
+    except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ValidationFailed(
+            "cursor is not one this API returned", errors={"cursor": "invalid cursor"}
+        ) from None
+
+
+class JobRepository:
+    """Export jobs and the rollup rows they export."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+
+    async def _one(self, name: str, *args: object) -> Job | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(QUERIES[name], *args)
+        return Job.from_row(row) if row is not None else None
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval(QUERIES["ping"])
+
+    async def create(self, request: ExportRequest) -> Job:
+        job = await self._one(
+            "create_job",
+            uuid.uuid4(),
+            request.org_id,
+            request.requested_by,
+            request.start,
+            request.end,
+            request.granularity.value,
+            list(request.models) if request.models else None,
+        )
+        assert job is not None
+        return job
+
+    async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+        return await self._one("get_job", org_id, job_id)
+
+    async def get_by_id(self, job_id: uuid.UUID) -> Job | None:
+        return await self._one("get_job_by_id", job_id)
+
+    async def list(
+        self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> JobPage:
+        after_time, after_id = decode_cursor(cursor) if cursor else (None, None)
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                QUERIES["list_jobs"],
+                org_id,
+                status.value if status else None,
+                after_time,
+                after_id,
+                limit + 1,
+            )
+        jobs = tuple(Job.from_row(row) for row in rows[:limit])
+        more = len(rows) > limit
+        return JobPage(items=jobs, next_cursor=encode_cursor(jobs[-1]) if more else None)
+
+    async def claim(self, job_id: uuid.UUID) -> Job | None:
+        """pending -> running; ``None`` when the job is not pending (already claimed or finished)."""
+        return await self._one("claim_job", job_id)
+
+    async def set_upload_id(self, job: Job, upload_id: str) -> bool:
+        async with self._connection() as conn:
+            return await conn.fetchval(QUERIES["set_upload_id"], job.job_id, job.attempt, upload_id) is not None
+
+    async def complete(self, job: Job, output: ExportOutput, ttl_seconds: float) -> Job | None:
+        """running -> succeeded for this attempt; ``None`` if the attempt no longer owns the job."""
+        return await self._one(
+            "complete_job",
+            job.job_id,
+            job.attempt,
+            output.output_uri,
+            output.checksum,
+            output.row_count,
+            output.byte_count,
+            ttl_seconds,
+        )
+
+    async def fail(self, job: Job, reason: str) -> Job | None:
+        """running -> failed for this attempt; ``None`` if the attempt no longer owns the job."""
+        return await self._one("fail_job", job.job_id, job.attempt, reason[:2000])
+
+    async def due_for_expiry(self, limit: int) -> list[Job]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["jobs_due_for_expiry"], limit)
+        return [Job.from_row(row) for row in rows]
+
+    async def expire(self, job_id: uuid.UUID) -> Job | None:
+        return await self._one("expire_job", job_id)
+
+    async def stale_pending(self, older_than_seconds: float, limit: int) -> list[uuid.UUID]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["stale_pending_jobs"], older_than_seconds, limit)
+        return [row["job_id"] for row in rows]
+
+    async def touch_pending(self, job_id: uuid.UUID) -> None:
+        async with self._connection() as conn:
+            await conn.execute(QUERIES["touch_pending_job"], job_id)
+
+    async def copy_rows(self, job: Job, sink: Sink) -> int:
+        """Stream the job's CSV (header included) into ``sink`` and return the number of data rows.
+
+        PostgreSQL encodes the CSV itself (``COPY ... TO STDOUT``), read in one read-only
+        repeatable-read snapshot so the file is consistent; ``sink`` is awaited for every chunk,
+        which gives backpressure all the way to the server.
+        """
+        async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            status = await conn.copy_from_query(
+                QUERIES[f"export_{job.granularity.value}"],
+                job.org_id,
+                job.time_range_start,
+                job.time_range_end,
+                list(job.models) if job.models else None,
+                output=sink,
+                format="csv",
+                header=True,
+            )
+        # The status string is "COPY <rows>": counted by the server, not by parsing our own bytes.
+        return int(status.split()[-1])

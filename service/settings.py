@@ -1,0 +1,188 @@
+"""One frozen settings object, built from the environment in one place.
+
+Every process (API, worker, scheduler, CLI) calls :func:`Settings.from_env` once at start.
+A malformed value raises :class:`~service.errors.SettingsError` naming the variable, and the
+CLI turns that into a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from service.errors import SettingsError
+
+MIB = 1024 * 1024
+#: S3 rejects non-final multipart parts below 5 MiB; AWS caps a part at 5 GiB.
+MIN_PART_SIZE = 5 * MIB
+MAX_PART_SIZE = 5 * 1024 * MIB
+#: Development-only signing secret, so `make run` works with no configuration. The API logs a
+#: warning when it is in use; production sets AUTH_JWT_SECRET.
+DEV_JWT_SECRET = "analytics-exports-dev-secret-change-me-in-production"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": MIB, "gib": 1024 * MIB, "kb": 1000, "mb": 10**6, "gb": 10**9}
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_duration(variable: str, raw: str) -> float:
+    """Parse ``30s``, ``15m``, ``24h``, ``1h30m`` or ``250ms`` into seconds (> 0)."""
+    text = raw.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise SettingsError(variable, f"{raw!r} is not a duration (examples: 30s, 15m, 24h)")
+    if total <= 0:
+        raise SettingsError(variable, f"{raw!r} must be greater than zero")
+    return total
+
+
+def parse_size(variable: str, raw: str) -> int:
+    """Parse a byte size: ``8388608``, ``8MiB``, ``16 MiB``."""
+    match = _SIZE.fullmatch(raw.strip())
+    if not match:
+        raise SettingsError(variable, f"{raw!r} is not a size (examples: 8MiB, 16777216)")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+
+
+def parse_int(variable: str, raw: str, *, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(variable, f"{raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(variable, f"{value} is outside {minimum}..{maximum}")
+    return value
+
+
+def parse_bucket(variable: str, raw: str) -> str:
+    name = raw.strip()
+    if not _BUCKET.match(name) or ".." in name:
+        raise SettingsError(variable, f"{raw!r} is not a valid S3 bucket name")
+    return name
+
+
+def parse_bucket_overrides(variable: str, raw: str) -> Mapping[uuid.UUID, str]:
+    """Parse ``ORG_UUID=bucket,ORG_UUID=bucket``."""
+    overrides: dict[uuid.UUID, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        org, sep, bucket = item.partition("=")
+        if not sep:
+            raise SettingsError(variable, f"{item!r} is not ORG_UUID=bucket")
+        try:
+            org_id = uuid.UUID(org.strip())
+        except ValueError:
+            raise SettingsError(variable, f"{org.strip()!r} is not a UUID") from None
+        if org_id in overrides:
+            raise SettingsError(variable, f"org {org_id} is listed twice")
+        overrides[org_id] = parse_bucket(variable, bucket)
+    return MappingProxyType(overrides)
+
+
+def parse_url(variable: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in schemes or not parts.hostname:
+        raise SettingsError(variable, f"{raw!r} is not a {'/'.join(schemes)} URL")
+    return raw.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/analytics"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    #: Name of the RabbitMQ queue the export actors consume (delay/dead-letter queues derive from it).
+    queue_name: str = "exports"
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_bucket: str = "analytics-exports"
+    s3_region: str = "us-east-1"
+    s3_bucket_overrides: Mapping[uuid.UUID, str] = field(default_factory=lambda: MappingProxyType({}))
+    export_worker_interval: float = 30.0
+    export_worker_concurrency: int = 2
+    export_signed_url_ttl: float = 24 * 3600.0
+    export_part_size: int = 8 * MIB
+    http_host: str = "127.0.0.1"
+    http_port: int = 8084
+    auth_jwt_secret: str = DEV_JWT_SECRET
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; unset or empty variables take defaults."""
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value not in (None, "") else None
+
+        values: dict[str, object] = {}
+        if (v := get("DATABASE_URL")) is not None:
+            values["database_url"] = parse_url("DATABASE_URL", v, ("postgresql", "postgres"))
+        if (v := get("RABBITMQ_URL")) is not None:
+            values["rabbitmq_url"] = parse_url("RABBITMQ_URL", v, ("amqp", "amqps"))
+        if (v := get("EXPORT_QUEUE")) is not None:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", v):
+                raise SettingsError("EXPORT_QUEUE", f"{v!r} is not a valid queue name")
+            values["queue_name"] = v
+        if (v := get("S3_ENDPOINT")) is not None:
+            values["s3_endpoint"] = parse_url("S3_ENDPOINT", v, ("http", "https"))
+        values["s3_access_key"] = get("S3_ACCESS_KEY")
+        values["s3_secret_key"] = get("S3_SECRET_KEY")
+        if (values["s3_access_key"] is None) != (values["s3_secret_key"] is None):
+            raise SettingsError("S3_SECRET_KEY", "S3_ACCESS_KEY and S3_SECRET_KEY must be set together")
+        if (v := get("S3_BUCKET")) is not None:
+            values["s3_bucket"] = parse_bucket("S3_BUCKET", v)
+        if (v := get("S3_REGION")) is not None:
+            if not re.fullmatch(r"[a-z0-9-]{2,40}", v):
+                raise SettingsError("S3_REGION", f"{v!r} is not a region name")
+            values["s3_region"] = v
+        if (v := get("S3_BUCKET_OVERRIDES")) is not None:
+            values["s3_bucket_overrides"] = parse_bucket_overrides("S3_BUCKET_OVERRIDES", v)
+        if (v := get("EXPORT_WORKER_INTERVAL")) is not None:
+            values["export_worker_interval"] = parse_duration("EXPORT_WORKER_INTERVAL", v)
+        if (v := get("EXPORT_WORKER_CONCURRENCY")) is not None:
+            values["export_worker_concurrency"] = parse_int(
+                "EXPORT_WORKER_CONCURRENCY", v, minimum=1, maximum=64
+            )
+        if (v := get("EXPORT_SIGNED_URL_TTL")) is not None:
+            ttl = parse_duration("EXPORT_SIGNED_URL_TTL", v)
+            # SigV4 presigned URLs are valid for at most 7 days.
+            if not 1 <= ttl <= 7 * 86400:
+                raise SettingsError("EXPORT_SIGNED_URL_TTL", f"{v!r} must be between 1s and 7d")
+            values["export_signed_url_ttl"] = ttl
+        if (v := get("EXPORT_PART_SIZE")) is not None:
+            size = parse_size("EXPORT_PART_SIZE", v)
+            if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
+                raise SettingsError("EXPORT_PART_SIZE", f"{v!r} must be between 5MiB and 5GiB")
+            values["export_part_size"] = size
+        if (v := get("HTTP_HOST")) is not None:
+            values["http_host"] = v
+        if (v := get("HTTP_PORT")) is not None:
+            values["http_port"] = parse_int("HTTP_PORT", v, minimum=0, maximum=65535)
+        if (v := get("AUTH_JWT_SECRET")) is not None:
+            if len(v.encode()) < 32:
+                raise SettingsError("AUTH_JWT_SECRET", "must be at least 32 bytes for HS256")
+            values["auth_jwt_secret"] = v
+        if (v := get("LOG_LEVEL")) is not None:
+            if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+                raise SettingsError("LOG_LEVEL", f"{v!r} is not DEBUG, INFO, WARNING or ERROR")
+            values["log_level"] = v.upper()
+        return replace(cls(), **values)  # type: ignore[arg-type]
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.auth_jwt_secret == DEV_JWT_SECRET
+
+    def bucket_for(self, org_id: uuid.UUID) -> str:
+        """The bucket an org's exports go to: its override, or the default bucket."""
+        return self.s3_bucket_overrides.get(org_id, self.s3_bucket)

@@ -1,0 +1,147 @@
+-- Named queries: every statement the service runs lives here, loaded once by service.sql.
+-- A block starts with "-- name: <name>" and a one-line description.
+
+-- name: create_job
+-- Insert a new pending export job and return it.
+INSERT INTO analytics.export_jobs
+    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *;
+
+-- name: get_job
+-- One job of one org (another org's job is simply not found).
+SELECT * FROM analytics.export_jobs WHERE org_id = $1 AND job_id = $2;
+
+-- name: get_job_by_id
+-- One job by id, for workers.
+SELECT * FROM analytics.export_jobs WHERE job_id = $1;
+
+-- name: list_jobs
+-- An org's jobs, newest first, keyset-paginated on (initiated_at, job_id); optional status filter.
+SELECT * FROM analytics.export_jobs
+WHERE org_id = $1
+  AND ($2::analytics.export_status IS NULL OR status = $2)
+  AND ($3::timestamptz IS NULL OR (initiated_at, job_id) < ($3, $4::uuid))
+ORDER BY initiated_at DESC, job_id DESC
+LIMIT $5;
+
+-- name: claim_job
+-- Compare-and-set pending -> running; a duplicate message finds nothing to claim.
+UPDATE analytics.export_jobs
+SET status = 'running', attempt = attempt + 1, started_at = now(), updated_at = now(),
+    error_message = NULL
+WHERE job_id = $1 AND status = 'pending'
+RETURNING *;
+
+-- name: set_upload_id
+-- Record the multipart upload of the running attempt (fenced by the attempt number).
+UPDATE analytics.export_jobs
+SET upload_id = $3, updated_at = now()
+WHERE job_id = $1 AND status = 'running' AND attempt = $2
+RETURNING job_id;
+
+-- name: complete_job
+-- running -> succeeded with the output, only for the attempt that produced it.
+UPDATE analytics.export_jobs
+SET status = 'succeeded', output_uri = $3, checksum = $4, row_count = $5, byte_count = $6,
+    completed_at = now(), expires_at = now() + make_interval(secs => $7), upload_id = NULL,
+    error_message = NULL, updated_at = now()
+WHERE job_id = $1 AND status = 'running' AND attempt = $2
+RETURNING *;
+
+-- name: fail_job
+-- running -> failed with a readable reason, only for the attempt that failed.
+UPDATE analytics.export_jobs
+SET status = 'failed', error_message = $3, completed_at = now(), upload_id = NULL, updated_at = now()
+WHERE job_id = $1 AND status = 'running' AND attempt = $2
+RETURNING *;
+
+-- name: jobs_due_for_expiry
+-- Succeeded jobs whose download window has closed, oldest first.
+SELECT * FROM analytics.export_jobs
+WHERE status = 'succeeded' AND expires_at <= now()
+ORDER BY expires_at
+LIMIT $1;
+
+-- name: expire_job
+-- succeeded -> expired, once its object is deleted.
+UPDATE analytics.export_jobs
+SET status = 'expired', updated_at = now()
+WHERE job_id = $1 AND status = 'succeeded'
+RETURNING *;
+
+-- name: stale_pending_jobs
+-- Pending jobs no worker has claimed for a while: their message may have been lost.
+SELECT job_id FROM analytics.export_jobs
+WHERE status = 'pending' AND updated_at < now() - make_interval(secs => $1)
+ORDER BY initiated_at
+LIMIT $2;
+
+-- name: touch_pending_job
+-- Note that a pending job was re-enqueued, so the next sweep waits a full interval again.
+UPDATE analytics.export_jobs SET updated_at = now() WHERE job_id = $1 AND status = 'pending';
+
+-- name: export_hourly
+-- CSV rows of the hourly rollups in [start, end), optional model filter; COPY-able.
+SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
+       org_id AS organization_id, model_id, request_count, tokens_total, error_count, cost_total
+FROM analytics.hourly_rollups
+WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+  AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
+ORDER BY hourly_rollups.bucket_start, model_id COLLATE "C";
+
+-- name: export_daily
+-- CSV rows of the daily rollups in [start, end), optional model filter; COPY-able.
+SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
+       org_id AS organization_id, model_id, request_count, tokens_total, error_count, cost_total
+FROM analytics.daily_rollups
+WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+  AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
+ORDER BY daily_rollups.bucket_start, model_id COLLATE "C";
+
+-- name: export_monthly
+-- CSV rows summing the daily rollups in [start, end) per UTC month and model; COPY-able.
+SELECT to_char(month, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
+       org_id AS organization_id, model_id, request_count, tokens_total, error_count, cost_total
+FROM (
+    SELECT date_trunc('month', bucket_start AT TIME ZONE 'UTC') AS month, org_id, model_id,
+           sum(request_count) AS request_count, sum(tokens_total) AS tokens_total,
+           sum(error_count) AS error_count, sum(cost_total) AS cost_total
+    FROM analytics.daily_rollups
+    WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+      AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
+    GROUP BY 1, org_id, model_id
+) AS monthly
+ORDER BY month, model_id COLLATE "C";
+
+-- name: ping
+-- Readiness probe.
+SELECT 1;
+
+-- name: migrations_lock
+-- Serialise migration runs across processes (session-level advisory lock).
+SELECT pg_advisory_lock(727372021);
+
+-- name: migrations_unlock
+-- Release the migration lock.
+SELECT pg_advisory_unlock(727372021);
+
+-- name: migrations_create_table
+-- The record of applied migrations (in public: it outlives the analytics schema on a full down).
+CREATE TABLE IF NOT EXISTS public.analytics_exports_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: migrations_applied
+-- Applied migration versions, in order.
+SELECT version FROM public.analytics_exports_migrations ORDER BY version;
+
+-- name: migrations_record
+-- Note a migration as applied.
+INSERT INTO public.analytics_exports_migrations (version, name) VALUES ($1, $2);
+
+-- name: migrations_forget
+-- Note a migration as rolled back.
+DELETE FROM public.analytics_exports_migrations WHERE version = $1;
