@@ -49,6 +49,8 @@ CREATE TABLE analytics.export_jobs (
     attempt          integer                       NOT NULL DEFAULT 0,
     -- The multipart upload of the current attempt, so a failure path (or a later sweep) can abort it.
     upload_id        text,
+    -- When a message for the job was last published; NULL if the broker refused it at creation.
+    enqueued_at      timestamptz,
     updated_at       timestamptz                   NOT NULL DEFAULT now(),
     CONSTRAINT export_jobs_time_range CHECK (time_range_start < time_range_end),
     CONSTRAINT export_jobs_checksum_hex CHECK (checksum IS NULL OR checksum ~ '^[0-9a-f]{64}$'),

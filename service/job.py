@@ -65,12 +65,13 @@ class Job:
     error_message: str | None
     attempt: int
     upload_id: str | None
+    enqueued_at: datetime | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> Job:
         values = {f.name: row[f.name] for f in fields(cls)}
-        values["granularity"] = Granularity(values["granularity"])
-        values["status"] = JobStatus(values["status"])
+        values["granularity"] = Granularity(str(values["granularity"]))
+        values["status"] = JobStatus(str(values["status"]))
         models = values["models"]
         values["models"] = tuple(models) if isinstance(models, Sequence) else None
         return cls(**values)  # type: ignore[arg-type]

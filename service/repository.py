@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -106,7 +107,7 @@ class JobRepository:
     async def get_by_id(self, job_id: uuid.UUID) -> Job | None:
         return await self._one("get_job_by_id", job_id)
 
-    async def list(
+    async def list_page(
         self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
     ) -> JobPage:
         after_time, after_id = decode_cursor(cursor) if cursor else (None, None)
@@ -129,7 +130,9 @@ class JobRepository:
 
     async def set_upload_id(self, job: Job, upload_id: str) -> bool:
         async with self._connection() as conn:
-            return await conn.fetchval(QUERIES["set_upload_id"], job.job_id, job.attempt, upload_id) is not None
+            return (
+                await conn.fetchval(QUERIES["set_upload_id"], job.job_id, job.attempt, upload_id) is not None
+            )
 
     async def complete(self, job: Job, output: ExportOutput, ttl_seconds: float) -> Job | None:
         """running -> succeeded for this attempt; ``None`` if the attempt no longer owns the job."""
@@ -156,14 +159,16 @@ class JobRepository:
     async def expire(self, job_id: uuid.UUID) -> Job | None:
         return await self._one("expire_job", job_id)
 
-    async def stale_pending(self, older_than_seconds: float, limit: int) -> list[uuid.UUID]:
+    async def stale_pending(
+        self, unpublished_after: float, unclaimed_after: float, limit: int
+    ) -> list[uuid.UUID]:
         async with self._connection() as conn:
-            rows = await conn.fetch(QUERIES["stale_pending_jobs"], older_than_seconds, limit)
+            rows = await conn.fetch(QUERIES["stale_pending_jobs"], unpublished_after, unclaimed_after, limit)
         return [row["job_id"] for row in rows]
 
-    async def touch_pending(self, job_id: uuid.UUID) -> None:
+    async def mark_enqueued(self, job_id: uuid.UUID) -> None:
         async with self._connection() as conn:
-            await conn.execute(QUERIES["touch_pending_job"], job_id)
+            await conn.execute(QUERIES["mark_enqueued"], job_id)
 
     async def copy_rows(self, job: Job, sink: Sink) -> int:
         """Stream the job's CSV (header included) into ``sink`` and return the number of data rows.
@@ -185,3 +190,34 @@ class JobRepository:
             )
         # The status string is "COPY <rows>": counted by the server, not by parsing our own bytes.
         return int(status.split()[-1])
+
+
+async def seed_demo(database_url: str, org_id: uuid.UUID, models: int, start: datetime, end: datetime) -> int:
+    """Insert deterministic demo rollups (hourly, and daily as their exact sums); return hourly rows."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            status = await conn.execute(QUERIES["seed_demo_hourly"], org_id, models, start, end)
+            await conn.execute(QUERIES["seed_demo_daily"], org_id)
+        return int(status.split()[-1])
+    finally:
+        await conn.close()
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Create the database named in the URL if it does not exist (dev and tests); True if created."""
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        if await admin.fetchval(QUERIES["database_exists"], name):
+            return False
+        # CREATE DATABASE takes no parameters; quote the identifier the server's way.
+        quoted = await admin.fetchval(QUERIES["quote_ident"], name)
+        try:
+            await admin.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.exceptions.DuplicateDatabaseError:
+            return False
+        return True
+    finally:
+        await admin.close()

@@ -22,7 +22,7 @@ MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
 #: Development-only signing secret, so `make run` works with no configuration. The API logs a
 #: warning when it is in use; production sets AUTH_JWT_SECRET.
-DEV_JWT_SECRET = "analytics-exports-dev-secret-change-me-in-production"
+DEV_JWT_SECRET = "analytics-exports-dev-secret-change-me-in-production"  # noqa: S105 (dev only, logged)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -27,4 +27,6 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
-QUERIES: Final = MappingProxyType(parse_queries(files(__package__).joinpath("queries.sql").read_text("utf-8")))
+QUERIES: Final = MappingProxyType(
+    parse_queries(files(__package__).joinpath("queries.sql").read_text("utf-8"))
+)

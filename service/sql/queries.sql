@@ -71,15 +71,17 @@ WHERE job_id = $1 AND status = 'succeeded'
 RETURNING *;
 
 -- name: stale_pending_jobs
--- Pending jobs no worker has claimed for a while: their message may have been lost.
+-- Pending jobs never published (older than $1 s) or published long ago (older than $2 s) and unclaimed.
 SELECT job_id FROM analytics.export_jobs
-WHERE status = 'pending' AND updated_at < now() - make_interval(secs => $1)
+WHERE status = 'pending'
+  AND ((enqueued_at IS NULL AND initiated_at < now() - make_interval(secs => $1))
+       OR enqueued_at < now() - make_interval(secs => $2))
 ORDER BY initiated_at
-LIMIT $2;
+LIMIT $3;
 
--- name: touch_pending_job
--- Note that a pending job was re-enqueued, so the next sweep waits a full interval again.
-UPDATE analytics.export_jobs SET updated_at = now() WHERE job_id = $1 AND status = 'pending';
+-- name: mark_enqueued
+-- Note that a message for the pending job was published.
+UPDATE analytics.export_jobs SET enqueued_at = now() WHERE job_id = $1 AND status = 'pending';
 
 -- name: export_hourly
 -- CSV rows of the hourly rollups in [start, end), optional model filter; COPY-able.
@@ -145,3 +147,40 @@ INSERT INTO public.analytics_exports_migrations (version, name) VALUES ($1, $2);
 -- name: migrations_forget
 -- Note a migration as rolled back.
 DELETE FROM public.analytics_exports_migrations WHERE version = $1;
+
+-- name: seed_demo_hourly
+-- Demo data: hourly rollups for org $1, $2 models, every hour from $3 to $4 (deterministic values).
+INSERT INTO analytics.hourly_rollups
+    (bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total)
+SELECT hour, $1, model,
+       requests, requests * (200 + m * 37), requests / 97,
+       round(requests * (200 + m * 37) * (0.0000015 + m * 0.0000004), 6)
+FROM generate_series($3::timestamptz, $4::timestamptz - interval '1 hour', interval '1 hour') AS hour,
+     generate_series(1, $2) AS m,
+     LATERAL (SELECT (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', 'claude-haiku', 'llama-3-70b',
+                            'mistral-large', 'gemini-pro', 'embed-v3'])[1 + (m - 1) % 8]
+                     || CASE WHEN m > 8 THEN '-' || m ELSE '' END AS model,
+                     (50 + (extract(epoch FROM hour)::bigint / 3600 * 7919 + m * 104729) % 950)::bigint AS requests
+             ) AS v
+ON CONFLICT (org_id, bucket_start, model_id) DO NOTHING;
+
+-- name: seed_demo_daily
+-- Demo data: daily rollups of org $1 as the exact sums of its hourly rollups per UTC day.
+INSERT INTO analytics.daily_rollups
+    (bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total)
+SELECT date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', org_id, model_id,
+       sum(request_count), sum(tokens_total), sum(error_count), sum(cost_total)
+FROM analytics.hourly_rollups
+WHERE org_id = $1
+GROUP BY 1, org_id, model_id
+ON CONFLICT (org_id, bucket_start, model_id) DO UPDATE
+SET request_count = EXCLUDED.request_count, tokens_total = EXCLUDED.tokens_total,
+    error_count = EXCLUDED.error_count, cost_total = EXCLUDED.cost_total;
+
+-- name: database_exists
+-- Whether a database of that name exists.
+SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
+
+-- name: quote_ident
+-- Quote an identifier for the statements that take no parameters.
+SELECT quote_ident($1);

@@ -1,0 +1,194 @@
+"""``analytics-exports``: the command line, and the place where service and actors are composed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+from aiohttp import web
+from dramatiq import Worker
+
+from actors.broker import create_broker
+from actors.context import WorkerContext
+from actors.exports import declare_actors
+from actors.queue import DramatiqJobQueue
+from actors.scheduler import run_scheduler
+from service.api.app import create_app
+from service.api.auth import READ, WRITE, mint_token
+from service.api.openapi import build_openapi
+from service.errors import SettingsError
+from service.logs import configure_logging
+from service.migrations import migrate_down, migrate_up
+from service.repository import seed_demo
+from service.settings import Settings, parse_duration
+
+log = logging.getLogger("analytics_exports")
+DEMO_ORG = uuid.UUID("5f0c6d3e-2b1a-4c8e-9f3d-7a6b5c4d3e21")
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
+#: How long a stopping worker lets running exports finish before it exits.
+WORKER_STOP_TIMEOUT_MS = 60_000
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    if args.direction == "up":
+        done = asyncio.run(migrate_up(settings.database_url))
+        print("applied: " + (", ".join(done) or "nothing (up to date)"))
+    else:
+        steps = 10**6 if args.all else args.steps
+        done = asyncio.run(migrate_down(settings.database_url, steps))
+        print("rolled back: " + (", ".join(done) or "nothing"))
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    broker = create_broker(settings)
+    actors = declare_actors(broker, settings, context=None)
+    queue = DramatiqJobQueue(actors.run_export, settings.rabbitmq_url)
+    app = create_app(settings, queue)
+
+    async def close_queue(_: web.Application) -> None:
+        queue.close()
+        broker.close()
+
+    app.on_cleanup.append(close_queue)
+    log.info("api listening", extra={"host": settings.http_host, "port": settings.http_port})
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None, shutdown_timeout=30)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    broker = create_broker(settings)
+    context = WorkerContext(settings)
+    broker.add_middleware(context)  # after AsyncIO: closes before the loop stops
+    declare_actors(broker, settings, context)
+    concurrency = settings.export_worker_concurrency
+    worker = Worker(broker, queues={settings.queue_name}, worker_threads=concurrency, worker_timeout=1000)
+    # Prefetch no more than we can run: a long export must not hold other messages hostage.
+    worker.queue_prefetch = concurrency
+    stop = _stop_event()
+    worker.start()
+    log.info("worker started", extra={"queue": settings.queue_name, "concurrency": concurrency})
+    stop.wait()
+    worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
+    broker.close()
+    log.info("worker stopped")
+    return 0
+
+
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    broker = create_broker(settings)
+    actors = declare_actors(broker, settings, context=None)
+    run_scheduler(actors, settings.export_worker_interval, _stop_event())
+    broker.close()
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    ttl = int(parse_duration("--ttl", args.ttl))
+    print(
+        mint_token(
+            settings.auth_jwt_secret,
+            subject=args.sub,
+            orgs=args.org,
+            scopes=args.scope.split(),
+            ttl_seconds=ttl,
+        )
+    )
+    return 0
+
+
+def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = (end - timedelta(days=args.days)).replace(hour=0)
+    rows = asyncio.run(seed_demo(settings.database_url, args.org, args.models, start, end))
+    print(f"seeded {rows} hourly rollup rows for org {args.org} ({start:%Y-%m-%d} to {end:%Y-%m-%dT%H:%MZ})")
+    return 0
+
+
+def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    text = orjson.dumps(build_openapi(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    if args.check:
+        if not OPENAPI_PATH.exists() or OPENAPI_PATH.read_text() != text:
+            print(f"{OPENAPI_PATH} is out of date: run `analytics-exports openapi`", file=sys.stderr)
+            return 1
+        return 0
+    OPENAPI_PATH.write_text(text)
+    print(f"wrote {OPENAPI_PATH}")
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from actors.dev import run_dev
+
+    return run_dev(settings, DEMO_ORG)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="analytics-exports", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate = sub.add_parser("migrate", help="apply or roll back schema migrations")
+    migrate.add_argument("direction", choices=["up", "down"])
+    migrate.add_argument("--steps", type=int, default=1, help="migrations to roll back (down; default 1)")
+    migrate.add_argument("--all", action="store_true", help="roll back every migration (down)")
+    migrate.set_defaults(func=cmd_migrate)
+    sub.add_parser("api", help="serve the REST API on HTTP_PORT").set_defaults(func=cmd_api)
+    sub.add_parser("worker", help="run export actors (EXPORT_WORKER_CONCURRENCY at once)").set_defaults(
+        func=cmd_worker
+    )
+    sub.add_parser("scheduler", help="send periodic expiry and sweep ticks").set_defaults(func=cmd_scheduler)
+    token = sub.add_parser("token", help="mint a bearer token signed with AUTH_JWT_SECRET")
+    token.add_argument("--org", type=uuid.UUID, action="append", required=True, help="org UUID (repeatable)")
+    token.add_argument("--sub", required=True, help="the caller's name (becomes requestedBy)")
+    token.add_argument("--scope", default=f"{READ} {WRITE}", help="space-separated scopes")
+    token.add_argument("--ttl", default="12h", help="lifetime, e.g. 1h (default 12h)")
+    token.set_defaults(func=cmd_token)
+    seed = sub.add_parser("seed-demo", help="insert realistic demo rollups")
+    seed.add_argument("--org", type=uuid.UUID, default=DEMO_ORG)
+    seed.add_argument("--days", type=int, default=40)
+    seed.add_argument("--models", type=int, default=8)
+    seed.set_defaults(func=cmd_seed_demo)
+    openapi = sub.add_parser("openapi", help="write openapi/openapi.json from the code")
+    openapi.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
+    openapi.set_defaults(func=cmd_openapi)
+    sub.add_parser("dev", help="everything on one machine: what `make run` runs").set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"analytics-exports: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, args.command)
+    result: int = args.func(settings, args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The scheduler process: every EXPORT_WORKER_INTERVAL, send the periodic housekeeping messages.
+
+Run one. Two would only send duplicate ticks, which are harmless (each tick is idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from dramatiq.errors import DramatiqError
+
+from actors.exports import Actors
+
+log = logging.getLogger(__name__)
+
+
+def run_scheduler(actors: Actors, interval: float, stop: threading.Event) -> None:
+    log.info("scheduler started", extra={"interval_s": interval})
+    while not stop.is_set():
+        for actor in (actors.expire_exports, actors.requeue_stale_exports):
+            try:
+                actor.send()
+            except DramatiqError as exc:
+                log.warning(
+                    "could not send a tick; will try next interval",
+                    extra={"actor": actor.actor_name, "reason": str(exc)},
+                )
+        stop.wait(interval)
+    log.info("scheduler stopped")

@@ -1,0 +1,1 @@
+"""The REST API (aiohttp): parse, call one service function, serialise."""

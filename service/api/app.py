@@ -1,0 +1,53 @@
+"""``create_app(settings, queue)``: the aiohttp application, one cleanup context per resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service.api import keys
+from service.api.handlers import add_routes
+from service.api.openapi import build_openapi
+from service.api.problems import problem_middleware
+from service.exports import ExportService
+from service.queue import JobQueue
+from service.repository import JobRepository, create_pool
+from service.settings import Settings
+from service.storage import ObjectStore, open_s3_client
+
+log = logging.getLogger(__name__)
+#: Request bodies are small JSON documents; anything larger is refused with 413.
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    pool = await create_pool(app[keys.SETTINGS].database_url, max_size=10)
+    app[keys.REPOSITORY] = JobRepository(pool)
+    yield
+    await pool.close()
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    async with open_s3_client(settings) as client:
+        app[keys.STORE] = ObjectStore(client, settings.export_part_size)
+        yield
+
+
+async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[keys.EXPORTS] = ExportService(app[keys.REPOSITORY], app[keys.STORE], app[keys.QUEUE])
+    yield
+
+
+def create_app(settings: Settings, queue: JobQueue) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    app[keys.SETTINGS] = settings
+    app[keys.QUEUE] = queue
+    app[keys.OPENAPI] = build_openapi()
+    app.cleanup_ctx.extend([database_ctx, storage_ctx, exports_ctx])
+    add_routes(app)
+    if settings.uses_dev_secret:
+        log.warning("AUTH_JWT_SECRET is not set: using the development secret; never do this in production")
+    return app

@@ -1,0 +1,115 @@
+"""HTTP handlers: each parses, calls one service function and serialises."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+from aiohttp import web
+
+from service.api import keys
+from service.api.auth import READ, WRITE, Principal, principal_from_header
+from service.api.schemas import job_json, page_json, parse_export_request, parse_list_query, parse_uuid
+from service.errors import ExportsError, UnsupportedMediaType, ValidationFailed
+
+BASE = "/analytics/v1"
+
+
+def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def authorize(request: web.Request, scope: str) -> tuple[Principal, uuid.UUID]:
+    """401 without a valid token, 400 for a malformed org id, 403 without access to it."""
+    principal = principal_from_header(
+        request.headers.get("Authorization"), request.app[keys.SETTINGS].auth_jwt_secret
+    )
+    org_id = parse_uuid(request.match_info["org_id"], "orgId")
+    principal.require(org_id, scope)
+    return principal, org_id
+
+
+def job_location(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    return f"{BASE}/orgs/{org_id}/exports/{job_id}"
+
+
+async def create_export(request: web.Request) -> web.Response:
+    principal, org_id = authorize(request, WRITE)
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("send the request body as application/json")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"request body is not valid JSON: {exc}") from None
+    export = parse_export_request(body, org_id, principal.subject)
+    job = await request.app[keys.EXPORTS].create(export)
+    return json_response(job_json(job), status=202, headers={"Location": job_location(org_id, job.job_id)})
+
+
+async def list_exports(request: web.Request) -> web.Response:
+    _, org_id = authorize(request, READ)
+    status, limit, cursor = parse_list_query(request.query)
+    page = await request.app[keys.EXPORTS].list(org_id, status=status, limit=limit, cursor=cursor)
+    return json_response(page_json(page))
+
+
+async def get_export(request: web.Request) -> web.Response:
+    _, org_id = authorize(request, READ)
+    job_id = parse_uuid(request.match_info["job_id"], "jobId")
+    return json_response(job_json(await request.app[keys.EXPORTS].get(org_id, job_id)))
+
+
+async def download_export(request: web.Request) -> web.Response:
+    _, org_id = authorize(request, READ)
+    job_id = parse_uuid(request.match_info["job_id"], "jobId")
+    download = await request.app[keys.EXPORTS].download(org_id, job_id)
+    return web.Response(status=302, headers={"Location": download.url, "Cache-Control": "no-store"})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(request.app[keys.OPENAPI])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database, the broker and every configured bucket answer."""
+    app = request.app
+    settings = app[keys.SETTINGS]
+    buckets = sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()})
+    checks = {
+        "database": app[keys.REPOSITORY].ping(),
+        "broker": app[keys.QUEUE].ping(),
+        **{f"bucket:{bucket}": app[keys.STORE].check_bucket(bucket) for bucket in buckets},
+    }
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check, timeout=3) for check in checks.values()), return_exceptions=True
+    )
+    report = {}
+    for name, result in zip(checks, results, strict=True):
+        if isinstance(result, ExportsError | TimeoutError | OSError):
+            report[name] = f"error: {result or type(result).__name__}"
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            report[name] = "ok"
+    ready = all(value == "ok" for value in report.values())
+    return json_response(
+        {"status": "ready" if ready else "unavailable", "checks": report}, status=200 if ready else 503
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    org = BASE + "/orgs/{org_id}/exports"
+    app.router.add_post(org, create_export, name="create_export")
+    app.router.add_get(org, list_exports, name="list_exports")
+    app.router.add_get(org + "/{job_id}", get_export, name="get_export")
+    app.router.add_get(org + "/{job_id}/download", download_export, name="download_export")
+    app.router.add_get(BASE + "/openapi.json", openapi_document, name="openapi")
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")

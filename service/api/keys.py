@@ -1,0 +1,18 @@
+"""Typed application keys: the API's state lives on the app, never in module globals."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.exports import ExportService
+from service.queue import JobQueue
+from service.repository import JobRepository
+from service.settings import Settings
+from service.storage import ObjectStore
+
+SETTINGS = web.AppKey("settings", Settings)
+REPOSITORY = web.AppKey("repository", JobRepository)
+STORE = web.AppKey("store", ObjectStore)
+QUEUE = web.AppKey("queue", JobQueue)
+EXPORTS = web.AppKey("exports", ExportService)
+OPENAPI = web.AppKey("openapi", dict[str, object])

@@ -1,0 +1,261 @@
+"""Request parsing and response shapes, and the JSON Schemas the OpenAPI document publishes.
+
+The parsers here are the API's only validation; the schemas below describe exactly what they
+accept, and ``tests/unit/test_schemas.py`` checks the two against each other on examples.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Final
+
+from service.errors import ValidationFailed
+from service.job import MAX_TIME_RANGE, ExportRequest, Granularity, Job, JobPage, JobStatus
+
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 200
+MAX_MODELS: Final = 1000
+MAX_MODEL_ID_LENGTH: Final = 256
+_RFC3339: Final = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def rfc3339(value: datetime) -> str:
+    """UTC, ``Z`` suffix, microseconds only when present."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_timestamp(value: object, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{field} must be a string", errors={field: "must be an RFC 3339 timestamp"})
+    match = _RFC3339.match(value)
+    if not match:
+        raise ValidationFailed(
+            f"{field} must be an RFC 3339 timestamp with an offset, e.g. 2026-11-01T00:00:00Z",
+            errors={field: "must be an RFC 3339 timestamp with an offset"},
+        )
+    date, time_, fraction, offset = match.groups()
+    fraction = (fraction or "")[:7]  # Python keeps microseconds
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{date}T{time_}{fraction}{offset}")
+    except ValueError:
+        raise ValidationFailed(
+            f"{field} is not a valid date and time", errors={field: "invalid date"}
+        ) from None
+
+
+def parse_uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValidationFailed(f"{field} must be a UUID", errors={field: "must be a UUID"}) from None
+
+
+def _reject_unknown(body: Mapping[str, object], allowed: set[str], prefix: str = "") -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationFailed(
+            f"unknown field(s): {', '.join(prefix + name for name in unknown)}",
+            errors={prefix + name: "unknown field" for name in unknown},
+        )
+
+
+def parse_export_request(body: object, org_id: uuid.UUID, requested_by: str) -> ExportRequest:
+    if not isinstance(body, dict):
+        raise ValidationFailed("request body must be a JSON object")
+    _reject_unknown(body, {"timeRange", "granularity", "models"})
+    time_range = body.get("timeRange")
+    if not isinstance(time_range, dict):
+        raise ValidationFailed("timeRange is required", errors={"timeRange": "required object {start, end}"})
+    _reject_unknown(time_range, {"start", "end"}, prefix="timeRange.")
+    if "start" not in time_range or "end" not in time_range:
+        missing = [f"timeRange.{k}" for k in ("start", "end") if k not in time_range]
+        raise ValidationFailed(f"{', '.join(missing)} required", errors={k: "required" for k in missing})
+    start = parse_timestamp(time_range["start"], "timeRange.start")
+    end = parse_timestamp(time_range["end"], "timeRange.end")
+    if start >= end:
+        raise ValidationFailed(
+            "timeRange.start must be before timeRange.end", errors={"timeRange": "start >= end"}
+        )
+    if end - start > MAX_TIME_RANGE:
+        raise ValidationFailed(
+            f"timeRange may span at most {MAX_TIME_RANGE.days} days",
+            errors={"timeRange": f"longer than {MAX_TIME_RANGE.days} days"},
+        )
+    granularity = body.get("granularity")
+    if granularity not in {g.value for g in Granularity}:
+        raise ValidationFailed(
+            "granularity must be one of hourly, daily, monthly",
+            errors={"granularity": "one of hourly, daily, monthly"},
+        )
+    return ExportRequest(
+        org_id=org_id,
+        requested_by=requested_by,
+        start=start.astimezone(UTC),
+        end=end.astimezone(UTC),
+        granularity=Granularity(granularity),
+        models=parse_models(body.get("models")),
+    )
+
+
+def parse_models(models: object) -> tuple[str, ...] | None:
+    if models is None:
+        return None
+    if not isinstance(models, list):
+        raise ValidationFailed("models must be a list of model ids", errors={"models": "must be a list"})
+    if len(models) > MAX_MODELS:
+        raise ValidationFailed(f"at most {MAX_MODELS} models", errors={"models": f"more than {MAX_MODELS}"})
+    for i, model in enumerate(models):
+        if not isinstance(model, str) or not 1 <= len(model) <= MAX_MODEL_ID_LENGTH or "\x00" in model:
+            raise ValidationFailed(
+                f"models[{i}] must be a non-empty string of at most {MAX_MODEL_ID_LENGTH} characters",
+                errors={f"models[{i}]": "invalid model id"},
+            )
+    # Empty means every model; duplicates mean nothing more than once.
+    return tuple(dict.fromkeys(models)) or None
+
+
+def parse_list_query(query: Mapping[str, str]) -> tuple[JobStatus | None, int, str | None]:
+    _reject_unknown(query, {"status", "limit", "cursor"})
+    status_raw = query.get("status") or None
+    if status_raw is not None and status_raw not in {s.value for s in JobStatus}:
+        raise ValidationFailed(
+            f"status must be one of {', '.join(s.value for s in JobStatus)}",
+            errors={"status": "unknown status"},
+        )
+    limit_raw = query.get("limit") or str(DEFAULT_LIMIT)
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
+        raise ValidationFailed(
+            f"limit must be an integer from 1 to {MAX_LIMIT}", errors={"limit": "out of range"}
+        )
+    return (JobStatus(status_raw) if status_raw else None), int(limit_raw), query.get("cursor") or None
+
+
+def job_json(job: Job) -> dict[str, object]:
+    def opt(value: datetime | None) -> str | None:
+        return rfc3339(value) if value is not None else None
+
+    return {
+        "jobId": str(job.job_id),
+        "orgId": str(job.org_id),
+        "requestedBy": job.requested_by,
+        "status": job.status.value,
+        "granularity": job.granularity.value,
+        "timeRange": {"start": rfc3339(job.time_range_start), "end": rfc3339(job.time_range_end)},
+        "models": list(job.models) if job.models is not None else None,
+        "initiatedAt": rfc3339(job.initiated_at),
+        "completedAt": opt(job.completed_at),
+        "expiresAt": opt(job.expires_at),
+        "rowCount": job.row_count,
+        "byteCount": job.byte_count,
+        "checksum": job.checksum,
+        "outputUri": job.output_uri,
+        "errorMessage": job.error_message,
+    }
+
+
+def page_json(page: JobPage) -> dict[str, object]:
+    return {"items": [job_json(job) for job in page.items], "nextCursor": page.next_cursor}
+
+
+# --- JSON Schemas published in the OpenAPI document --------------------------------------------
+
+_TIMESTAMP: Final = {"type": "string", "format": "date-time"}
+_NULLABLE_TIMESTAMP: Final = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS: Final[dict[str, dict[str, object]]] = {
+    "TimeRange": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["start", "end"],
+        "properties": {
+            "start": {**_TIMESTAMP, "description": "Inclusive; RFC 3339 with an offset."},
+            "end": {**_TIMESTAMP, "description": "Exclusive; at most 31 days after start."},
+        },
+    },
+    "CreateExportRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["timeRange", "granularity"],
+        "properties": {
+            "timeRange": {"$ref": "#/components/schemas/TimeRange"},
+            "granularity": {"type": "string", "enum": [g.value for g in Granularity]},
+            "models": {
+                "type": ["array", "null"],
+                "maxItems": MAX_MODELS,
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_ID_LENGTH},
+                "description": "Model ids to include; absent, null or empty means every model.",
+            },
+        },
+    },
+    "ExportJob": {
+        "type": "object",
+        "required": [
+            "jobId",
+            "orgId",
+            "requestedBy",
+            "status",
+            "granularity",
+            "timeRange",
+            "models",
+            "initiatedAt",
+            "completedAt",
+            "expiresAt",
+            "rowCount",
+            "byteCount",
+            "checksum",
+            "outputUri",
+            "errorMessage",
+        ],
+        "properties": {
+            "jobId": {"type": "string", "format": "uuid"},
+            "orgId": {"type": "string", "format": "uuid"},
+            "requestedBy": {"type": "string"},
+            "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+            "granularity": {"type": "string", "enum": [g.value for g in Granularity]},
+            "timeRange": {"$ref": "#/components/schemas/TimeRange"},
+            "models": {"type": ["array", "null"], "items": {"type": "string"}},
+            "initiatedAt": _TIMESTAMP,
+            "completedAt": _NULLABLE_TIMESTAMP,
+            "expiresAt": _NULLABLE_TIMESTAMP,
+            "rowCount": {"type": ["integer", "null"], "minimum": 0},
+            "byteCount": {"type": ["integer", "null"], "minimum": 0},
+            "checksum": {
+                "type": ["string", "null"],
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "Lowercase hex SHA-256 of the object's bytes.",
+            },
+            "outputUri": {"type": ["string", "null"], "description": "s3://bucket/key"},
+            "errorMessage": {"type": ["string", "null"]},
+        },
+    },
+    "ExportJobPage": {
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/ExportJob"}},
+            "nextCursor": {"type": ["string", "null"], "description": "Pass as ?cursor= for the next page."},
+        },
+    },
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details.",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "format": "uri-reference"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Offending fields and what is wrong with each (validation errors).",
+            },
+        },
+    },
+}

@@ -1,0 +1,74 @@
+"""The API's use cases: create, read, list and download exports."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from service.errors import Conflict, Gone, NotFound, QueueUnavailable
+from service.job import ExportRequest, Job, JobPage, JobStatus
+from service.queue import JobQueue
+from service.repository import JobRepository
+from service.storage import ObjectStore, parse_s3_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    url: str
+    expires_at: datetime
+
+
+class ExportService:
+    def __init__(self, repository: JobRepository, store: ObjectStore, queue: JobQueue) -> None:
+        self._repository = repository
+        self._store = store
+        self._queue = queue
+
+    async def create(self, request: ExportRequest) -> Job:
+        """Store the job, then enqueue it. The row is the source of truth: if the broker is down
+        the job is still accepted and the scheduler's sweep enqueues it later."""
+        job = await self._repository.create(request)
+        ctx = {"job_id": str(job.job_id), "org_id": str(job.org_id)}
+        try:
+            await self._queue.enqueue_export(job.job_id)
+        except QueueUnavailable as exc:
+            log.warning(
+                "export stored but not enqueued; the sweep will retry", extra={**ctx, "reason": str(exc)}
+            )
+        else:
+            await self._repository.mark_enqueued(job.job_id)
+            log.info("export enqueued", extra={**ctx, "granularity": job.granularity.value})
+        return job
+
+    async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+        job = await self._repository.get(org_id, job_id)
+        if job is None:
+            raise NotFound(f"export {job_id} not found")
+        return job
+
+    async def list(
+        self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> JobPage:
+        return await self._repository.list_page(org_id, status=status, limit=limit, cursor=cursor)
+
+    async def download(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Download:
+        """A presigned GET URL valid exactly until the job expires (never stored)."""
+        job = await self.get(org_id, job_id)
+        if job.status is JobStatus.EXPIRED:
+            raise Gone(f"export {job_id} expired at {job.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+        if job.status is not JobStatus.SUCCEEDED:
+            raise Conflict(
+                f"export {job_id} is {job.status.value}; only a succeeded export can be downloaded"
+            )
+        assert job.expires_at is not None
+        assert job.output_uri is not None
+        remaining = (job.expires_at - datetime.now(UTC)).total_seconds()
+        if remaining < 1:
+            # Past its expiry but not yet swept: as far as the client is concerned it is gone.
+            raise Gone(f"export {job_id} expired at {job.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+        url = await self._store.presign_download(*parse_s3_uri(job.output_uri), expires_in=remaining)
+        return Download(url=url, expires_at=job.expires_at)
