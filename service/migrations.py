@@ -15,7 +15,13 @@ import asyncpg
 
 from service.sql import QUERIES
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+def _migrations_dir() -> Path:
+    """``migrations/`` in a source checkout (editable install), or the copy a wheel carries."""
+    packaged = Path(__file__).resolve().parent / "_migrations"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 _FILE = re.compile(r"^(\d{4})_(\w+)\.(up|down)\.sql$")
 
 

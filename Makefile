@@ -1,0 +1,53 @@
+# analytics-exports: `make run` (everything, locally) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint typecheck openapi openapi-check unit integration e2e services bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+## Start PostgreSQL and RabbitMQ on this machine if they are down.
+services:
+	ops/start-services.sh
+
+## Everything on embedded defaults: local S3 (moto), database, migrations, demo data, API + worker + scheduler.
+run: $(STAMP) services
+	$(BIN)/analytics-exports dev
+
+## The whole suite: lint, types, OpenAPI drift, unit, integration and end-to-end tests.
+test: $(STAMP) services lint typecheck openapi-check
+	$(BIN)/pytest -q tests
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP) services
+	$(BIN)/pytest -q tests/integration
+
+e2e: $(STAMP) services
+	$(BIN)/pytest -q tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check service actors tests
+	$(BIN)/ruff format --check service actors tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Regenerate openapi/openapi.json from the code (commit the result).
+openapi: $(STAMP)
+	$(BIN)/analytics-exports openapi
+
+openapi-check: $(STAMP)
+	$(BIN)/analytics-exports openapi --check
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
