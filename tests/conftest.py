@@ -1,0 +1,149 @@
+"""Fixtures shared by integration and e2e tests: real PostgreSQL, RabbitMQ and S3 (moto server).
+
+Each test session gets its own database (migrated once), its own RabbitMQ queue name and its
+own moto server on a free loopback port, so a developer's `make run` is never disturbed.
+Nothing here starts unless a test asks for it: unit tests need none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import pika
+import pytest
+
+from service.migrations import migrate_up
+from service.repository import ensure_database
+from service.settings import Settings
+from service.storage import open_s3_client
+
+ADMIN_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+BIN = Path(sys.executable).parent
+BUCKET = "analytics-exports"
+OVERRIDE_BUCKET = "acme-finance-exports"
+#: An org whose exports go to OVERRIDE_BUCKET in every test settings object.
+OVERRIDE_ORG = uuid.UUID("0b9a4e7c-59a4-4d5e-8d8a-2f8a4d6c1e01")
+S3_KEYS = {"S3_ACCESS_KEY": "test", "S3_SECRET_KEY": "test-secret"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback)
+                return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(endpoint + "/moto-api/", timeout=20)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"analytics_test_{uuid.uuid4().hex[:10]}"
+    url = urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path="/" + name))
+    asyncio.run(ensure_database(url))
+    asyncio.run(migrate_up(url))
+    yield url
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(ADMIN_DATABASE_URL)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def queue_name() -> Iterator[str]:
+    name = f"exports-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    delete_queues(name)
+
+
+def delete_queues(name: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        channel = connection.channel()
+        for queue in (name, f"{name}.DQ", f"{name}.XQ"):
+            channel.queue_delete(queue=queue)
+    finally:
+        connection.close()
+
+
+def service_env(database_url: str, s3_endpoint: str, queue_name: str, **extra: str) -> dict[str, str]:
+    """The environment every test process and Settings object is built from."""
+    return {
+        "DATABASE_URL": database_url,
+        "RABBITMQ_URL": RABBITMQ_URL,
+        "EXPORT_QUEUE": queue_name,
+        "S3_ENDPOINT": s3_endpoint,
+        "S3_BUCKET": BUCKET,
+        "S3_BUCKET_OVERRIDES": f"{OVERRIDE_ORG}={OVERRIDE_BUCKET}",
+        # The smallest part S3 allows, so modest test exports already span several parts.
+        "EXPORT_PART_SIZE": "5MiB",
+        **S3_KEYS,
+        **extra,
+    }
+
+
+@pytest.fixture
+def settings(database_url: str, s3_endpoint: str, queue_name: str) -> Settings:
+    return Settings.from_env(service_env(database_url, s3_endpoint, queue_name))
+
+
+@pytest.fixture
+async def clean_state(settings: Settings) -> None:
+    """Empty tables and an S3 server holding just the (empty) test buckets."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "TRUNCATE analytics.export_jobs, analytics.hourly_rollups, analytics.daily_rollups"
+        )
+    finally:
+        await conn.close()
+    assert settings.s3_endpoint is not None
+    async with aiohttp.ClientSession() as http, http.post(settings.s3_endpoint + "/moto-api/reset") as reply:
+        assert reply.status == 200
+    async with open_s3_client(settings) as client:
+        for bucket in (BUCKET, OVERRIDE_BUCKET):
+            await client.create_bucket(Bucket=bucket)

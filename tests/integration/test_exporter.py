@@ -1,0 +1,192 @@
+"""The exporter against real PostgreSQL and a real S3 HTTP server (moto): bytes, checksums, cleanup."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from service.exporter import Exporter
+from service.job import ExportRequest, Granularity, JobStatus, object_key
+from service.repository import JobRepository, create_pool
+from service.settings import Settings
+from service.storage import ObjectStore, S3Client, open_s3_client
+from tests.conftest import BUCKET, OVERRIDE_BUCKET, OVERRIDE_ORG
+from tests.rollups import HEADER, TRICKY_MODELS, daily_from_hourly, expected_rows, hourly_rollups, insert
+
+pytestmark = pytest.mark.usefixtures("clean_state")
+START = datetime(2026, 10, 1, tzinfo=UTC)
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@dataclass
+class Parts:
+    repository: JobRepository
+    client: S3Client
+    exporter: Exporter
+    settings: Settings
+
+
+@pytest.fixture
+async def parts(settings: Settings) -> AsyncIterator[Parts]:
+    pool = await create_pool(settings.database_url, max_size=5)
+    async with open_s3_client(settings) as client:
+        repository = JobRepository(pool)
+        store = ObjectStore(client, settings.export_part_size)
+        yield Parts(repository, client, Exporter(repository, store, settings), settings)
+    await pool.close()
+
+
+async def seed(settings: Settings, org: uuid.UUID, hours: int, models: tuple[str, ...]) -> tuple[list, list]:
+    hourly = hourly_rollups(org, START, hours, models)
+    daily = daily_from_hourly(hourly)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await insert(conn, "hourly_rollups", hourly)
+        await insert(conn, "daily_rollups", daily)
+    finally:
+        await conn.close()
+    return hourly, daily
+
+
+async def read_object(client: S3Client, bucket: str, key: str) -> tuple[bytes, dict]:
+    response = await client.get_object(Bucket=bucket, Key=key)  # type: ignore[attr-defined]
+    async with response["Body"] as body:
+        return await body.read(), response
+
+
+async def no_uploads_left(client: S3Client, bucket: str) -> bool:
+    listing = await client.list_multipart_uploads(Bucket=bucket)  # type: ignore[attr-defined]
+    return not listing.get("Uploads")
+
+
+async def test_export_streams_exact_rows_and_checksum(parts: Parts) -> None:
+    org = uuid.uuid4()
+    hourly, daily = await seed(parts.settings, org, 48, TRICKY_MODELS)
+    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+
+    done = await parts.exporter.run(job.job_id)
+
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    key = object_key(org, job.job_id)
+    assert done.output_uri == f"s3://{BUCKET}/{key}"
+    data, response = await read_object(parts.client, BUCKET, key)
+    assert hashlib.sha256(data).hexdigest() == done.checksum
+    assert done.byte_count == len(data)
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    expected = expected_rows(
+        hourly, daily, org_id=org, granularity="hourly", start=START, end=END, models=None
+    )
+    assert rows[0] == HEADER
+    assert rows[1:] == expected
+    assert done.row_count == len(expected)
+    assert response["ContentType"] == "text/csv; charset=utf-8"
+    assert response["ContentDisposition"].startswith('attachment; filename="')
+    assert response["Metadata"]["sha256"] == done.checksum
+    assert response["Metadata"]["row-count"] == str(len(expected))
+    assert await no_uploads_left(parts.client, BUCKET)
+
+
+async def test_export_larger_than_a_part_is_uploaded_in_several_parts(parts: Parts) -> None:
+    org = uuid.uuid4()
+    models = tuple(f"model-{i:03d}" for i in range(120))
+    await seed(parts.settings, org, 24 * 31, models)  # 89,280 rows, ~10 MiB: at least 2 parts of 5 MiB
+    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+
+    done = await parts.exporter.run(job.job_id)
+
+    assert done is not None
+    assert done.row_count == 24 * 31 * len(models)
+    data, response = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
+    assert len(data) > parts.settings.export_part_size
+    assert hashlib.sha256(data).hexdigest() == done.checksum
+    assert data.count(b"\n") == done.row_count + 1
+
+
+async def test_empty_export_is_a_header_only_file(parts: Parts) -> None:
+    org = uuid.uuid4()
+    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.MONTHLY, ("none",)))
+
+    done = await parts.exporter.run(job.job_id)
+
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.row_count == 0
+    data, _ = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
+    assert data == (",".join(HEADER) + "\n").encode()
+    assert done.checksum == hashlib.sha256(data).hexdigest()
+
+
+async def test_org_override_bucket_is_used(parts: Parts) -> None:
+    job = await parts.repository.create(
+        ExportRequest(OVERRIDE_ORG, "me", START, END, Granularity.DAILY, None)
+    )
+
+    done = await parts.exporter.run(job.job_id)
+
+    assert done is not None
+    assert done.output_uri == f"s3://{OVERRIDE_BUCKET}/{object_key(OVERRIDE_ORG, job.job_id)}"
+    data, _ = await read_object(parts.client, OVERRIDE_BUCKET, object_key(OVERRIDE_ORG, job.job_id))
+    assert hashlib.sha256(data).hexdigest() == done.checksum
+
+
+async def test_duplicate_run_does_nothing(parts: Parts) -> None:
+    org = uuid.uuid4()
+    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.DAILY, None))
+    first = await parts.exporter.run(job.job_id)
+    assert first is not None
+
+    assert await parts.exporter.run(job.job_id) is None
+
+    again = await parts.repository.get_by_id(job.job_id)
+    assert again == first
+
+
+async def test_missing_bucket_fails_the_job_readably_and_leaves_nothing(parts: Parts) -> None:
+    org = uuid.uuid4()
+    await seed(parts.settings, org, 24, ("m",))
+    broken = Exporter(
+        parts.repository,
+        ObjectStore(parts.client, parts.settings.export_part_size),
+        replace(parts.settings, s3_bucket="no-such-bucket-here"),
+    )
+    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+
+    failed = await broken.run(job.job_id)
+
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert failed.error_message is not None
+    assert "NoSuchBucket" in failed.error_message
+    assert failed.output_uri is None
+    assert await no_uploads_left(parts.client, BUCKET)
+
+
+async def test_database_failure_mid_stream_aborts_the_upload(parts: Parts, settings: Settings) -> None:
+    org = uuid.uuid4()
+    await seed(settings, org, 24, ("m",))
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        # Given a table the export query cannot read (privileges would do too; a dropped table is simplest)
+        await conn.execute("ALTER TABLE analytics.hourly_rollups RENAME TO hourly_rollups_away")
+        job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+
+        failed = await parts.exporter.run(job.job_id)
+    finally:
+        await conn.execute("ALTER TABLE analytics.hourly_rollups_away RENAME TO hourly_rollups")
+        await conn.close()
+
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert "hourly_rollups" in (failed.error_message or "")
+    assert await no_uploads_left(parts.client, BUCKET)
+    listing = await parts.client.list_objects_v2(Bucket=BUCKET)  # type: ignore[attr-defined]
+    assert listing.get("KeyCount", 0) == 0

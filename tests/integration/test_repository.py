@@ -1,0 +1,135 @@
+"""The job repository against a real PostgreSQL: compare-and-set transitions and paging."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from service.job import ExportOutput, ExportRequest, Granularity, JobStatus
+from service.repository import JobRepository, create_pool
+from service.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("clean_state")
+START = datetime(2026, 10, 1, tzinfo=UTC)
+END = datetime(2026, 10, 31, tzinfo=UTC)
+
+
+@pytest.fixture
+async def repository(settings: Settings) -> AsyncIterator[JobRepository]:
+    pool = await create_pool(settings.database_url, max_size=5)
+    yield JobRepository(pool)
+    await pool.close()
+
+
+def request(org_id: uuid.UUID, models: tuple[str, ...] | None = None) -> ExportRequest:
+    return ExportRequest(org_id, "finance@example.com", START, END, Granularity.DAILY, models)
+
+
+def output(job_id: uuid.UUID) -> ExportOutput:
+    return ExportOutput(f"s3://b/{job_id}.csv", "a" * 64, 3, 100)
+
+
+async def test_create_then_get_round_trips_every_field(repository: JobRepository) -> None:
+    org = uuid.uuid4()
+    created = await repository.create(request(org, ("m1", "m2")))
+    fetched = await repository.get(org, created.job_id)
+    assert fetched == created
+    assert created.status is JobStatus.PENDING
+    assert created.models == ("m1", "m2")
+    assert (created.time_range_start, created.time_range_end) == (START, END)
+    assert await repository.get(uuid.uuid4(), created.job_id) is None  # another org's view
+
+
+async def test_claim_is_compare_and_set_under_concurrency(repository: JobRepository) -> None:
+    job = await repository.create(request(uuid.uuid4()))
+    claims = await asyncio.gather(*(repository.claim(job.job_id) for _ in range(8)))
+    winners = [c for c in claims if c is not None]
+    assert len(winners) == 1
+    assert winners[0].status is JobStatus.RUNNING
+    assert winners[0].attempt == 1
+
+
+async def test_writes_are_fenced_by_the_attempt(repository: JobRepository) -> None:
+    job = await repository.create(request(uuid.uuid4()))
+    claimed = await repository.claim(job.job_id)
+    assert claimed is not None
+    stale = replace(claimed, attempt=0)
+    assert await repository.complete(stale, output(job.job_id), 60) is None
+    assert await repository.fail(stale, "late") is None
+    done = await repository.complete(claimed, output(job.job_id), 60)
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.expires_at is not None
+    assert done.completed_at is not None
+    assert 59 <= (done.expires_at - done.completed_at).total_seconds() <= 61
+
+
+async def test_nothing_moves_a_finished_job_back(repository: JobRepository) -> None:
+    job = await repository.create(request(uuid.uuid4()))
+    claimed = await repository.claim(job.job_id)
+    assert claimed is not None
+    assert await repository.fail(claimed, "boom") is not None
+    assert await repository.claim(job.job_id) is None
+    assert await repository.complete(claimed, output(job.job_id), 60) is None
+    assert await repository.expire(job.job_id) is None  # only succeeded jobs expire
+    final = await repository.get_by_id(job.job_id)
+    assert final is not None
+    assert final.status is JobStatus.FAILED
+    assert final.error_message == "boom"
+
+
+async def test_a_succeeded_job_cannot_be_recorded_without_its_output(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                """INSERT INTO analytics.export_jobs (job_id, org_id, requested_by, time_range_start,
+                   time_range_end, granularity, status) VALUES ($1, $2, 'x', $3, $4, 'daily', 'succeeded')""",
+                uuid.uuid4(),
+                uuid.uuid4(),
+                START,
+                END,
+            )
+    finally:
+        await conn.close()
+
+
+async def test_paging_returns_every_job_once_newest_first(repository: JobRepository) -> None:
+    org = uuid.uuid4()
+    created = [await repository.create(request(org)) for _ in range(7)]
+    await repository.create(request(uuid.uuid4()))  # another org's job never shows up
+    seen, cursor = [], None
+    while True:
+        page = await repository.list_page(org, status=None, limit=3, cursor=cursor)
+        seen.extend(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert [j.job_id for j in seen] == [j.job_id for j in reversed(created)]
+    assert [j.initiated_at for j in seen] == sorted((j.initiated_at for j in seen), reverse=True)
+
+
+async def test_status_filter(repository: JobRepository) -> None:
+    org = uuid.uuid4()
+    first = await repository.create(request(org))
+    await repository.create(request(org))
+    assert await repository.claim(first.job_id) is not None
+    running = await repository.list_page(org, status=JobStatus.RUNNING, limit=10, cursor=None)
+    pending = await repository.list_page(org, status=JobStatus.PENDING, limit=10, cursor=None)
+    assert [j.job_id for j in running.items] == [first.job_id]
+    assert len(pending.items) == 1
+    assert pending.items[0].job_id != first.job_id
+
+
+async def test_stale_pending_finds_unpublished_jobs(repository: JobRepository, settings: Settings) -> None:
+    unpublished = await repository.create(request(uuid.uuid4()))
+    published = await repository.create(request(uuid.uuid4()))
+    await repository.mark_enqueued(published.job_id)
+    assert await repository.stale_pending(0, 3600, 10) == [unpublished.job_id]
+    assert await repository.stale_pending(3600, 3600, 10) == []

@@ -1,0 +1,134 @@
+"""Known rollup data for tests, and the CSV an export of it must produce, computed independently
+of the service (Python, Decimal) so a reconciliation test compares two separate derivations."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+
+HEADER = [
+    "bucket_start",
+    "organization_id",
+    "model_id",
+    "request_count",
+    "tokens_total",
+    "error_count",
+    "cost_total",
+]
+MICRO = Decimal("0.000001")
+#: Model ids that stress CSV quoting and encoding, next to ordinary ones.
+TRICKY_MODELS = ("gpt-4o", "claude-3,5", 'say "hi"', "multi\nline", "modèle-日本", "Zeta", "alpha")
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    bucket_start: datetime
+    org_id: uuid.UUID
+    model_id: str
+    request_count: int
+    tokens_total: int
+    error_count: int
+    cost_total: Decimal
+
+    def record(self) -> tuple[object, ...]:
+        return (
+            self.bucket_start,
+            self.org_id,
+            self.model_id,
+            self.request_count,
+            self.tokens_total,
+            self.error_count,
+            self.cost_total,
+        )
+
+
+def hourly_rollups(
+    org_id: uuid.UUID, start: datetime, hours: int, models: Sequence[str], seed: int = 7
+) -> list[Rollup]:
+    rng = random.Random(seed)
+    rows = []
+    for h in range(hours):
+        for model in models:
+            requests = rng.randint(0, 5000)
+            cost = Decimal(rng.randint(-2_000_000, 90_000_000_000)) * MICRO  # credits can be negative
+            rows.append(
+                Rollup(
+                    start + timedelta(hours=h),
+                    org_id,
+                    model,
+                    requests,
+                    requests * rng.randint(50, 900),
+                    rng.randint(0, requests // 10 + 1),
+                    cost,
+                )
+            )
+    return rows
+
+
+def _aggregate(rows: Iterable[Rollup], bucket: Callable[[datetime], datetime]) -> list[Rollup]:
+    sums: dict[tuple[datetime, uuid.UUID, str], Rollup] = {}
+    for r in rows:
+        key = (bucket(r.bucket_start), r.org_id, r.model_id)
+        acc = sums.get(key)
+        sums[key] = (
+            Rollup(*key, r.request_count, r.tokens_total, r.error_count, r.cost_total)
+            if acc is None
+            else Rollup(
+                *key,
+                acc.request_count + r.request_count,
+                acc.tokens_total + r.tokens_total,
+                acc.error_count + r.error_count,
+                acc.cost_total + r.cost_total,
+            )
+        )
+    return list(sums.values())
+
+
+def daily_from_hourly(rows: Iterable[Rollup]) -> list[Rollup]:
+    return _aggregate(rows, lambda t: t.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+
+
+async def insert(conn: asyncpg.Connection, table: str, rows: Iterable[Rollup]) -> None:
+    await conn.copy_records_to_table(table, schema_name="analytics", records=[r.record() for r in rows])
+
+
+def csv_row(r: Rollup) -> list[str]:
+    return [
+        r.bucket_start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        str(r.org_id),
+        r.model_id,
+        str(r.request_count),
+        str(r.tokens_total),
+        str(r.error_count),
+        format(r.cost_total.quantize(MICRO), "f"),
+    ]
+
+
+def expected_rows(
+    hourly: Sequence[Rollup],
+    daily: Sequence[Rollup],
+    *,
+    org_id: uuid.UUID,
+    granularity: str,
+    start: datetime,
+    end: datetime,
+    models: Sequence[str] | None,
+) -> list[list[str]]:
+    """What the CSV must hold: rows with start <= bucket_start < end, ordered by time then model id
+    (code point order); monthly sums the daily rows per UTC month and model."""
+    source = hourly if granularity == "hourly" else daily
+    chosen = [
+        r
+        for r in source
+        if r.org_id == org_id and start <= r.bucket_start < end and (not models or r.model_id in models)
+    ]
+    if granularity == "monthly":
+        chosen = _aggregate(chosen, lambda t: t.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0))
+    chosen.sort(key=lambda r: (r.bucket_start, r.model_id.encode()))
+    return [csv_row(r) for r in chosen]
