@@ -105,7 +105,7 @@ async def test_export_larger_than_a_part_is_uploaded_in_several_parts(parts: Par
 
     assert done is not None
     assert done.row_count == 24 * 31 * len(models)
-    data, response = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
+    data, _ = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
     assert len(data) > parts.settings.export_part_size
     assert hashlib.sha256(data).hexdigest() == done.checksum
     assert data.count(b"\n") == done.row_count + 1

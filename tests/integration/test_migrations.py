@@ -54,7 +54,8 @@ async def test_schema_matches_the_spec(scratch_url: str) -> None:
         for table in ("analytics.hourly_rollups", "analytics.daily_rollups"):
             assert await columns(conn, table) == ROLLUP_COLUMNS
             pk = await conn.fetchval(
-                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p'",
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conrelid = $1::regclass AND contype = 'p'",
                 table,
             )
             assert pk == "PRIMARY KEY (org_id, bucket_start, model_id)"
