@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from service.errors import Conflict, Gone, NotFound, QueueUnavailable
-from service.job import ExportRequest, Job, JobPage, JobStatus
+from service.job import ExportRequest, Job, JobPage, JobStatus, rfc3339
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.storage import ObjectStore, parse_s3_uri
@@ -59,7 +59,7 @@ class ExportService:
         """A presigned GET URL valid exactly until the job expires (never stored)."""
         job = await self.get(org_id, job_id)
         if job.status is JobStatus.EXPIRED:
-            raise Gone(f"export {job_id} expired at {job.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+            raise Gone(f"export {job_id} expired and its file was deleted; request a new export")
         if job.status is not JobStatus.SUCCEEDED:
             raise Conflict(
                 f"export {job_id} is {job.status.value}; only a succeeded export can be downloaded"
@@ -69,6 +69,6 @@ class ExportService:
         remaining = (job.expires_at - datetime.now(UTC)).total_seconds()
         if remaining < 1:
             # Past its expiry but not yet swept: as far as the client is concerned it is gone.
-            raise Gone(f"export {job_id} expired at {job.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+            raise Gone(f"export {job_id} expired at {rfc3339(job.expires_at)}; request a new export")
         url = await self._store.presign_download(*parse_s3_uri(job.output_uri), expires_in=remaining)
         return Download(url=url, expires_at=job.expires_at)

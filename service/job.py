@@ -6,7 +6,7 @@ import enum
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 
 class JobStatus(enum.StrEnum):
@@ -92,6 +92,11 @@ class ExportOutput:
     checksum: str
     row_count: int
     byte_count: int
+
+
+def rfc3339(value: datetime) -> str:
+    """UTC with a ``Z`` suffix (microseconds only when present), as every API time is written."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def object_key(org_id: uuid.UUID, job_id: uuid.UUID) -> str:

@@ -15,6 +15,7 @@ import asyncpg
 
 from service.sql import QUERIES
 
+
 def _migrations_dir() -> Path:
     """``migrations/`` in a source checkout (editable install), or the copy a wheel carries."""
     packaged = Path(__file__).resolve().parent / "_migrations"

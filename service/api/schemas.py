@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from service.errors import ValidationFailed
-from service.job import MAX_TIME_RANGE, ExportRequest, Granularity, Job, JobPage, JobStatus
+from service.job import MAX_TIME_RANGE, ExportRequest, Granularity, Job, JobPage, JobStatus, rfc3339
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -22,11 +22,6 @@ MAX_MODEL_ID_LENGTH: Final = 256
 _RFC3339: Final = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
-
-
-def rfc3339(value: datetime) -> str:
-    """UTC, ``Z`` suffix, microseconds only when present."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_timestamp(value: object, field: str) -> datetime:

@@ -1,0 +1,135 @@
+"""The real processes: `analytics-exports api`, `worker` and `scheduler`, on real services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from botocore.exceptions import ClientError
+from yarl import URL
+
+from service.api.auth import READ, WRITE, mint_token
+from service.settings import Settings
+from service.storage import open_s3_client
+from tests.conftest import BIN, BUCKET, OVERRIDE_BUCKET, delete_queues, free_port, service_env, wait_http
+
+SECRET = "e2e-secret-that-is-at-least-32-bytes-long!"
+ROLES = ("api", "worker", "scheduler")
+
+
+@dataclass
+class Stack:
+    base: str
+    env: dict[str, str]
+    settings: Settings
+    logs: Path
+
+    def token(
+        self, *orgs: uuid.UUID, scope: str = f"{READ} {WRITE}", sub: str = "finance@example.com"
+    ) -> str:
+        return mint_token(SECRET, subject=sub, orgs=orgs, scopes=scope.split())
+
+    def auth(self, *orgs: uuid.UUID, scope: str = f"{READ} {WRITE}") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(*orgs, scope=scope)}"}
+
+    def exports_url(self, org: uuid.UUID) -> str:
+        return f"{self.base}/analytics/v1/orgs/{org}/exports"
+
+
+async def _create_buckets(settings: Settings) -> None:
+    async with open_s3_client(settings) as client:
+        for bucket in (BUCKET, OVERRIDE_BUCKET):
+            with contextlib.suppress(ClientError):  # already there from an earlier run
+                await client.create_bucket(Bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    queue = f"exports-e2e-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        **os.environ,
+        **service_env(database_url, s3_endpoint, queue),
+        "HTTP_PORT": str(port),
+        "EXPORT_WORKER_INTERVAL": "1s",
+        "AUTH_JWT_SECRET": SECRET,
+    }
+    settings = Settings.from_env(env)
+    asyncio.run(_create_buckets(settings))
+    logs = tmp_path_factory.mktemp("stack-logs")
+    processes = {}
+    for role in ROLES:
+        log = (logs / f"{role}.log").open("wb")
+        processes[role] = subprocess.Popen(
+            [str(BIN / "analytics-exports"), role], env=env, stdout=log, stderr=log
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", timeout=30)
+        yield Stack(base, env, settings, logs)
+    finally:
+        for proc in processes.values():
+            proc.send_signal(signal.SIGTERM)
+        for role, proc in processes.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail(f"{role} did not stop within 30 s of SIGTERM")
+        delete_queues(queue)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def wait_for_job(
+    http: aiohttp.ClientSession, stack: Stack, org: uuid.UUID, job_id: str, wait_seconds: float = 60
+) -> dict[str, object]:
+    """Poll the job until it is finished (succeeded, failed or expired)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        async with http.get(f"{stack.exports_url(org)}/{job_id}", headers=stack.auth(org)) as reply:
+            assert reply.status == 200, await reply.text()
+            job: dict[str, object] = await reply.json()
+        if job["status"] in ("succeeded", "failed", "expired"):
+            return job
+        if time.monotonic() > deadline:
+            logs = {p.name: p.read_text()[-3000:] for p in stack.logs.iterdir()}
+            raise AssertionError(f"job {job_id} still {job['status']} after {wait_seconds}s; logs: {logs}")
+        await asyncio.sleep(0.1)
+
+
+async def create_export(
+    http: aiohttp.ClientSession, stack: Stack, org: uuid.UUID, body: dict[str, object]
+) -> dict[str, object]:
+    async with http.post(stack.exports_url(org), json=body, headers=stack.auth(org)) as reply:
+        assert reply.status == 202, await reply.text()
+        job: dict[str, object] = await reply.json()
+        assert reply.headers["Location"] == f"/analytics/v1/orgs/{org}/exports/{job['jobId']}"
+    return job
+
+
+async def download(http: aiohttp.ClientSession, stack: Stack, org: uuid.UUID, job_id: str) -> bytes:
+    """Follow the API's 302 to the presigned URL, as a browser or `curl -L` would."""
+    async with http.get(
+        f"{stack.exports_url(org)}/{job_id}/download", headers=stack.auth(org), allow_redirects=False
+    ) as reply:
+        assert reply.status == 302, await reply.text()
+        assert reply.headers["Cache-Control"] == "no-store"
+        location = reply.headers["Location"]
+    async with http.get(URL(location, encoded=True)) as reply:
+        assert reply.status == 200
+        return await reply.read()
