@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,7 +98,7 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             scopes=[READ, WRITE],
             ttl_seconds=12 * 3600,
         )
-        print(WALKTHROUGH.format(base=base, org=demo_org, token=token), flush=True)
+        print(WALKTHROUGH.format(base=base, org=demo_org, token=token, steps=walkthrough_steps()), flush=True)
         stopping = False
 
         def stop(signum: int, frame: object) -> None:
@@ -126,11 +127,24 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
 WALKTHROUGH = """
 analytics-exports is running: API {base} (API, worker and scheduler log JSON lines above).
 
-In another shell, from this directory, set these and follow README.md's walkthrough:
+In another shell, from this directory:
 
   export TOKEN={token}
   export ORG={org}
   export API={base}
-
+{steps}
 Ctrl-C stops everything.
 """
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def walkthrough_steps() -> str:
+    """The README's walkthrough block (the single source, run verbatim by a test), indented."""
+    try:
+        text = README.read_text("utf-8")
+    except OSError:
+        return "\n  then follow the walkthrough in README.md\n"
+    match = re.search(r"<!-- walkthrough:start -->\s*```sh\n(.*?)```", text, re.DOTALL)
+    if not match:
+        return "\n  then follow the walkthrough in README.md\n"
+    return "\n" + "".join(f"  {line}" if line.strip() else line for line in match.group(1).splitlines(True))
