@@ -49,7 +49,6 @@ class Exporter:
         bucket = self._settings.bucket_for(job.org_id)
         key = object_key(job.org_id, job.job_id)
         upload: MultipartUpload | None = None
-        completed = False
         try:
             upload = await self._store.start_upload(bucket, key, content_disposition(job))
             await self._repository.set_upload_id(job, upload.upload_id)
@@ -58,14 +57,13 @@ class Exporter:
                 {"job-id": str(job.job_id), "org-id": str(job.org_id), "row-count": str(row_count)},
                 content_disposition(job),
             )
-            completed = True
             output = ExportOutput(s3_uri(bucket, key), result.checksum, row_count, result.byte_count)
             done = await self._repository.complete(job, output, self._settings.export_signed_url_ttl)
         except BaseException as exc:
             # BaseException too: a time limit or shutdown cancels the coroutine, and the job must
             # still end truthfully with no upload left behind. Cancellation is then re-raised;
             # an ordinary failure is an outcome (the job is failed), not an error of the actor.
-            await self._clean_up(job, upload, completed, ctx)
+            await self._clean_up(job, upload, ctx)
             failed = await self._record_failure(job, exc, ctx)
             if not isinstance(exc, Exception):
                 raise
@@ -80,14 +78,12 @@ class Exporter:
         )
         return done
 
-    async def _clean_up(
-        self, job: Job, upload: MultipartUpload | None, completed: bool, ctx: dict[str, object]
-    ) -> None:
+    async def _clean_up(self, job: Job, upload: MultipartUpload | None, ctx: dict[str, object]) -> None:
         """Leave nothing behind: abort an unfinished upload, delete an object no job will point at."""
         if upload is None:
             return
         try:
-            if completed:
+            if upload.completed:
                 await self._store.delete(upload.bucket, upload.key)
             else:
                 await upload.abort()

@@ -57,8 +57,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = orjson.loads(raw)
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("t"), str)
+            or not isinstance(data.get("id"), str)
+        ):
+            raise ValueError("malformed cursor")
         return datetime.fromisoformat(data["t"]), uuid.UUID(data["id"])
-    except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (binascii.Error, orjson.JSONDecodeError, ValueError):
         raise ValidationFailed(
             "cursor is not one this API returned", errors={"cursor": "invalid cursor"}
         ) from None

@@ -136,6 +136,9 @@ class MultipartUpload:
         self._parts: list[dict[str, object]] = []
         self._sha256 = hashlib.sha256()
         self._bytes = 0
+        #: True once CompleteMultipartUpload succeeded: from then on the object exists and
+        #: cleaning up means deleting it, not aborting the upload.
+        self.completed = False
 
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
@@ -172,6 +175,7 @@ class MultipartUpload:
             )
         except (BotoCoreError, ClientError, OSError) as exc:
             raise storage_error(exc, "complete of the multipart upload") from exc
+        self.completed = True
         result = UploadResult(
             checksum=self._sha256.hexdigest(), byte_count=self._bytes, parts=len(self._parts)
         )

@@ -83,7 +83,7 @@ def parse_export_request(body: object, org_id: uuid.UUID, requested_by: str) -> 
             errors={"timeRange": f"longer than {MAX_TIME_RANGE.days} days"},
         )
     granularity = body.get("granularity")
-    if granularity not in {g.value for g in Granularity}:
+    if not isinstance(granularity, str) or granularity not in {g.value for g in Granularity}:
         raise ValidationFailed(
             "granularity must be one of hourly, daily, monthly",
             errors={"granularity": "one of hourly, daily, monthly"},
@@ -124,7 +124,7 @@ def parse_list_query(query: Mapping[str, str]) -> tuple[JobStatus | None, int, s
             errors={"status": "unknown status"},
         )
     limit_raw = query.get("limit") or str(DEFAULT_LIMIT)
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
+    if not re.fullmatch(r"[0-9]{1,4}", limit_raw) or not 1 <= int(limit_raw) <= MAX_LIMIT:
         raise ValidationFailed(
             f"limit must be an integer from 1 to {MAX_LIMIT}", errors={"limit": "out of range"}
         )

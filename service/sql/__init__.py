@@ -17,8 +17,8 @@ def parse_queries(text: str) -> dict[str, str]:
     """Split a file of ``-- name: x`` blocks into ``{name: sql}`` (comments and trailing ';' dropped)."""
     queries: dict[str, str] = {}
     marks = list(_NAME.finditer(text))
-    for mark, nxt in zip(marks, [*marks[1:], None], strict=True):
-        body = text[mark.end() : nxt.start() if nxt else len(text)]
+    for i, mark in enumerate(marks):
+        body = text[mark.end() : marks[i + 1].start() if i + 1 < len(marks) else len(text)]
         lines = [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("--")]
         sql = "\n".join(lines).strip().rstrip(";").strip()
         if mark.group(1) in queries:

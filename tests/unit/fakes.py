@@ -1,0 +1,455 @@
+"""Fakes of the ports (S3 client, job repository, queue), job factories and a tiny JSON Schema check.
+
+Nothing here talks to a network, a database or S3: each fake keeps its state in memory and
+records the calls it received, so tests can assert on what the code under test asked for.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from service.api.schemas import SCHEMAS
+from service.errors import QueueUnavailable
+from service.job import ExportOutput, ExportRequest, Granularity, Job, JobPage, JobStatus
+from service.repository import decode_cursor, encode_cursor
+
+ORG_A = uuid.UUID("0b6f3c2e-8f57-4a4e-9d1c-3a1f4f0e9a01")
+ORG_B = uuid.UUID("5d2a9e77-1c4b-4f0a-8b6e-7e3c2d1f0b02")
+SECRET = "unit-test-signing-secret-long-enough-for-hs256-and-for-hs512-too!!"
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def make_job(**changes: Any) -> Job:
+    """A pending daily job of ORG_A over the first week of November 2026, with ``changes`` applied."""
+    job = Job(
+        job_id=uuid.uuid4(),
+        org_id=ORG_A,
+        requested_by="alice@example.com",
+        time_range_start=T0,
+        time_range_end=T0 + timedelta(days=7),
+        granularity=Granularity.DAILY,
+        models=None,
+        status=JobStatus.PENDING,
+        output_uri=None,
+        checksum=None,
+        row_count=None,
+        byte_count=None,
+        initiated_at=datetime(2026, 11, 8, 9, 30, tzinfo=UTC),
+        started_at=None,
+        completed_at=None,
+        expires_at=None,
+        error_message=None,
+        attempt=0,
+        upload_id=None,
+        enqueued_at=None,
+    )
+    return replace(job, **changes)
+
+
+def succeeded_job(*, expires_in: timedelta = timedelta(hours=12), **changes: Any) -> Job:
+    """A succeeded job whose download window closes ``expires_in`` from now."""
+    now = datetime.now(UTC)
+    job_id = changes.pop("job_id", uuid.uuid4())
+    org_id = changes.pop("org_id", ORG_A)
+    job = make_job(
+        job_id=job_id,
+        org_id=org_id,
+        status=JobStatus.SUCCEEDED,
+        output_uri=f"s3://analytics-exports/analytics/exports/{org_id}/{job_id}.csv",
+        checksum="ab" * 32,
+        row_count=3,
+        byte_count=120,
+        started_at=now - timedelta(minutes=2),
+        completed_at=now - timedelta(minutes=1),
+        expires_at=now + expires_in,
+        attempt=1,
+    )
+    return replace(job, **changes)
+
+
+def client_error(code: str, status: int, operation: str = "UploadPart", message: str = "") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
+
+
+# --- S3 -----------------------------------------------------------------------------------------
+
+
+class FakeS3:
+    """An in-memory S3 client implementing the ``S3Client`` protocol.
+
+    ``errors`` maps a method name to an exception raised (every time) when that method is called.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.errors: dict[str, BaseException] = {}
+        self._next_upload = 0
+
+    def _record(self, method: str, kwargs: dict[str, Any]) -> None:
+        self.calls.append((method, kwargs))
+        if method in self.errors:
+            raise self.errors[method]
+
+    def called(self, method: str) -> list[dict[str, Any]]:
+        return [kwargs for name, kwargs in self.calls if name == method]
+
+    async def create_multipart_upload(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("create_multipart_upload", kwargs)
+        self._next_upload += 1
+        upload_id = f"upload-{self._next_upload}"
+        self.uploads[upload_id] = {
+            "Bucket": kwargs["Bucket"],
+            "Key": kwargs["Key"],
+            "ContentType": kwargs.get("ContentType"),
+            "ContentDisposition": kwargs.get("ContentDisposition"),
+            "parts": {},
+        }
+        return {"UploadId": upload_id, "Bucket": kwargs["Bucket"], "Key": kwargs["Key"]}
+
+    async def upload_part(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("upload_part", kwargs)
+        upload = self.uploads[kwargs["UploadId"]]
+        assert (upload["Bucket"], upload["Key"]) == (kwargs["Bucket"], kwargs["Key"])
+        etag = f'"etag-{kwargs["UploadId"]}-{kwargs["PartNumber"]}"'
+        upload["parts"][kwargs["PartNumber"]] = (etag, bytes(kwargs["Body"]))
+        return {"ETag": etag}
+
+    async def complete_multipart_upload(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("complete_multipart_upload", kwargs)
+        upload = self.uploads.pop(kwargs["UploadId"])
+        listed = kwargs["MultipartUpload"]["Parts"]
+        numbers = [part["PartNumber"] for part in listed]
+        # S3's rules: parts listed in ascending order, each with the ETag it was given.
+        assert numbers == sorted(upload["parts"]), (numbers, sorted(upload["parts"]))
+        for part in listed:
+            assert part["ETag"] == upload["parts"][part["PartNumber"]][0]
+        body = b"".join(upload["parts"][n][1] for n in numbers)
+        self.objects[(kwargs["Bucket"], kwargs["Key"])] = {
+            "Body": body,
+            "Metadata": {},
+            "ContentType": upload["ContentType"],
+            "ContentDisposition": upload["ContentDisposition"],
+        }
+        return {"ETag": '"multipart"'}
+
+    async def abort_multipart_upload(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("abort_multipart_upload", kwargs)
+        if self.uploads.pop(kwargs["UploadId"], None) is None:
+            raise client_error("NoSuchUpload", 404, "AbortMultipartUpload")
+        return {}
+
+    async def copy_object(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("copy_object", kwargs)
+        source = self.objects[(kwargs["CopySource"]["Bucket"], kwargs["CopySource"]["Key"])]
+        target = dict(source)
+        if kwargs.get("MetadataDirective") == "REPLACE":
+            target["Metadata"] = dict(kwargs.get("Metadata", {}))
+            target["ContentType"] = kwargs.get("ContentType")
+            target["ContentDisposition"] = kwargs.get("ContentDisposition")
+        self.objects[(kwargs["Bucket"], kwargs["Key"])] = target
+        return {}
+
+    async def delete_object(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("delete_object", kwargs)
+        self.objects.pop((kwargs["Bucket"], kwargs["Key"]), None)
+        return {}
+
+    async def head_bucket(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("head_bucket", kwargs)
+        return {}
+
+    async def create_bucket(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("create_bucket", kwargs)
+        return {}
+
+    async def generate_presigned_url(
+        self, ClientMethod: str, Params: Mapping[str, object], ExpiresIn: int
+    ) -> str:
+        self._record(
+            "generate_presigned_url", {"ClientMethod": ClientMethod, **Params, "ExpiresIn": ExpiresIn}
+        )
+        return f"https://s3.example.test/{Params['Bucket']}/{Params['Key']}?X-Amz-Expires={ExpiresIn}"
+
+
+# --- queue --------------------------------------------------------------------------------------
+
+
+class FakeQueue:
+    """A ``JobQueue``: records enqueued ids; ``down_after`` publishes succeed before it refuses."""
+
+    def __init__(self, *, down_after: int | None = None) -> None:
+        self.enqueued: list[uuid.UUID] = []
+        self.down_after = down_after
+        self.ping_error: BaseException | None = None
+
+    async def enqueue_export(self, job_id: uuid.UUID) -> None:
+        if self.down_after is not None and len(self.enqueued) >= self.down_after:
+            raise QueueUnavailable("RabbitMQ publish failed: connection refused")
+        self.enqueued.append(job_id)
+
+    async def ping(self) -> None:
+        if self.ping_error is not None:
+            raise self.ping_error
+
+
+# --- repository ---------------------------------------------------------------------------------
+
+CopyRows = Callable[[Job, Callable[[bytes], Awaitable[None]]], Awaitable[int]]
+
+
+class FakeRepository:
+    """A ``JobRepository`` over a dict, with the same compare-and-set semantics as the SQL."""
+
+    def __init__(self, jobs: tuple[Job, ...] | list[Job] = ()) -> None:
+        self.jobs: dict[uuid.UUID, Job] = {job.job_id: job for job in jobs}
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        #: The CSV chunks ``copy_rows`` sends to the sink, and the row count it reports.
+        self.chunks: list[bytes] = [b"header\n"]
+        self.row_count = 0
+        self.copy_error: BaseException | None = None
+        self.copy_rows_impl: CopyRows | None = None
+        self.complete_error: BaseException | None = None
+        self.fail_error: BaseException | None = None
+        self.get_error: BaseException | None = None
+        self.stale: list[uuid.UUID] = []
+        self.ping_error: BaseException | None = None
+
+    def _record(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        return [args for call, args in self.calls if call == name]
+
+    async def ping(self) -> None:
+        self._record("ping")
+        if self.ping_error is not None:
+            raise self.ping_error
+
+    async def create(self, request: ExportRequest) -> Job:
+        self._record("create", request)
+        job = make_job(
+            org_id=request.org_id,
+            requested_by=request.requested_by,
+            time_range_start=request.start,
+            time_range_end=request.end,
+            granularity=request.granularity,
+            models=request.models,
+            initiated_at=datetime.now(UTC),
+        )
+        self.jobs[job.job_id] = job
+        return job
+
+    async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+        self._record("get", org_id, job_id)
+        if self.get_error is not None:
+            raise self.get_error
+        job = self.jobs.get(job_id)
+        return job if job is not None and job.org_id == org_id else None
+
+    async def get_by_id(self, job_id: uuid.UUID) -> Job | None:
+        return self.jobs.get(job_id)
+
+    async def list_page(
+        self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> JobPage:
+        self._record("list_page", org_id, status, limit, cursor)
+        after = decode_cursor(cursor) if cursor else None
+        jobs = sorted(
+            (j for j in self.jobs.values() if j.org_id == org_id and (status is None or j.status is status)),
+            key=lambda j: (j.initiated_at, j.job_id),
+            reverse=True,
+        )
+        if after is not None:
+            jobs = [j for j in jobs if (j.initiated_at, j.job_id) < after]
+        items = tuple(jobs[:limit])
+        return JobPage(items=items, next_cursor=encode_cursor(items[-1]) if len(jobs) > limit else None)
+
+    async def claim(self, job_id: uuid.UUID) -> Job | None:
+        self._record("claim", job_id)
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.PENDING:
+            return None
+        job = replace(job, status=JobStatus.RUNNING, attempt=job.attempt + 1, started_at=datetime.now(UTC))
+        self.jobs[job_id] = job
+        return job
+
+    def _owns(self, job: Job) -> bool:
+        current = self.jobs.get(job.job_id)
+        return current is not None and current.status is JobStatus.RUNNING and current.attempt == job.attempt
+
+    async def set_upload_id(self, job: Job, upload_id: str) -> bool:
+        self._record("set_upload_id", job.job_id, upload_id)
+        if not self._owns(job):
+            return False
+        self.jobs[job.job_id] = replace(self.jobs[job.job_id], upload_id=upload_id)
+        return True
+
+    async def copy_rows(self, job: Job, sink: Callable[[bytes], Awaitable[None]]) -> int:
+        self._record("copy_rows", job.job_id)
+        if self.copy_rows_impl is not None:
+            return await self.copy_rows_impl(job, sink)
+        for chunk in self.chunks:
+            await sink(chunk)
+        if self.copy_error is not None:
+            raise self.copy_error
+        return self.row_count
+
+    async def complete(self, job: Job, output: ExportOutput, ttl_seconds: float) -> Job | None:
+        self._record("complete", job.job_id, output, ttl_seconds)
+        if self.complete_error is not None:
+            raise self.complete_error
+        if not self._owns(job):
+            return None
+        now = datetime.now(UTC)
+        done = replace(
+            self.jobs[job.job_id],
+            status=JobStatus.SUCCEEDED,
+            output_uri=output.output_uri,
+            checksum=output.checksum,
+            row_count=output.row_count,
+            byte_count=output.byte_count,
+            completed_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+            upload_id=None,
+        )
+        self.jobs[job.job_id] = done
+        return done
+
+    async def fail(self, job: Job, reason: str) -> Job | None:
+        self._record("fail", job.job_id, reason)
+        if self.fail_error is not None:
+            raise self.fail_error
+        if not self._owns(job):
+            return None
+        failed = replace(
+            self.jobs[job.job_id],
+            status=JobStatus.FAILED,
+            error_message=reason,
+            completed_at=datetime.now(UTC),
+            upload_id=None,
+        )
+        self.jobs[job.job_id] = failed
+        return failed
+
+    async def due_for_expiry(self, limit: int) -> list[Job]:
+        self._record("due_for_expiry", limit)
+        now = datetime.now(UTC)
+        due = [
+            j
+            for j in self.jobs.values()
+            if j.status is JobStatus.SUCCEEDED and j.expires_at is not None and j.expires_at <= now
+        ]
+        return sorted(due, key=lambda j: j.expires_at or now)[:limit]
+
+    async def expire(self, job_id: uuid.UUID) -> Job | None:
+        self._record("expire", job_id)
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.SUCCEEDED:
+            return None
+        self.jobs[job_id] = replace(job, status=JobStatus.EXPIRED)
+        return self.jobs[job_id]
+
+    async def stale_pending(
+        self, unpublished_after: float, unclaimed_after: float, limit: int
+    ) -> list[uuid.UUID]:
+        self._record("stale_pending", unpublished_after, unclaimed_after, limit)
+        return self.stale[:limit]
+
+    async def mark_enqueued(self, job_id: uuid.UUID) -> None:
+        self._record("mark_enqueued", job_id)
+        job = self.jobs.get(job_id)
+        if job is not None and job.status is JobStatus.PENDING:
+            self.jobs[job_id] = replace(job, enqueued_at=datetime.now(UTC))
+
+
+# --- a tiny JSON Schema check (the keywords SCHEMAS uses, nothing else) -------------------------
+
+_JSON_TYPES: dict[str, Callable[[object], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_KNOWN = {
+    "$ref",
+    "type",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "maxItems",
+    "minimum",
+    "format",
+    "description",
+}
+
+
+def schema_errors(instance: object, schema: Mapping[str, Any], path: str = "$") -> list[str]:
+    """Where ``instance`` breaks ``schema`` (empty when valid). Unknown keywords are an error,
+    so a constraint added to SCHEMAS is never silently ignored here."""
+    unknown = set(schema) - _KNOWN
+    assert not unknown, f"schema keyword(s) {unknown} at {path} not supported by this check"
+    if "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/components/schemas/")
+        return schema_errors(instance, SCHEMAS[name], path)
+    errors: list[str] = []
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_JSON_TYPES[t](instance) for t in types):
+            return [f"{path}: {instance!r} is not of type {types}"]
+    if instance is None:
+        return errors
+    if "enum" in schema and instance not in schema["enum"]:
+        errors.append(f"{path}: {instance!r} not in {schema['enum']}")
+    if isinstance(instance, str):
+        if "pattern" in schema and not re.search(schema["pattern"], instance):
+            errors.append(f"{path}: {instance!r} does not match {schema['pattern']}")
+        if len(instance) < schema.get("minLength", 0):
+            errors.append(f"{path}: shorter than {schema['minLength']}")
+        if "maxLength" in schema and len(instance) > schema["maxLength"]:
+            errors.append(f"{path}: longer than {schema['maxLength']}")
+        if schema.get("format") == "date-time" and not _DATE_TIME.match(instance):
+            errors.append(f"{path}: {instance!r} is not a date-time")
+        if schema.get("format") == "uuid":
+            try:
+                uuid.UUID(instance)
+            except ValueError:
+                errors.append(f"{path}: {instance!r} is not a uuid")
+    if isinstance(instance, int) and "minimum" in schema and instance < schema["minimum"]:
+        errors.append(f"{path}: below {schema['minimum']}")
+    if isinstance(instance, list):
+        if "maxItems" in schema and len(instance) > schema["maxItems"]:
+            errors.append(f"{path}: more than {schema['maxItems']} items")
+        for i, item in enumerate(instance):
+            errors += schema_errors(item, schema.get("items", {}), f"{path}[{i}]")
+    if isinstance(instance, dict):
+        properties = schema.get("properties", {})
+        errors += [f"{path}: missing {key}" for key in schema.get("required", []) if key not in instance]
+        for key, value in instance.items():
+            if key in properties:
+                errors += schema_errors(value, properties[key], f"{path}.{key}")
+            elif schema.get("additionalProperties") is False:
+                errors.append(f"{path}: unexpected {key}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errors += schema_errors(value, schema["additionalProperties"], f"{path}.{key}")
+    return errors

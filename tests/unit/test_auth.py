@@ -1,0 +1,184 @@
+"""Bearer tokens: what principal_from_header accepts and refuses, and what Principal.require allows."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+
+from service.api.auth import (
+    LEEWAY_SECONDS,
+    READ,
+    WRITE,
+    Principal,
+    mint_token,
+    principal_from_header,
+)
+from service.errors import Forbidden, Unauthenticated
+
+from .fakes import ORG_A, ORG_B, SECRET
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+def hs256(claims: dict[str, Any], secret: str = SECRET) -> str:
+    """A token signed by hand with PyJWT, for claims mint_token cannot produce."""
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def b64url(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def valid_claims(**changes: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {
+        "sub": "alice@example.com",
+        "orgs": [str(ORG_A)],
+        "scope": f"{READ} {WRITE}",
+        "exp": int(time.time()) + 600,
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not ...}
+
+
+def refused(header: str | None, secret: str = SECRET) -> Unauthenticated:
+    with pytest.raises(Unauthenticated) as caught:
+        principal_from_header(header, secret)
+    return caught.value
+
+
+def test_minted_token_gives_its_principal() -> None:
+    token = mint_token(SECRET, subject="alice@example.com", orgs=[ORG_A, ORG_B], scopes=[READ, WRITE])
+    principal = principal_from_header(bearer(token), SECRET)
+    assert principal == Principal(
+        subject="alice@example.com", orgs=frozenset({ORG_A, ORG_B}), scopes=frozenset({READ, WRITE})
+    )
+
+
+def test_scheme_is_case_insensitive() -> None:
+    token = mint_token(SECRET, subject="bob", orgs=[ORG_A], scopes=[READ])
+    assert principal_from_header(f"bearer {token}", SECRET).subject == "bob"
+
+
+def test_token_without_orgs_or_scope_grants_nothing() -> None:
+    principal = principal_from_header(bearer(hs256(valid_claims(orgs=..., scope=...))), SECRET)
+    assert principal.orgs == frozenset()
+    assert principal.scopes == frozenset()
+
+
+@pytest.mark.parametrize("header", [None, ""])
+def test_missing_header_is_unauthenticated(header: str | None) -> None:
+    refused(header)
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "JWT"])
+def test_wrong_scheme_is_unauthenticated(scheme: str) -> None:
+    token = mint_token(SECRET, subject="alice", orgs=[ORG_A], scopes=[READ])
+    refused(f"{scheme} {token}")
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer    "])
+def test_bearer_without_token_is_unauthenticated(header: str) -> None:
+    refused(header)
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "e30.e30.", "x" * 300])
+def test_garbage_token_is_unauthenticated(token: str) -> None:
+    refused(bearer(token))
+
+
+def test_token_signed_with_another_secret_is_unauthenticated() -> None:
+    token = mint_token("another-secret-that-is-also-long-enough!", subject="a", orgs=[ORG_A], scopes=[READ])
+    refused(bearer(token))
+
+
+def test_tampered_payload_is_unauthenticated() -> None:
+    # Given a valid token whose payload is swapped for one granting another org
+    header, _, signature = mint_token(SECRET, subject="a", orgs=[ORG_A], scopes=[READ]).split(".")
+    forged = f"{header}.{b64url(valid_claims(orgs=[str(ORG_B)]))}.{signature}"
+    refused(bearer(forged))
+
+
+def test_expired_token_is_unauthenticated() -> None:
+    token = hs256(valid_claims(exp=int(time.time()) - LEEWAY_SECONDS - 60))
+    error = refused(bearer(token))
+    assert "expired" in error.detail
+
+
+def test_token_expired_within_the_leeway_is_still_accepted() -> None:
+    token = hs256(valid_claims(exp=int(time.time()) - LEEWAY_SECONDS // 3))
+    assert principal_from_header(bearer(token), SECRET).subject == "alice@example.com"
+
+
+def test_mint_token_with_negative_ttl_is_refused() -> None:
+    token = mint_token(SECRET, subject="a", orgs=[ORG_A], scopes=[READ], ttl_seconds=-3600)
+    refused(bearer(token))
+
+
+def test_alg_none_token_is_unauthenticated() -> None:
+    # Given an unsigned token crafted by hand, with claims that would otherwise be valid
+    token = f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url(valid_claims())}."
+    refused(bearer(token))
+
+
+def test_hs512_token_is_unauthenticated() -> None:
+    token = jwt.encode(valid_claims(), SECRET, algorithm="HS512")
+    refused(bearer(token))
+
+
+@pytest.mark.parametrize("missing", ["sub", "exp"])
+def test_token_without_a_required_claim_is_unauthenticated(missing: str) -> None:
+    refused(bearer(hs256(valid_claims(**{missing: ...}))))
+
+
+@pytest.mark.parametrize("sub", ["", "   "])
+def test_blank_subject_is_unauthenticated(sub: str) -> None:
+    refused(bearer(hs256(valid_claims(sub=sub))))
+
+
+@pytest.mark.parametrize("orgs", [str(ORG_A), {"org": str(ORG_A)}, 7])
+def test_orgs_not_a_list_is_unauthenticated(orgs: object) -> None:
+    refused(bearer(hs256(valid_claims(orgs=orgs))))
+
+
+@pytest.mark.parametrize("orgs", [["not-a-uuid"], [str(ORG_A), "acme"], [12], [None]])
+def test_orgs_with_a_non_uuid_is_unauthenticated(orgs: list[object]) -> None:
+    refused(bearer(hs256(valid_claims(orgs=orgs))))
+
+
+@pytest.mark.parametrize("scope", [["exports:read"], 1])
+def test_scope_not_a_string_is_unauthenticated(scope: object) -> None:
+    refused(bearer(hs256(valid_claims(scope=scope))))
+
+
+def test_require_passes_with_scope_and_org() -> None:
+    principal = Principal(subject="a", orgs=frozenset({ORG_A}), scopes=frozenset({READ}))
+    principal.require(ORG_A, READ)  # no exception
+
+
+def test_require_refuses_a_missing_scope() -> None:
+    principal = Principal(subject="a", orgs=frozenset({ORG_A}), scopes=frozenset({READ}))
+    with pytest.raises(Forbidden, match=WRITE):
+        principal.require(ORG_A, WRITE)
+
+
+def test_require_refuses_an_org_not_granted() -> None:
+    principal = Principal(subject="a", orgs=frozenset({ORG_A}), scopes=frozenset({READ, WRITE}))
+    with pytest.raises(Forbidden, match=str(ORG_B)):
+        principal.require(ORG_B, READ)
+    with pytest.raises(Forbidden):
+        principal.require(uuid.uuid4(), WRITE)
+
+
+def test_scopes_are_whole_words() -> None:
+    # "exports:read-only" is not "exports:read"
+    principal = principal_from_header(bearer(hs256(valid_claims(scope="exports:read-only"))), SECRET)
+    with pytest.raises(Forbidden):
+        principal.require(ORG_A, READ)

@@ -1,0 +1,272 @@
+"""Exporter.run: one pending job -> one checksummed CSV object, or a failed job and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from types import MappingProxyType
+
+import pytest
+
+from service.errors import RetryableStorageError
+from service.exporter import Exporter
+from service.job import Granularity, Job, JobStatus
+from service.settings import Settings
+from service.storage import ObjectStore
+
+from .fakes import ORG_A, ORG_B, FakeRepository, FakeS3, client_error, make_job
+
+PART = 16
+CSV = [
+    b"bucket_start,organization_id,model_id,request_count,tokens_total,error_count,cost_total\n",
+    b"2026-11-01T00:00:00Z,org,gpt-4o,120,48000,1,0.123456\n",
+    b"2026-11-02T00:00:00Z,org,gpt-4o,80,32000,0,0.082304\n",
+]
+
+
+def exporter(repo: FakeRepository, s3: FakeS3, settings: Settings | None = None) -> Exporter:
+    settings = settings or Settings()
+    return Exporter(repo, ObjectStore(s3, PART), settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def job(repo: FakeRepository) -> Job:
+    pending = make_job(granularity=Granularity.HOURLY)
+    repo.jobs[pending.job_id] = pending
+    repo.chunks = list(CSV)
+    repo.row_count = 2
+    return pending
+
+
+async def test_success_uploads_the_csv_and_records_its_checksum(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # When the job runs
+    done = await exporter(repo, s3).run(job.job_id)
+
+    # Then the object holds exactly the CSV bytes, at the spec's key in the default bucket
+    data = b"".join(CSV)
+    key = f"analytics/exports/{job.org_id}/{job.job_id}.csv"
+    assert s3.objects[("analytics-exports", key)]["Body"] == data
+    assert len(s3.called("upload_part")) > 1  # the CSV spans several parts
+    # And the job succeeded with the facts of exactly those bytes
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.output_uri == f"s3://analytics-exports/{key}"
+    assert done.checksum == hashlib.sha256(data).hexdigest()
+    assert done.byte_count == len(data)
+    assert done.row_count == 2
+    assert repo.jobs[job.job_id] == done
+    # And the object's metadata agrees with the job
+    metadata = s3.objects[("analytics-exports", key)]["Metadata"]
+    assert metadata["sha256"] == done.checksum
+    assert metadata["byte-count"] == str(len(data))
+    assert metadata["row-count"] == "2"
+    assert metadata["job-id"] == str(job.job_id)
+    assert metadata["org-id"] == str(job.org_id)
+    # And no upload is left open, and nothing failed
+    assert s3.uploads == {}
+    assert repo.called("fail") == []
+
+
+async def test_success_records_the_upload_id_and_the_signed_url_ttl(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    settings = Settings(export_signed_url_ttl=3600.0)
+    await exporter(repo, s3, settings).run(job.job_id)
+    [(job_id, upload_id)] = repo.called("set_upload_id")
+    assert job_id == job.job_id
+    assert upload_id == s3.called("complete_multipart_upload")[0]["UploadId"]
+    assert {call["UploadId"] for call in s3.called("upload_part")} == {upload_id}
+    [(_, _, ttl)] = repo.called("complete")
+    assert ttl == 3600.0
+
+
+async def test_content_disposition_names_the_file(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    await exporter(repo, s3).run(job.job_id)
+    disposition = s3.called("create_multipart_upload")[0]["ContentDisposition"]
+    assert disposition == (
+        f'attachment; filename="analytics-export-hourly-20261101-20261108-{job.job_id}.csv"'
+    )
+
+
+async def test_per_org_bucket_override_is_honoured(repo: FakeRepository, s3: FakeS3) -> None:
+    # Given org B exports to its own bucket
+    settings = Settings(s3_bucket_overrides=MappingProxyType({ORG_B: "org-b-exports"}))
+    job_b = make_job(org_id=ORG_B)
+    job_a = make_job(org_id=ORG_A)
+    repo.jobs.update({job_b.job_id: job_b, job_a.job_id: job_a})
+    # When both run
+    done_b = await exporter(repo, s3, settings).run(job_b.job_id)
+    done_a = await exporter(repo, s3, settings).run(job_a.job_id)
+    # Then B's object is in its bucket, A's in the default one
+    assert done_b is not None
+    assert done_a is not None
+    assert done_b.output_uri == f"s3://org-b-exports/analytics/exports/{ORG_B}/{job_b.job_id}.csv"
+    assert done_a.output_uri == f"s3://analytics-exports/analytics/exports/{ORG_A}/{job_a.job_id}.csv"
+    assert {bucket for bucket, _ in s3.objects} == {"org-b-exports", "analytics-exports"}
+
+
+async def test_empty_export_is_a_header_only_file(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    repo.chunks = [CSV[0]]
+    repo.row_count = 0
+    done = await exporter(repo, s3).run(job.job_id)
+    assert done is not None
+    assert done.row_count == 0
+    assert done.checksum == hashlib.sha256(CSV[0]).hexdigest()
+
+
+@pytest.mark.parametrize("status", [JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED])
+async def test_a_job_that_is_not_pending_is_left_alone(
+    repo: FakeRepository, s3: FakeS3, status: JobStatus
+) -> None:
+    job = make_job(status=status, attempt=1)
+    repo.jobs[job.job_id] = job
+    assert await exporter(repo, s3).run(job.job_id) is None
+    assert s3.calls == []
+    assert repo.jobs[job.job_id] == job
+    assert repo.called("fail") == []
+
+
+async def test_an_unknown_job_is_left_alone(repo: FakeRepository, s3: FakeS3) -> None:
+    assert await exporter(repo, s3).run(make_job().job_id) is None
+    assert s3.calls == []
+
+
+async def test_failure_while_copying_aborts_and_fails_the_job(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # Given the database dies mid-export (after some parts went out)
+    repo.copy_error = ConnectionResetError("connection reset by peer")
+    # When the job runs
+    failed = await exporter(repo, s3).run(job.job_id)
+    # Then the upload is aborted, nothing is completed, and the job failed with a readable reason
+    assert len(s3.called("upload_part")) >= 1
+    assert len(s3.called("abort_multipart_upload")) == 1
+    assert s3.uploads == {}
+    assert s3.objects == {}
+    assert s3.called("complete_multipart_upload") == []
+    assert repo.called("complete") == []
+    [(job_id, reason)] = repo.called("fail")
+    assert job_id == job.job_id
+    assert "ConnectionResetError" in reason
+    assert "connection reset by peer" in reason
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert failed.error_message == reason
+
+
+async def test_storage_failure_message_is_the_storage_error(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    s3.errors["upload_part"] = client_error("AccessDenied", 403, message="Access Denied")
+    await exporter(repo, s3).run(job.job_id)
+    [(_, reason)] = repo.called("fail")
+    assert reason == "S3 upload of part 1 failed: AccessDenied: Access Denied"
+    assert s3.uploads == {}
+
+
+async def test_failure_to_start_the_upload_fails_the_job(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    s3.errors["create_multipart_upload"] = client_error("NoSuchBucket", 404, "CreateMultipartUpload")
+    failed = await exporter(repo, s3).run(job.job_id)
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert "NoSuchBucket" in (failed.error_message or "")
+    assert repo.called("copy_rows") == []
+    assert s3.called("abort_multipart_upload") == []
+
+
+async def test_failure_after_complete_deletes_the_object(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    # Given the object is complete but the database refuses the "succeeded" update
+    repo.complete_error = ConnectionResetError("gone")
+    # When the job runs
+    await exporter(repo, s3).run(job.job_id)
+    # Then the object no job points at is deleted, and the job is failed
+    key = f"analytics/exports/{job.org_id}/{job.job_id}.csv"
+    assert s3.called("delete_object") == [{"Bucket": "analytics-exports", "Key": key}]
+    assert s3.objects == {}
+    assert s3.called("abort_multipart_upload") == []
+    assert repo.jobs[job.job_id].status is JobStatus.FAILED
+
+
+async def test_failure_of_the_metadata_copy_leaves_no_object(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # Given the multipart upload completes but the metadata copy (the last S3 step) fails
+    s3.errors["copy_object"] = client_error("InternalError", 500, "CopyObject")
+    # When the job runs
+    await exporter(repo, s3).run(job.job_id)
+    # Then the job is failed and, as for any failure, nothing is left in the bucket
+    assert repo.jobs[job.job_id].status is JobStatus.FAILED
+    assert s3.objects == {}, "a completed object of a failed job was left in the bucket"
+
+
+async def test_cleanup_failure_still_fails_the_job(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    repo.copy_error = RuntimeError("boom")
+    s3.errors["abort_multipart_upload"] = client_error("SlowDown", 503, "AbortMultipartUpload")
+    failed = await exporter(repo, s3).run(job.job_id)
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert "boom" in (failed.error_message or "")
+
+
+async def test_failure_to_record_the_failure_is_swallowed(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    repo.copy_error = RetryableStorageError("S3 upload of part 2 failed: SlowDown")
+    repo.fail_error = ConnectionResetError("database gone too")
+    assert await exporter(repo, s3).run(job.job_id) is None
+    assert s3.uploads == {}
+
+
+async def test_result_of_an_attempt_that_lost_the_job_is_discarded(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # Given the job is taken from this attempt while it copies (e.g. reclaimed by another attempt)
+    async def copy_then_lose(claimed: Job, sink: Callable[[bytes], Awaitable[None]]) -> int:
+        await sink(b"header\n")
+        repo.jobs[claimed.job_id] = make_job(job_id=claimed.job_id, status=JobStatus.RUNNING, attempt=2)
+        return 0
+
+    repo.copy_rows_impl = copy_then_lose
+    # When it finishes, complete finds nothing to update
+    assert await exporter(repo, s3).run(job.job_id) is None
+    # Then the job belongs to the other attempt untouched
+    assert repo.jobs[job.job_id].attempt == 2
+    assert repo.jobs[job.job_id].status is JobStatus.RUNNING
+
+
+async def test_cancellation_aborts_fails_and_re_raises(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    # Given an export that blocks inside copy_rows after sending a part
+    copying = asyncio.Event()
+
+    async def copy_forever(claimed: Job, sink: Callable[[bytes], Awaitable[None]]) -> int:
+        await sink(b"x" * PART)
+        copying.set()
+        await asyncio.Event().wait()
+        raise AssertionError("not reached")
+
+    repo.copy_rows_impl = copy_forever
+    task = asyncio.create_task(exporter(repo, s3).run(job.job_id))
+    await asyncio.wait_for(copying.wait(), timeout=2)
+    # When the task is cancelled (time limit or shutdown)
+    task.cancel()
+    # Then the cancellation propagates
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # And the upload was aborted and the job failed with a readable reason
+    assert len(s3.called("abort_multipart_upload")) == 1
+    assert s3.uploads == {}
+    assert s3.objects == {}
+    assert repo.jobs[job.job_id].status is JobStatus.FAILED
+    [(_, reason)] = repo.called("fail")
+    assert "interrupted" in reason
+
+
+async def test_cancelled_error_raised_inside_copy_rows_is_re_raised(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    repo.copy_error = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError):
+        await exporter(repo, s3).run(job.job_id)
+    assert len(s3.called("abort_multipart_upload")) == 1
+    assert repo.jobs[job.job_id].status is JobStatus.FAILED

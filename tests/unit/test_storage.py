@@ -1,0 +1,290 @@
+"""The S3 port over a fake client: multipart buffering, checksums, metadata, error classification."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from service import storage
+from service.errors import RetryableStorageError, StorageError, TerminalStorageError
+from service.storage import (
+    CSV_CONTENT_TYPE,
+    MultipartUpload,
+    ObjectStore,
+    parse_s3_uri,
+    s3_uri,
+    storage_error,
+)
+
+from .fakes import FakeS3, client_error
+
+BUCKET = "analytics-exports"
+KEY = "analytics/exports/org/job.csv"
+DISPOSITION = 'attachment; filename="export.csv"'
+PART = 10
+
+
+async def start(s3: FakeS3, part_size: int = PART) -> MultipartUpload:
+    return await ObjectStore(s3, part_size).start_upload(BUCKET, KEY, DISPOSITION)
+
+
+def part_bodies(s3: FakeS3) -> list[bytes]:
+    return [bytes(call["Body"]) for call in s3.called("upload_part")]
+
+
+async def test_start_upload_creates_a_csv_multipart_upload(s3: FakeS3) -> None:
+    upload = await start(s3)
+    [create] = s3.called("create_multipart_upload")
+    assert create["Bucket"] == BUCKET
+    assert create["Key"] == KEY
+    assert create["ContentType"] == CSV_CONTENT_TYPE
+    assert create["ContentDisposition"] == DISPOSITION
+    assert upload.upload_id in s3.uploads
+    assert (upload.bucket, upload.key) == (BUCKET, KEY)
+
+
+async def test_write_buffers_until_a_part_is_full(s3: FakeS3) -> None:
+    # Given a part size of 10 bytes
+    upload = await start(s3)
+    # When less than a part is written, nothing is sent
+    await upload.write(b"abcd")
+    await upload.write(b"efg")
+    assert s3.called("upload_part") == []
+    # When the buffer reaches the part size, one part carrying all buffered bytes is sent
+    await upload.write(b"hijkl")
+    assert part_bodies(s3) == [b"abcdefghijkl"]
+    assert s3.called("upload_part")[0]["PartNumber"] == 1
+    assert s3.called("upload_part")[0]["UploadId"] == upload.upload_id
+    # And the next bytes start a new part
+    await upload.write(b"0123456789")
+    assert part_bodies(s3) == [b"abcdefghijkl", b"0123456789"]
+    assert [c["PartNumber"] for c in s3.called("upload_part")] == [1, 2]
+
+
+async def test_complete_sends_the_last_small_part_and_lists_every_part(s3: FakeS3) -> None:
+    upload = await start(s3)
+    chunks = [b"header,row\n", b"2026-11-01T00:00:00Z,0.000123\n", b"tail"]
+    for chunk in chunks:
+        await upload.write(chunk)
+    result = await upload.complete({"job-id": "j1"}, DISPOSITION)
+
+    # The last (small) part was uploaded, and the parts joined are exactly the bytes written
+    data = b"".join(chunks)
+    assert b"".join(part_bodies(s3)) == data
+    assert part_bodies(s3)[-1] == b"tail"
+    [complete] = s3.called("complete_multipart_upload")
+    assert complete["UploadId"] == upload.upload_id
+    listed = complete["MultipartUpload"]["Parts"]
+    assert [p["PartNumber"] for p in listed] == list(range(1, len(part_bodies(s3)) + 1))
+    # (the fake S3 also checks each listed ETag is the one its part was given)
+    assert all(p["ETag"] for p in listed)
+    assert s3.objects[(BUCKET, KEY)]["Body"] == data
+    assert result.parts == 3
+    assert result.byte_count == len(data)
+    assert result.checksum == hashlib.sha256(data).hexdigest()
+
+
+async def test_complete_replaces_metadata_with_checksum_and_byte_count(s3: FakeS3) -> None:
+    upload = await start(s3)
+    data = [b"a" * 25, b"b" * 7, b"\xe2\x82\xac" * 3]
+    for chunk in data:
+        await upload.write(chunk)
+    await upload.complete({"job-id": "j1", "row-count": "42"}, DISPOSITION)
+
+    everything = b"".join(data)
+    [copy] = s3.called("copy_object")
+    assert copy["Bucket"] == BUCKET
+    assert copy["Key"] == KEY
+    assert copy["CopySource"] == {"Bucket": BUCKET, "Key": KEY}
+    assert copy["MetadataDirective"] == "REPLACE"
+    assert copy["ContentType"] == CSV_CONTENT_TYPE
+    assert copy["ContentDisposition"] == DISPOSITION
+    assert copy["Metadata"] == {
+        "job-id": "j1",
+        "row-count": "42",
+        "sha256": hashlib.sha256(everything).hexdigest(),
+        "byte-count": str(len(everything)),
+    }
+    # The copy happens after the upload is complete (it needs the finished object)
+    methods = [name for name, _ in s3.calls]
+    assert methods.index("complete_multipart_upload") < methods.index("copy_object")
+    assert s3.objects[(BUCKET, KEY)]["Metadata"]["sha256"] == hashlib.sha256(everything).hexdigest()
+
+
+async def test_exact_multiple_of_the_part_size_sends_no_empty_tail(s3: FakeS3) -> None:
+    upload = await start(s3)
+    await upload.write(b"x" * PART)
+    await upload.write(b"y" * PART)
+    result = await upload.complete({}, DISPOSITION)
+    assert part_bodies(s3) == [b"x" * PART, b"y" * PART]
+    assert result.parts == 2
+
+
+async def test_an_empty_export_still_uploads_one_empty_part(s3: FakeS3) -> None:
+    upload = await start(s3)
+    result = await upload.complete({}, DISPOSITION)
+    assert part_bodies(s3) == [b""]
+    assert result.parts == 1
+    assert result.byte_count == 0
+    assert result.checksum == hashlib.sha256(b"").hexdigest()
+    assert s3.objects[(BUCKET, KEY)]["Body"] == b""
+
+
+async def test_more_than_max_parts_is_terminal(s3: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given at most 3 parts per upload
+    monkeypatch.setattr(storage, "MAX_PARTS", 3)
+    upload = await start(s3)
+    for _ in range(3):
+        await upload.write(b"z" * PART)
+    # When a fourth part is needed, the upload stops with a terminal error
+    await upload.write(b"z")
+    with pytest.raises(TerminalStorageError, match="EXPORT_PART_SIZE"):
+        await upload.complete({}, DISPOSITION)
+    assert len(s3.called("upload_part")) == 3
+    assert s3.called("complete_multipart_upload") == []
+
+
+async def test_max_parts_exactly_is_fine(s3: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "MAX_PARTS", 3)
+    upload = await start(s3)
+    for _ in range(2):
+        await upload.write(b"z" * PART)
+    await upload.write(b"end")
+    assert (await upload.complete({}, DISPOSITION)).parts == 3
+
+
+async def test_upload_part_failure_is_classified(s3: FakeS3) -> None:
+    s3.errors["upload_part"] = client_error("SlowDown", 503)
+    upload = await start(s3)
+    with pytest.raises(RetryableStorageError, match="part 1"):
+        await upload.write(b"q" * PART)
+
+
+async def test_complete_failure_is_classified(s3: FakeS3) -> None:
+    s3.errors["complete_multipart_upload"] = client_error("AccessDenied", 403, "CompleteMultipartUpload")
+    upload = await start(s3)
+    await upload.write(b"x")
+    with pytest.raises(TerminalStorageError, match="AccessDenied"):
+        await upload.complete({}, DISPOSITION)
+    assert s3.called("copy_object") == []
+
+
+async def test_abort_aborts_the_upload(s3: FakeS3) -> None:
+    upload = await start(s3)
+    await upload.write(b"x" * PART)
+    await upload.abort()
+    assert s3.called("abort_multipart_upload") == [
+        {"Bucket": BUCKET, "Key": KEY, "UploadId": upload.upload_id}
+    ]
+    assert s3.uploads == {}
+
+
+async def test_abort_of_an_unknown_upload_is_a_storage_error(s3: FakeS3) -> None:
+    upload = await start(s3)
+    await upload.abort()
+    with pytest.raises(StorageError, match="NoSuchUpload"):
+        await upload.abort()
+
+
+async def test_delete_and_presign(s3: FakeS3) -> None:
+    store = ObjectStore(s3, PART)
+    s3.objects[(BUCKET, KEY)] = {"Body": b"x"}
+    await store.delete(BUCKET, KEY)
+    assert (BUCKET, KEY) not in s3.objects
+    url = await store.presign_download(BUCKET, KEY, expires_in=3599.9)
+    [presign] = s3.called("generate_presigned_url")
+    assert presign == {"ClientMethod": "get_object", "Bucket": BUCKET, "Key": KEY, "ExpiresIn": 3599}
+    assert url.startswith("https://")
+
+
+async def test_presign_never_asks_for_less_than_one_second(s3: FakeS3) -> None:
+    await ObjectStore(s3, PART).presign_download(BUCKET, KEY, expires_in=0.2)
+    assert s3.called("generate_presigned_url")[0]["ExpiresIn"] == 1
+
+
+async def test_delete_failure_is_classified(s3: FakeS3) -> None:
+    s3.errors["delete_object"] = client_error("InternalError", 500, "DeleteObject")
+    with pytest.raises(RetryableStorageError, match="delete"):
+        await ObjectStore(s3, PART).delete(BUCKET, KEY)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("NoSuchBucket", 404), ("AccessDenied", 403), ("InvalidRequest", 400), ("EntityTooSmall", 400)],
+)
+def test_client_errors_that_retrying_cannot_fix_are_terminal(code: str, status: int) -> None:
+    error = storage_error(client_error(code, status, message="nope"), "upload of part 1")
+    assert isinstance(error, TerminalStorageError)
+    assert code in str(error)
+    assert "upload of part 1" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("SlowDown", 503),
+        ("SlowDown", 0),  # no HTTP status known: the code alone decides
+        ("Throttling", 400),
+        ("InternalError", 503),
+        ("InternalError", 500),
+        ("RequestTimeout", 400),
+        ("ServiceUnavailable", 503),
+        ("SomethingNew", 500),  # any 5xx
+        ("SomethingNew", 502),
+    ],
+)
+def test_throttling_timeouts_and_5xx_are_retryable(code: str, status: int) -> None:
+    error = storage_error(client_error(code, status), "complete")
+    assert isinstance(error, RetryableStorageError)
+    assert code in str(error)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
+        ConnectTimeoutError(endpoint_url="http://127.0.0.1:9"),
+        ReadTimeoutError(endpoint_url="http://127.0.0.1:9"),
+        ConnectionResetError("reset by peer"),
+        TimeoutError(),
+    ],
+)
+def test_connection_failures_are_retryable(exc: Exception) -> None:
+    assert isinstance(storage_error(exc, "delete"), RetryableStorageError)
+
+
+def test_missing_credentials_are_terminal() -> None:
+    assert isinstance(storage_error(NoCredentialsError(), "delete"), TerminalStorageError)
+
+
+def test_error_message_without_detail_has_no_dangling_colon() -> None:
+    assert str(storage_error(client_error("NoSuchBucket", 404), "delete")) == (
+        "S3 delete failed: NoSuchBucket"
+    )
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key"),
+    [
+        (BUCKET, KEY),
+        ("b-1", "k"),
+        ("my.bucket", "a/b/c with space.csv"),
+    ],
+)
+def test_s3_uri_round_trip(bucket: str, key: str) -> None:
+    uri = s3_uri(bucket, key)
+    assert uri == f"s3://{bucket}/{key}"
+    assert parse_s3_uri(uri) == (bucket, key)
+
+
+@pytest.mark.parametrize("uri", ["https://bucket/key", "s3://bucket-only", "bucket/key", ""])
+def test_parse_s3_uri_rejects_other_uris(uri: str) -> None:
+    with pytest.raises(ValueError, match="s3://"):
+        parse_s3_uri(uri)
