@@ -17,6 +17,8 @@ WRITE: Final = "exports:write"
 ALGORITHM: Final = "HS256"
 #: Clock skew tolerated on exp/nbf/iat between the token issuer and us.
 LEEWAY_SECONDS: Final = 30
+#: ``sub`` becomes the job's requested_by: a name or an email, never a document.
+MAX_SUBJECT_LENGTH: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,8 @@ def principal_from_header(header: str | None, secret: str) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated(f"invalid token: {exc}") from None
     sub, orgs, scope = claims.get("sub"), claims.get("orgs", []), claims.get("scope", "")
-    if not isinstance(sub, str) or not sub.strip():
-        raise Unauthenticated("invalid token: sub must be a non-empty string")
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_SUBJECT_LENGTH or "\x00" in sub:
+        raise Unauthenticated(f"invalid token: sub must be a string of 1 to {MAX_SUBJECT_LENGTH} characters")
     if not isinstance(orgs, list) or not isinstance(scope, str):
         raise Unauthenticated("invalid token: orgs must be a list and scope a string")
     try:

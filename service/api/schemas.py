@@ -37,8 +37,9 @@ def parse_timestamp(value: object, field: str) -> datetime:
     fraction = (fraction or "")[:7]  # Python keeps microseconds
     offset = "+00:00" if offset in ("Z", "z") else offset
     try:
-        return datetime.fromisoformat(f"{date}T{time_}{fraction}{offset}")
-    except ValueError:
+        # In UTC at once: an offset that pushes a year-1 or year-9999 time out of range fails here.
+        return datetime.fromisoformat(f"{date}T{time_}{fraction}{offset}").astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValidationFailed(
             f"{field} is not a valid date and time", errors={field: "invalid date"}
         ) from None

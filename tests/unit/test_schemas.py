@@ -121,6 +121,8 @@ def test_missing_start_or_end_is_rejected(missing: str) -> None:
         "2026-11-01T25:00:00Z",  # no such hour
         1793491200,  # a number
         None,
+        "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        "9999-12-31T23:59:59-23:59",  # after year 9999 in UTC
     ],
 )
 def test_malformed_timestamps_are_rejected(start: object) -> None:
