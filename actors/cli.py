@@ -17,6 +17,7 @@ from types import FrameType
 
 from aiohttp import web
 from dramatiq import Worker
+from dramatiq.asyncio import get_event_loop_thread
 
 from actors.broker import create_broker
 from actors.context import WorkerContext
@@ -35,8 +36,8 @@ from service.settings import Settings, parse_duration
 log = logging.getLogger("analytics_exports")
 DEMO_ORG = uuid.UUID("5f0c6d3e-2b1a-4c8e-9f3d-7a6b5c4d3e21")
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
-#: How long a stopping worker lets running exports finish before it exits.
-WORKER_STOP_TIMEOUT_MS = 60_000
+#: After draining, how long stopping the Dramatiq worker (threads, consumers) may take.
+WORKER_STOP_TIMEOUT_MS = 10_000
 
 
 def _stop_event() -> threading.Event:
@@ -91,6 +92,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     worker.start()
     log.info("worker started", extra={"queue": settings.queue_name, "concurrency": concurrency})
     stop.wait()
+    # Drain first, while the consumers still run: running exports get the grace period, then are
+    # handed back; messages that arrive meanwhile are sent back for another worker.
+    grace = settings.export_shutdown_grace
+    log.info("worker draining", extra={"grace_s": grace})
+    loop_thread = get_event_loop_thread()
+    if loop_thread is not None:
+        loop_thread.run_coroutine(context.drain(grace))
     worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
     broker.close()
     log.info("worker stopped")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from dramatiq import Broker, Middleware, Worker
@@ -34,6 +35,36 @@ class WorkerContext(Middleware):
         self._stack: AsyncExitStack | None = None
         self._resources: Resources | None = None
         self._lock: asyncio.Lock | None = None
+        self._running: set[asyncio.Task[object]] = set()
+        #: Set at shutdown: new messages are sent back, running exports get the grace period.
+        self.draining = False
+
+    @asynccontextmanager
+    async def tracking(self) -> AsyncIterator[None]:
+        """Mark the current task as a running export, so a shutdown can wait for it or cancel it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            yield
+        finally:
+            self._running.discard(task)
+
+    async def drain(self, grace: float) -> None:
+        """Let running exports finish for ``grace`` seconds, then cancel the rest: each hands its
+        job back (pending, not charged) and aborts its upload before it returns."""
+        self.draining = True
+        if self._resources is not None:
+            self._resources.exporter.start_draining()
+        if not self._running:
+            return
+        log.info("draining running exports", extra={"running": len(self._running), "grace_s": grace})
+        _, pending = await asyncio.wait(set(self._running), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=15)
+            log.info("handed back running exports", extra={"count": len(pending)})
 
     async def resources(self) -> Resources:
         if self._lock is None:
@@ -55,9 +86,9 @@ class WorkerContext(Middleware):
             raise
         self._stack = stack
         repository = JobRepository(pool)
-        store = ObjectStore(client, settings.export_part_size)
+        store = ObjectStore(client, settings.export_part_size, settings.export_retry_window)
         log.info("worker resources opened")
-        return Resources(Exporter(repository, store, settings), Housekeeper(repository, store))
+        return Resources(Exporter(repository, store, settings), Housekeeper(repository, store, settings))
 
     async def _close(self) -> None:
         if self._stack is not None:

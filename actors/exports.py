@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -21,29 +22,42 @@ EXPORT_TIME_LIMIT_MS = 20 * 60 * 1000
 class Actors:
     run_export: Actor[[str], None]
     expire_exports: Actor[[], None]
-    requeue_stale_exports: Actor[[], None]
+    sweep_exports: Actor[[], None]
+
+
+def _sent_back(retries: int, exc: BaseException) -> bool:
+    """Dramatiq retries only messages an actor sends back on purpose (dramatiq.Retry); a job's own
+    failures and retries are recorded on the job row, where the attempt count lives."""
+    return isinstance(exc, dramatiq.Retry)
 
 
 def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | None) -> Actors:
     """Declare the actors on ``broker``. Processes that only send (API, scheduler) pass no context."""
 
-    def resources_of(ctx: WorkerContext | None) -> WorkerContext:
-        if ctx is None:
+    def worker_context() -> WorkerContext:
+        if context is None:
             raise RuntimeError("actors run only in a worker process")
-        return ctx
+        return context
 
-    # Failures are recorded on the job by the exporter itself; a redelivered or duplicate message
-    # finds the job already claimed and does nothing, so Dramatiq's own retries stay off.
     @dramatiq.actor(
         broker=broker,
         queue_name=settings.queue_name,
         actor_name="run_export",
-        max_retries=0,
+        retry_when=_sent_back,
         time_limit=EXPORT_TIME_LIMIT_MS,
     )
     async def run_export(job_id: str) -> None:
-        resources = await resources_of(context).resources()
-        await resources.exporter.run(uuid.UUID(job_id))
+        ctx = worker_context()
+        if ctx.draining:
+            raise dramatiq.Retry("worker shutting down: sent back for another worker", delay=1000)
+        resources = await ctx.resources()
+        async with ctx.tracking():
+            try:
+                await resources.exporter.run(uuid.UUID(job_id))
+            except asyncio.CancelledError:
+                if not ctx.draining:
+                    raise  # the time limit: the exporter recorded it as a failed attempt
+                # Handed back at shutdown: the job is pending again and the sweep publishes it.
 
     # Periodic ticks: a tick older than two intervals is dropped rather than run late.
     tick_age_ms = int(settings.export_worker_interval * 2000)
@@ -57,25 +71,23 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         time_limit=5 * 60 * 1000,
     )
     async def expire_exports() -> None:
-        resources = await resources_of(context).resources()
+        resources = await worker_context().resources()
         await resources.housekeeper.expire_due()
 
     @dramatiq.actor(
         broker=broker,
         queue_name=settings.queue_name,
-        actor_name="requeue_stale_exports",
+        actor_name="sweep_exports",
         max_retries=0,
         max_age=tick_age_ms,
         time_limit=5 * 60 * 1000,
     )
-    async def requeue_stale_exports() -> None:
-        resources = await resources_of(context).resources()
+    async def sweep_exports() -> None:
+        resources = await worker_context().resources()
         queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
         try:
-            await resources.housekeeper.requeue_stale(
-                queue, unpublished_after=settings.export_worker_interval
-            )
+            await resources.housekeeper.sweep(queue)
         finally:
             queue.close()
 
-    return Actors(run_export, expire_exports, requeue_stale_exports)
+    return Actors(run_export, expire_exports, sweep_exports)

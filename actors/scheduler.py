@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def run_scheduler(actors: Actors, interval: float, stop: threading.Event) -> None:
     log.info("scheduler started", extra={"interval_s": interval})
     while not stop.is_set():
-        for actor in (actors.expire_exports, actors.requeue_stale_exports):
+        for actor in (actors.expire_exports, actors.sweep_exports):
             try:
                 actor.send()
             except DramatiqError as exc:

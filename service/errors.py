@@ -82,6 +82,10 @@ class ExportFailed(ExportsError):
     """An export could not be produced; the message is stored as the job's error_message."""
 
 
+class Retryable(ExportsError):
+    """Marks a fault that may pass (a dropped connection, a timeout, a 5xx): worth another try."""
+
+
 class StorageError(ExportFailed):
     """The object store refused or failed an operation."""
 
@@ -90,8 +94,12 @@ class TerminalStorageError(StorageError):
     """A storage failure that retrying cannot fix (missing bucket, access denied, bad config)."""
 
 
-class RetryableStorageError(StorageError):
+class RetryableStorageError(StorageError, Retryable):
     """A storage failure that may pass (timeouts, resets, 5xx, SlowDown)."""
+
+
+class LeaseLost(ExportsError):
+    """The running attempt no longer owns its job (its lease lapsed and the job moved on)."""
 
 
 class QueueUnavailable(ExportsError):
@@ -104,5 +112,5 @@ class ServiceUnavailable(ApiError):
     title = "A backing service is unavailable"
 
 
-class DatabaseUnavailable(ServiceUnavailable):
+class DatabaseUnavailable(ServiceUnavailable, Retryable):
     """PostgreSQL could not be reached or dropped the connection."""

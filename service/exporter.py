@@ -1,18 +1,31 @@
-"""The worker's use case: turn one pending job into exactly one checksummed CSV object in S3."""
+"""The worker's use case: turn one pending job into exactly one checksummed CSV object in S3.
+
+An attempt claims the job with a lease and renews it while it streams. Whatever happens, the
+attempt ends the job truthfully: ``succeeded`` only after CompleteMultipartUpload returned and the
+row recorded the checksum; back to ``pending`` (retry with backoff, or handed back at shutdown);
+or ``failed`` with a readable reason. Its upload is aborted (or its object deleted) on every path
+that does not succeed. A later attempt restarts from scratch under the same key; it never resumes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
-from service.errors import ExportFailed
-from service.job import ExportOutput, Job, object_key
+from service.errors import ExportFailed, LeaseLost, Retryable
+from service.job import ExportOutput, Job, JobStatus, object_key
 from service.repository import JobRepository
 from service.settings import Settings
 from service.storage import MultipartUpload, ObjectStore, s3_uri
 
 log = logging.getLogger(__name__)
+#: Retry backoff doubles from one scheduler interval and stops growing here.
+MAX_BACKOFF_SECONDS = 600.0
 
 
 def content_disposition(job: Job) -> str:
@@ -28,48 +41,96 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ExportFailed):
         return str(exc)
     if isinstance(exc, asyncio.CancelledError):
-        return "export interrupted (time limit or worker shutdown)"
+        return "export interrupted (time limit exceeded)"
+    if isinstance(exc, Retryable):
+        return str(exc)
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return f"network error: {type(exc).__name__}: {exc}"
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """Faults that may pass: dropped connections, timeouts, 5xx, and being cut off by the time limit."""
+    return isinstance(exc, Retryable | TimeoutError | ConnectionError | asyncio.CancelledError)
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class _Attempt:
+    job: Job
+    ctx: dict[str, object]
+    upload: MultipartUpload | None = None
+
+
 class Exporter:
-    def __init__(self, repository: JobRepository, store: ObjectStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        repository: JobRepository,
+        store: ObjectStore,
+        settings: Settings,
+        worker_name: str | None = None,
+    ) -> None:
         self._repository = repository
         self._store = store
         self._settings = settings
+        self._worker_name = worker_name or default_worker_name()
+        self._draining = False
+
+    def start_draining(self) -> None:
+        """From now on a cancelled export is handed back (not charged as an attempt)."""
+        self._draining = True
 
     async def run(self, job_id: uuid.UUID) -> Job | None:
-        """Claim and export the job; ``None`` if it was not pending (a duplicate or late message)."""
-        job = await self._repository.claim(job_id)
+        """Claim and export the job. ``None`` if it was not claimable (a duplicate or early message)
+        or the attempt lost its lease; otherwise the job as this attempt left it."""
+        job = await self._repository.claim(job_id, self._settings.export_lease_ttl, self._worker_name)
         if job is None:
-            log.info("export not pending, nothing to do", extra={"job_id": str(job_id)})
+            log.info("export not claimable, nothing to do", extra={"job_id": str(job_id)})
             return None
-        ctx = {"job_id": str(job.job_id), "org_id": str(job.org_id), "attempt": job.attempt}
-        log.info("export started", extra={**ctx, "granularity": job.granularity.value})
-        bucket = self._settings.bucket_for(job.org_id)
-        key = object_key(job.org_id, job.job_id)
-        upload: MultipartUpload | None = None
+        attempt = _Attempt(
+            job, {"job_id": str(job.job_id), "org_id": str(job.org_id), "attempt": job.attempt}
+        )
+        log.info("export started", extra={**attempt.ctx, "granularity": job.granularity.value})
+        lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(job, lost, attempt.ctx))
         try:
-            upload = await self._store.start_upload(bucket, key, content_disposition(job))
-            await self._repository.set_upload_id(job, upload.upload_id)
-            row_count = await self._repository.copy_rows(job, upload.write)
-            result = await upload.complete(
-                {"job-id": str(job.job_id), "org-id": str(job.org_id), "row-count": str(row_count)},
-                content_disposition(job),
-            )
-            output = ExportOutput(s3_uri(bucket, key), result.checksum, row_count, result.byte_count)
-            done = await self._repository.complete(job, output, self._settings.export_signed_url_ttl)
+            return await self._export(attempt, lost)
         except BaseException as exc:
             # BaseException too: a time limit or shutdown cancels the coroutine, and the job must
-            # still end truthfully with no upload left behind. Cancellation is then re-raised;
-            # an ordinary failure is an outcome (the job is failed), not an error of the actor.
-            await self._clean_up(job, upload, ctx)
-            failed = await self._record_failure(job, exc, ctx)
+            # still end truthfully with nothing left behind. Cancellation is re-raised afterwards.
+            settled = await self._settle(attempt, exc)
             if not isinstance(exc, Exception):
                 raise
-            return failed
+            return settled
+        finally:
+            heartbeat.cancel()
+
+    async def _export(self, attempt: _Attempt, lost: asyncio.Event) -> Job | None:
+        job, ctx = attempt.job, attempt.ctx
+        bucket = self._settings.bucket_for(job.org_id)
+        key = object_key(job.org_id, job.job_id)
+        if job.upload_id:
+            # Restart, don't resume: the previous attempt's upload goes, and we stream from the start.
+            await self._store.abort_upload(bucket, key, job.upload_id)
+            log.info("aborted the previous attempt's upload", extra={**ctx, "upload_id": job.upload_id})
+        upload = attempt.upload = await self._store.start_upload(bucket, key, content_disposition(job))
+        if not await self._repository.set_upload_id(job, upload.upload_id):
+            raise LeaseLost("the job moved on before the upload started")
+        row_count = await self._repository.copy_rows(job, _fenced(upload.write, lost))
+        if lost.is_set():
+            raise LeaseLost("the lease lapsed while streaming")
+        result = await upload.complete(
+            {"job-id": str(job.job_id), "org-id": str(job.org_id), "row-count": str(row_count)},
+            content_disposition(job),
+        )
+        output = ExportOutput(s3_uri(bucket, key), result.checksum, row_count, result.byte_count)
+        done = await self._repository.complete(job, output, self._settings.export_signed_url_ttl)
         if done is None:
-            # Another attempt owns the job now (it was reclaimed): its object is the one that counts.
+            # Another attempt owns the job now; it writes the same key, so our object is not ours
+            # to delete.
             log.warning("export finished but the job moved on; result discarded", extra=ctx)
             return None
         log.info(
@@ -78,25 +139,97 @@ class Exporter:
         )
         return done
 
-    async def _clean_up(self, job: Job, upload: MultipartUpload | None, ctx: dict[str, object]) -> None:
-        """Leave nothing behind: abort an unfinished upload, delete an object no job will point at."""
-        if upload is None:
+    async def _heartbeat(self, job: Job, lost: asyncio.Event, ctx: dict[str, object]) -> None:
+        ttl = self._settings.export_lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                if not await self._repository.renew_lease(job, ttl):
+                    log.warning("lease lost: the job moved on", extra=ctx)
+                    lost.set()
+                    return
+            except Exception as exc:
+                # Keep trying: if the database stays away past the lease, the sweep reclaims the job
+                # and every write of this attempt is fenced off.
+                log.warning("could not renew the lease", extra={**ctx, "reason": str(exc)})
+
+    async def _settle(self, attempt: _Attempt, exc: BaseException) -> Job | None:
+        """Record how the attempt ended (compare-and-set), then clean up its upload."""
+        job, ctx, upload = attempt.job, attempt.ctx, attempt.upload
+        if isinstance(exc, LeaseLost):
+            log.warning("attempt lost its job; stopping", extra={**ctx, "reason": str(exc)})
+            await self._abort(upload, ctx)
+            return None
+        reason = describe(exc)
+        try:
+            if isinstance(exc, asyncio.CancelledError) and self._draining:
+                settled, outcome = await self._repository.hand_back(job), "handed back"
+            elif is_retryable(exc) and job.charged_attempts < self._settings.export_max_attempts:
+                backoff = min(
+                    self._settings.export_worker_interval * 2 ** (job.charged_attempts - 1),
+                    MAX_BACKOFF_SECONDS,
+                )
+                settled = await self._repository.retry(
+                    job, f"attempt {job.attempt} failed: {reason}", backoff
+                )
+                outcome = f"retrying in {backoff:g}s"
+            else:
+                if is_retryable(exc):
+                    reason = f"gave up after {job.charged_attempts} attempts: {reason}"
+                settled, outcome = await self._repository.fail(job, reason), "failed"
+        except Exception:
+            # The database is away too: the lease will lapse and the sweep will reclaim the job.
+            log.exception("could not record how the attempt ended", extra={**ctx, "reason": reason})
+            await self._abort(upload, ctx)
+            return None
+        log.log(
+            logging.WARNING if outcome != "failed" else logging.ERROR,
+            f"export {outcome}",
+            extra={**ctx, "reason": reason},
+            exc_info=not (is_retryable(exc) or isinstance(exc, ExportFailed)),
+        )
+        if settled is None:
+            await self._abort(upload, ctx)  # fenced: only our own upload is ours to clean
+            return None
+        if await self._clean(settled, upload, ctx) and upload is not None:
+            await self._repository.clear_upload_id(job.job_id, upload.upload_id)
+            settled = replace(settled, upload_id=None)
+        return settled
+
+    async def _clean(self, job: Job, upload: MultipartUpload | None, ctx: dict[str, object]) -> bool:
+        """After this attempt settled the job (so nobody else writes its key right now): abort
+        the upload, and delete the key if our upload completed or the job failed for good (an
+        earlier attempt's object may sit there). ``False`` leaves the rest to the sweep (failed
+        jobs) or to the next attempt, which aborts the recorded upload and overwrites the key."""
+        bucket = self._settings.bucket_for(job.org_id)
+        key = object_key(job.org_id, job.job_id)
+        try:
+            if upload is not None and not upload.completed:
+                await self._store.abort_upload(upload.bucket, upload.key, upload.upload_id)
+            if (upload is not None and upload.completed) or job.status is JobStatus.FAILED:
+                await self._store.delete(bucket, key)
+        except Exception as exc:
+            log.warning("could not clean up the upload; the sweep will", extra={**ctx, "reason": str(exc)})
+            return False
+        return True
+
+    async def _abort(self, upload: MultipartUpload | None, ctx: dict[str, object]) -> None:
+        if upload is None or upload.completed:
             return
         try:
-            if upload.completed:
-                await self._store.delete(upload.bucket, upload.key)
-            else:
-                await upload.abort()
-        except Exception:
-            log.exception("could not clean up the upload", extra={**ctx, "upload_id": upload.upload_id})
+            await self._store.abort_upload(upload.bucket, upload.key, upload.upload_id)
+        except Exception as exc:
+            log.warning("could not abort the upload; the sweep will", extra={**ctx, "reason": str(exc)})
 
-    async def _record_failure(self, job: Job, exc: BaseException, ctx: dict[str, object]) -> Job | None:
-        reason = describe(exc)
-        log.error(
-            "export failed", extra={**ctx, "reason": reason}, exc_info=not isinstance(exc, ExportFailed)
-        )
-        try:
-            return await self._repository.fail(job, reason)
-        except Exception:
-            log.exception("could not record the failure", extra=ctx)
-            return None
+
+def _fenced(
+    write: Callable[[bytes], Awaitable[None]], lost: asyncio.Event
+) -> Callable[[bytes], Awaitable[None]]:
+    """The COPY sink: stop streaming as soon as the attempt has lost its lease."""
+
+    async def sink(chunk: bytes) -> None:
+        if lost.is_set():
+            raise LeaseLost("the lease lapsed while streaming")
+        await write(chunk)
+
+    return sink

@@ -1,24 +1,45 @@
-"""Periodic work the scheduler triggers: expire old exports, re-enqueue jobs whose message was lost."""
+"""Periodic work the scheduler triggers: expiry, and the sweep that leaves no job stuck and no
+upload orphaned."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 
 from service.errors import QueueUnavailable, StorageError
+from service.job import JobStatus, object_key
 from service.queue import JobQueue
 from service.repository import JobRepository
+from service.settings import Settings
 from service.storage import ObjectStore, parse_s3_uri
 
 log = logging.getLogger(__name__)
 #: A published job still unclaimed after this long is published again. Long enough that a
 #: backlog of queued jobs is not duplicated every sweep; short enough to notice a lost message.
 UNCLAIMED_AFTER_SECONDS = 15 * 60
+#: A pending job that has no message (never published, retried, handed back) is published after
+#: this long; the API's own publish normally lands well within it.
+UNPUBLISHED_AFTER_SECONDS = 5.0
+#: Incomplete multipart uploads under the export prefix older than this are aborted, whoever
+#: started them: no attempt lives longer than the actor's time limit (20 minutes).
+STALE_UPLOAD_SECONDS = 2 * 3600
+EXPORT_PREFIX = "analytics/exports/"
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    requeued: int = 0
+    failed: int = 0
+    cleaned: int = 0
+    published: int = 0
+    aborted: int = 0
 
 
 class Housekeeper:
-    def __init__(self, repository: JobRepository, store: ObjectStore) -> None:
+    def __init__(self, repository: JobRepository, store: ObjectStore, settings: Settings) -> None:
         self._repository = repository
         self._store = store
+        self._settings = settings
 
     async def expire_due(self, batch: int = 500) -> int:
         """Delete the objects of succeeded jobs past ``expires_at`` and mark them ``expired``.
@@ -40,22 +61,85 @@ class Housekeeper:
                 log.info("export expired", extra=ctx)
         return expired
 
-    async def requeue_stale(self, queue: JobQueue, unpublished_after: float, batch: int = 500) -> int:
-        """Publish pending jobs whose message never reached the broker (older than
-        ``unpublished_after`` seconds), and re-publish those published but unclaimed for
-        :data:`UNCLAIMED_AFTER_SECONDS` (a message lost with a broker's disk).
+    async def sweep(
+        self, queue: JobQueue, batch: int = 500, stale_upload_seconds: float = STALE_UPLOAD_SECONDS
+    ) -> SweepReport:
+        """Everything that keeps jobs moving and the buckets clean, in one idempotent pass:
 
-        A duplicate is harmless: the claim is compare-and-set, so only one message runs the job.
+        1. running jobs whose lease lapsed (their worker died): back to pending, or failed once
+           they used up EXPORT_MAX_ATTEMPTS;
+        2. finished jobs whose upload could not be cleaned up at the time: abort it (and delete
+           the key of a failed job);
+        3. pending jobs without a message: publish them;
+        4. incomplete uploads under the export prefix that nobody recorded (a worker killed
+           between starting an upload and writing its id): abort them once they are old.
         """
+        max_attempts = self._settings.export_max_attempts
+        requeued = await self._repository.requeue_lapsed(max_attempts, batch)
+        failed = await self._repository.fail_lapsed(max_attempts, batch)
+        for job_id in requeued:
+            log.warning(
+                "reclaimed a job whose worker stopped renewing its lease", extra={"job_id": str(job_id)}
+            )
+        for job in failed:
+            log.error(
+                "export failed",
+                extra={"job_id": str(job.job_id), "org_id": str(job.org_id), "reason": job.error_message},
+            )
+        cleaned = await self._clean_leftovers(batch)
+        published = await self._publish_stale(queue, batch)
+        aborted = await self._abort_stale_uploads(stale_upload_seconds)
+        report = SweepReport(len(requeued), len(failed), cleaned, published, aborted)
+        if report != SweepReport():
+            log.info("sweep", extra=asdict(report))
+        return report
+
+    async def _clean_leftovers(self, batch: int) -> int:
+        cleaned = 0
+        for job in await self._repository.leftover_uploads(batch):
+            assert job.upload_id is not None
+            bucket, key = self._settings.bucket_for(job.org_id), object_key(job.org_id, job.job_id)
+            try:
+                await self._store.abort_upload(bucket, key, job.upload_id)
+                if job.status is JobStatus.FAILED:
+                    await self._store.delete(bucket, key)
+            except StorageError as exc:
+                log.warning(
+                    "could not clean up an upload; will retry",
+                    extra={"job_id": str(job.job_id), "reason": str(exc)},
+                )
+                continue
+            await self._repository.clear_upload_id(job.job_id, job.upload_id)
+            cleaned += 1
+        return cleaned
+
+    async def _publish_stale(self, queue: JobQueue, batch: int) -> int:
         sent = 0
-        for job_id in await self._repository.stale_pending(unpublished_after, UNCLAIMED_AFTER_SECONDS, batch):
+        for job_id in await self._repository.stale_pending(
+            UNPUBLISHED_AFTER_SECONDS, UNCLAIMED_AFTER_SECONDS, batch
+        ):
             try:
                 await queue.enqueue_export(job_id)
             except QueueUnavailable:
-                log.warning("broker unavailable; stale jobs stay pending", extra={"job_id": str(job_id)})
+                log.warning(
+                    "broker unavailable; pending jobs wait for the next sweep", extra={"job_id": str(job_id)}
+                )
                 break
             await self._repository.mark_enqueued(job_id)
             sent += 1
-        if sent:
-            log.info("re-enqueued stale pending exports", extra={"count": sent})
         return sent
+
+    async def _abort_stale_uploads(self, older_than: float) -> int:
+        aborted = 0
+        settings = self._settings
+        for bucket in sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()}):
+            try:
+                for key, upload_id in await self._store.stale_uploads(bucket, EXPORT_PREFIX, older_than):
+                    await self._store.abort_upload(bucket, key, upload_id)
+                    log.warning("aborted an orphaned upload", extra={"bucket": bucket, "key": key})
+                    aborted += 1
+            except StorageError as exc:
+                log.warning(
+                    "could not list or abort stale uploads", extra={"bucket": bucket, "reason": str(exc)}
+                )
+        return aborted

@@ -66,6 +66,15 @@ class Job:
     attempt: int
     upload_id: str | None
     enqueued_at: datetime | None
+    lease_expires_at: datetime | None
+    claimed_by: str | None
+    handbacks: int
+    available_at: datetime | None
+
+    @property
+    def charged_attempts(self) -> int:
+        """Attempts that count against EXPORT_MAX_ATTEMPTS: claims not handed back cleanly."""
+        return self.attempt - self.handbacks
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> Job:

@@ -30,7 +30,10 @@ CONNECTION_ERRORS: Final = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
     TimeoutError,
 )
 
@@ -130,15 +133,26 @@ class JobRepository:
         more = len(rows) > limit
         return JobPage(items=jobs, next_cursor=encode_cursor(jobs[-1]) if more else None)
 
-    async def claim(self, job_id: uuid.UUID) -> Job | None:
-        """pending -> running; ``None`` when the job is not pending (already claimed or finished)."""
-        return await self._one("claim_job", job_id)
+    async def claim(self, job_id: uuid.UUID, lease_seconds: float, claimed_by: str) -> Job | None:
+        """pending -> running with a lease; ``None`` when the job is not claimable (already
+        claimed, finished, or waiting out a retry backoff). The row returned still carries the
+        previous attempt's ``upload_id``, if any, for the new attempt to abort."""
+        return await self._one("claim_job", job_id, lease_seconds, claimed_by)
+
+    async def _owned(self, name: str, job: Job, *args: object) -> bool:
+        async with self._connection() as conn:
+            return await conn.fetchval(QUERIES[name], job.job_id, job.attempt, *args) is not None
+
+    async def renew_lease(self, job: Job, lease_seconds: float) -> bool:
+        """Extend the attempt's lease; ``False`` once the attempt no longer owns the job."""
+        return await self._owned("renew_lease", job, lease_seconds)
 
     async def set_upload_id(self, job: Job, upload_id: str) -> bool:
+        return await self._owned("set_upload_id", job, upload_id)
+
+    async def clear_upload_id(self, job_id: uuid.UUID, upload_id: str) -> None:
         async with self._connection() as conn:
-            return (
-                await conn.fetchval(QUERIES["set_upload_id"], job.job_id, job.attempt, upload_id) is not None
-            )
+            await conn.execute(QUERIES["clear_upload_id"], job_id, upload_id)
 
     async def complete(self, job: Job, output: ExportOutput, ttl_seconds: float) -> Job | None:
         """running -> succeeded for this attempt; ``None`` if the attempt no longer owns the job."""
@@ -156,6 +170,29 @@ class JobRepository:
     async def fail(self, job: Job, reason: str) -> Job | None:
         """running -> failed for this attempt; ``None`` if the attempt no longer owns the job."""
         return await self._one("fail_job", job.job_id, job.attempt, reason[:2000])
+
+    async def retry(self, job: Job, reason: str, backoff_seconds: float) -> Job | None:
+        """running -> pending, claimable after the backoff; ``None`` if the attempt lost the job."""
+        return await self._one("retry_job", job.job_id, job.attempt, reason[:2000], backoff_seconds)
+
+    async def hand_back(self, job: Job) -> Job | None:
+        """running -> pending without charging an attempt (worker shutdown)."""
+        return await self._one("hand_back_job", job.job_id, job.attempt)
+
+    async def requeue_lapsed(self, max_attempts: int, limit: int) -> list[uuid.UUID]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["requeue_lapsed_jobs"], max_attempts, limit)
+        return [row["job_id"] for row in rows]
+
+    async def fail_lapsed(self, max_attempts: int, limit: int) -> list[Job]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["fail_lapsed_jobs"], max_attempts, limit)
+        return [Job.from_row(row) for row in rows]
+
+    async def leftover_uploads(self, limit: int) -> list[Job]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["jobs_with_leftover_uploads"], limit)
+        return [Job.from_row(row) for row in rows]
 
     async def due_for_expiry(self, limit: int) -> list[Job]:
         async with self._connection() as conn:

@@ -112,6 +112,14 @@ class Settings:
     export_worker_concurrency: int = 2
     export_signed_url_ttl: float = 24 * 3600.0
     export_part_size: int = 8 * MIB
+    #: Attempts (claims not handed back cleanly) before a job is failed for good.
+    export_max_attempts: int = 3
+    #: A running job's lease; its worker renews it every third of this. Reclaimable once lapsed.
+    export_lease_ttl: float = 60.0
+    #: How long one attempt keeps retrying a failing S3 call (with backoff) before it gives up.
+    export_retry_window: float = 30.0
+    #: On SIGTERM, how long a worker lets running exports finish before handing them back.
+    export_shutdown_grace: float = 30.0
     http_host: str = "127.0.0.1"
     http_port: int = 8084
     auth_jwt_secret: str = DEV_JWT_SECRET
@@ -165,6 +173,17 @@ class Settings:
             if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
                 raise SettingsError("EXPORT_PART_SIZE", f"{v!r} must be between 5MiB and 5GiB")
             values["export_part_size"] = size
+        if (v := get("EXPORT_MAX_ATTEMPTS")) is not None:
+            values["export_max_attempts"] = parse_int("EXPORT_MAX_ATTEMPTS", v, minimum=1, maximum=100)
+        for variable, name in (
+            ("EXPORT_LEASE_TTL", "export_lease_ttl"),
+            ("EXPORT_RETRY_WINDOW", "export_retry_window"),
+            ("EXPORT_SHUTDOWN_GRACE", "export_shutdown_grace"),
+        ):
+            if (v := get(variable)) is not None:
+                values[name] = parse_duration(variable, v)
+        if float(values.get("export_lease_ttl", 3.0)) < 3:  # type: ignore[arg-type]
+            raise SettingsError("EXPORT_LEASE_TTL", "must be at least 3s (it is renewed every third)")
         if (v := get("HTTP_HOST")) is not None:
             values["http_host"] = v
         if (v := get("HTTP_PORT")) is not None:

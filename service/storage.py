@@ -8,12 +8,16 @@ help: missing bucket, access denied, bad request) or :class:`~service.errors.Ret
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol, TypeVar
 
 from aiobotocore.session import get_session
 from botocore.config import Config
@@ -22,6 +26,8 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 from service.errors import RetryableStorageError, StorageError, TerminalStorageError
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 #: S3 allows at most 10,000 parts in one multipart upload.
 MAX_PARTS: Final = 10_000
 CSV_CONTENT_TYPE: Final = "text/csv; charset=utf-8"
@@ -54,6 +60,7 @@ class S3Client(Protocol):
     async def delete_object(self, **kwargs: object) -> Mapping[str, object]: ...
     async def head_bucket(self, **kwargs: object) -> Mapping[str, object]: ...
     async def create_bucket(self, **kwargs: object) -> Mapping[str, object]: ...
+    async def list_multipart_uploads(self, **kwargs: object) -> Mapping[str, object]: ...
     async def generate_presigned_url(
         self,
         ClientMethod: str,
@@ -97,7 +104,7 @@ async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
         s3={"addressing_style": "path" if settings.s3_endpoint else "auto"},
         retries={"max_attempts": 3, "mode": "standard"},
         connect_timeout=5,
-        read_timeout=60,
+        read_timeout=30,
         max_pool_connections=max(10, settings.export_worker_concurrency * 4),
     )
     session = get_session()
@@ -110,6 +117,36 @@ async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
         config=config,
     ) as client:
         yield client
+
+
+class Retrier:
+    """Retries one S3 call on retryable failures, with exponential backoff, for up to ``window``
+    seconds (on top of botocore's own three quick tries). Terminal failures raise at once."""
+
+    def __init__(self, window: float, first_delay: float = 0.25, max_delay: float = 8.0) -> None:
+        self.window = window
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+
+    async def __call__(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.window
+        delay = self.first_delay
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await call()
+            except (BotoCoreError, ClientError, OSError) as exc:
+                error = storage_error(exc, action)
+                if not isinstance(error, RetryableStorageError) or time.monotonic() + delay > deadline:
+                    if tries > 1:
+                        error = type(error)(f"{error} (after {tries} tries)")
+                    raise error from exc
+                log.warning(
+                    "S3 call failed; retrying", extra={"action": action, "reason": str(error), "try": tries}
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +163,15 @@ class MultipartUpload:
     size. SHA-256 and the byte count are computed over exactly the bytes sent.
     """
 
-    def __init__(self, client: S3Client, bucket: str, key: str, upload_id: str, part_size: int) -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, key: str, upload_id: str, part_size: int, retrier: Retrier
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.key = key
         self.upload_id = upload_id
         self._part_size = part_size
+        self._retrier = retrier
         self._buffer = bytearray()
         self._parts: list[dict[str, object]] = []
         self._sha256 = hashlib.sha256()
@@ -154,77 +194,113 @@ class MultipartUpload:
         body, self._buffer = self._buffer, bytearray()
         self._sha256.update(body)
         self._bytes += len(body)
-        try:
-            response = await self.client.upload_part(
+        response = await self._retrier(
+            f"upload of part {part_number}",
+            lambda: self.client.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=part_number, Body=body
-            )
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise storage_error(exc, f"upload of part {part_number}") from exc
+            ),
+        )
         self._parts.append({"ETag": response["ETag"], "PartNumber": part_number})
 
     async def complete(self, metadata: Mapping[str, str], content_disposition: str) -> UploadResult:
         """Send the last part, complete the upload and attach the metadata; return the facts."""
         if self._buffer or not self._parts:
             await self._flush()  # the last part may be small; an empty export still has its header
-        try:
-            await self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": self._parts},
-            )
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise storage_error(exc, "complete of the multipart upload") from exc
+        calls = 0
+
+        async def complete() -> Mapping[str, object]:
+            nonlocal calls
+            calls += 1
+            try:
+                return await self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+            except ClientError as exc:
+                # A repeated complete that finds no upload may mean the first one succeeded and
+                # only its answer was lost: not a reason to give up the whole job.
+                if calls > 1 and exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    raise RetryableStorageError("S3 complete: outcome of an earlier try unknown") from exc
+                raise
+
+        completed = await self._retrier("complete of the multipart upload", complete)
         self.completed = True
         result = UploadResult(
             checksum=self._sha256.hexdigest(), byte_count=self._bytes, parts=len(self._parts)
         )
         # Multipart uploads fix metadata at creation, before the checksum exists: a server-side
-        # copy onto the same key replaces it without moving the bytes through us.
-        try:
-            await self.client.copy_object(
+        # copy onto the same key replaces it without moving the bytes through us. CopySourceIfMatch
+        # makes the copy fail rather than label bytes another attempt wrote since.
+        await self._retrier(
+            "metadata update",
+            lambda: self.client.copy_object(
                 Bucket=self.bucket,
                 Key=self.key,
                 CopySource={"Bucket": self.bucket, "Key": self.key},
+                CopySourceIfMatch=str(completed["ETag"]),
                 MetadataDirective="REPLACE",
                 ContentType=CSV_CONTENT_TYPE,
                 ContentDisposition=content_disposition,
                 Metadata={**metadata, "sha256": result.checksum, "byte-count": str(result.byte_count)},
-            )
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise storage_error(exc, "metadata update") from exc
+            ),
+        )
         return result
-
-    async def abort(self) -> None:
-        try:
-            await self.client.abort_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-            )
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise storage_error(exc, "abort of the multipart upload") from exc
 
 
 class ObjectStore:
     """Export objects in S3."""
 
-    def __init__(self, client: S3Client, part_size: int) -> None:
+    def __init__(self, client: S3Client, part_size: int, retry_window: float = 30.0) -> None:
         self._client = client
         self._part_size = part_size
+        self._retrier = Retrier(retry_window)
 
     async def start_upload(self, bucket: str, key: str, content_disposition: str) -> MultipartUpload:
-        try:
-            response = await self._client.create_multipart_upload(
+        response = await self._retrier(
+            "start of the multipart upload",
+            lambda: self._client.create_multipart_upload(
                 Bucket=bucket, Key=key, ContentType=CSV_CONTENT_TYPE, ContentDisposition=content_disposition
-            )
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise storage_error(exc, "start of the multipart upload") from exc
-        return MultipartUpload(self._client, bucket, key, str(response["UploadId"]), self._part_size)
+            ),
+        )
+        return MultipartUpload(
+            self._client, bucket, key, str(response["UploadId"]), self._part_size, self._retrier
+        )
+
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Abort a multipart upload; one that no longer exists counts as aborted."""
+
+        async def abort() -> None:
+            try:
+                await self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
+
+        await self._retrier("abort of the multipart upload", abort)
+
+    async def stale_uploads(self, bucket: str, prefix: str, older_than: float) -> list[tuple[str, str]]:
+        """``(key, upload_id)`` of incomplete multipart uploads under ``prefix`` started more than
+        ``older_than`` seconds ago."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        found: list[tuple[str, str]] = []
+        markers: dict[str, object] = {}
+        while True:
+
+            async def list_page(markers: dict[str, object] = markers) -> Mapping[str, object]:
+                return await self._client.list_multipart_uploads(Bucket=bucket, Prefix=prefix, **markers)
+
+            page = await self._retrier(f"listing of multipart uploads in {bucket}", list_page)
+            for upload in page.get("Uploads", []) or []:  # type: ignore[attr-defined]
+                if upload["Initiated"] < cutoff:
+                    found.append((str(upload["Key"]), str(upload["UploadId"])))
+            if not page.get("IsTruncated"):
+                return found
+            markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
     async def delete(self, bucket: str, key: str) -> None:
-        try:
-            await self._client.delete_object(Bucket=bucket, Key=key)
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise storage_error(exc, "delete") from exc
+        await self._retrier("delete", lambda: self._client.delete_object(Bucket=bucket, Key=key))
 
     async def presign_download(self, bucket: str, key: str, expires_in: float) -> str:
         try:

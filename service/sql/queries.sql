@@ -26,12 +26,19 @@ ORDER BY initiated_at DESC, job_id DESC
 LIMIT $5;
 
 -- name: claim_job
--- Compare-and-set pending -> running; a duplicate message finds nothing to claim.
+-- Compare-and-set pending -> running with a lease; a duplicate, early or late message finds nothing.
 UPDATE analytics.export_jobs
 SET status = 'running', attempt = attempt + 1, started_at = now(), updated_at = now(),
-    error_message = NULL
-WHERE job_id = $1 AND status = 'pending'
+    lease_expires_at = now() + make_interval(secs => $2), claimed_by = $3, available_at = NULL
+WHERE job_id = $1 AND status = 'pending' AND (available_at IS NULL OR available_at <= now())
 RETURNING *;
+
+-- name: renew_lease
+-- Heartbeat of the running attempt; nothing when the attempt no longer owns the job.
+UPDATE analytics.export_jobs
+SET lease_expires_at = now() + make_interval(secs => $3)
+WHERE job_id = $1 AND status = 'running' AND attempt = $2
+RETURNING job_id;
 
 -- name: set_upload_id
 -- Record the multipart upload of the running attempt (fenced by the attempt number).
@@ -40,21 +47,74 @@ SET upload_id = $3, updated_at = now()
 WHERE job_id = $1 AND status = 'running' AND attempt = $2
 RETURNING job_id;
 
+-- name: clear_upload_id
+-- Forget an upload once it is aborted (and, for a failed job, its object deleted).
+UPDATE analytics.export_jobs SET upload_id = NULL WHERE job_id = $1 AND upload_id = $2;
+
 -- name: complete_job
 -- running -> succeeded with the output, only for the attempt that produced it.
 UPDATE analytics.export_jobs
 SET status = 'succeeded', output_uri = $3, checksum = $4, row_count = $5, byte_count = $6,
     completed_at = now(), expires_at = now() + make_interval(secs => $7), upload_id = NULL,
-    error_message = NULL, updated_at = now()
+    lease_expires_at = NULL, error_message = NULL, updated_at = now()
 WHERE job_id = $1 AND status = 'running' AND attempt = $2
 RETURNING *;
 
 -- name: fail_job
--- running -> failed with a readable reason, only for the attempt that failed.
+-- running -> failed with a readable reason, only for the attempt that failed (its upload stays
+-- recorded until it is aborted).
 UPDATE analytics.export_jobs
-SET status = 'failed', error_message = $3, completed_at = now(), upload_id = NULL, updated_at = now()
+SET status = 'failed', error_message = $3, completed_at = now(), lease_expires_at = NULL, updated_at = now()
 WHERE job_id = $1 AND status = 'running' AND attempt = $2
 RETURNING *;
+
+-- name: retry_job
+-- running -> pending after a retryable failure; claimable again after $4 seconds of backoff.
+UPDATE analytics.export_jobs
+SET status = 'pending', error_message = $3, available_at = now() + make_interval(secs => $4),
+    enqueued_at = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE job_id = $1 AND status = 'running' AND attempt = $2
+RETURNING *;
+
+-- name: hand_back_job
+-- running -> pending at worker shutdown; a clean hand-back does not count as an attempt.
+UPDATE analytics.export_jobs
+SET status = 'pending', handbacks = handbacks + 1, available_at = NULL, enqueued_at = NULL,
+    lease_expires_at = NULL, updated_at = now()
+WHERE job_id = $1 AND status = 'running' AND attempt = $2
+RETURNING *;
+
+-- name: requeue_lapsed_jobs
+-- Running jobs whose worker stopped renewing the lease, with attempts left: back to pending.
+UPDATE analytics.export_jobs
+SET status = 'pending', enqueued_at = NULL, available_at = NULL, lease_expires_at = NULL, updated_at = now(),
+    error_message = format('attempt %s: worker %s stopped renewing its lease', attempt, claimed_by)
+WHERE job_id IN (
+    SELECT job_id FROM analytics.export_jobs
+    WHERE status = 'running' AND lease_expires_at < now() AND attempt - handbacks < $1
+    ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+RETURNING job_id;
+
+-- name: fail_lapsed_jobs
+-- Running jobs whose worker stopped renewing the lease and no attempts left: failed for good.
+UPDATE analytics.export_jobs
+SET status = 'failed', completed_at = now(), lease_expires_at = NULL, updated_at = now(),
+    error_message = format('gave up after %s attempts: the last, on worker %s, stopped renewing its lease',
+                           attempt - handbacks, claimed_by)
+WHERE job_id IN (
+    SELECT job_id FROM analytics.export_jobs
+    WHERE status = 'running' AND lease_expires_at < now() AND attempt - handbacks >= $1
+    ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: jobs_with_leftover_uploads
+-- Finished jobs whose multipart upload (or failed object) is not cleaned up yet.
+SELECT * FROM analytics.export_jobs
+WHERE upload_id IS NOT NULL AND status IN ('failed', 'succeeded', 'expired')
+ORDER BY updated_at
+LIMIT $1;
 
 -- name: jobs_due_for_expiry
 -- Succeeded jobs whose download window has closed, oldest first.
@@ -71,10 +131,11 @@ WHERE job_id = $1 AND status = 'succeeded'
 RETURNING *;
 
 -- name: stale_pending_jobs
--- Pending jobs never published (older than $1 s) or published long ago (older than $2 s) and unclaimed.
+-- Claimable pending jobs with no message: never published (or handed back, or retried) more than
+-- $1 s ago, or published more than $2 s ago and still unclaimed (a lost message).
 SELECT job_id FROM analytics.export_jobs
-WHERE status = 'pending'
-  AND ((enqueued_at IS NULL AND initiated_at < now() - make_interval(secs => $1))
+WHERE status = 'pending' AND (available_at IS NULL OR available_at <= now())
+  AND ((enqueued_at IS NULL AND updated_at < now() - make_interval(secs => $1))
        OR enqueued_at < now() - make_interval(secs => $2))
 ORDER BY initiated_at
 LIMIT $3;

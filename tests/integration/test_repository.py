@@ -48,7 +48,7 @@ async def test_create_then_get_round_trips_every_field(repository: JobRepository
 
 async def test_claim_is_compare_and_set_under_concurrency(repository: JobRepository) -> None:
     job = await repository.create(request(uuid.uuid4()))
-    claims = await asyncio.gather(*(repository.claim(job.job_id) for _ in range(8)))
+    claims = await asyncio.gather(*(repository.claim(job.job_id, 60, "test-worker:1") for _ in range(8)))
     winners = [c for c in claims if c is not None]
     assert len(winners) == 1
     assert winners[0].status is JobStatus.RUNNING
@@ -57,7 +57,7 @@ async def test_claim_is_compare_and_set_under_concurrency(repository: JobReposit
 
 async def test_writes_are_fenced_by_the_attempt(repository: JobRepository) -> None:
     job = await repository.create(request(uuid.uuid4()))
-    claimed = await repository.claim(job.job_id)
+    claimed = await repository.claim(job.job_id, 60, "test-worker:1")
     assert claimed is not None
     stale = replace(claimed, attempt=0)
     assert await repository.complete(stale, output(job.job_id), 60) is None
@@ -72,10 +72,10 @@ async def test_writes_are_fenced_by_the_attempt(repository: JobRepository) -> No
 
 async def test_nothing_moves_a_finished_job_back(repository: JobRepository) -> None:
     job = await repository.create(request(uuid.uuid4()))
-    claimed = await repository.claim(job.job_id)
+    claimed = await repository.claim(job.job_id, 60, "test-worker:1")
     assert claimed is not None
     assert await repository.fail(claimed, "boom") is not None
-    assert await repository.claim(job.job_id) is None
+    assert await repository.claim(job.job_id, 60, "test-worker:1") is None
     assert await repository.complete(claimed, output(job.job_id), 60) is None
     assert await repository.expire(job.job_id) is None  # only succeeded jobs expire
     final = await repository.get_by_id(job.job_id)
@@ -119,7 +119,7 @@ async def test_status_filter(repository: JobRepository) -> None:
     org = uuid.uuid4()
     first = await repository.create(request(org))
     await repository.create(request(org))
-    assert await repository.claim(first.job_id) is not None
+    assert await repository.claim(first.job_id, 60, "test-worker:1") is not None
     running = await repository.list_page(org, status=JobStatus.RUNNING, limit=10, cursor=None)
     pending = await repository.list_page(org, status=JobStatus.PENDING, limit=10, cursor=None)
     assert [j.job_id for j in running.items] == [first.job_id]
@@ -133,3 +133,87 @@ async def test_stale_pending_finds_unpublished_jobs(repository: JobRepository, s
     await repository.mark_enqueued(published.job_id)
     assert await repository.stale_pending(0, 3600, 10) == [unpublished.job_id]
     assert await repository.stale_pending(3600, 3600, 10) == []
+
+
+async def lapse(settings: Settings, job_id: uuid.UUID) -> None:
+    """Move a running job's lease into the past, as if its worker died a while ago."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "UPDATE analytics.export_jobs SET lease_expires_at = now() - interval '1 second'"
+            " WHERE job_id = $1",
+            job_id,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_lease_renewal_is_fenced(repository: JobRepository) -> None:
+    job = await repository.create(request(uuid.uuid4()))
+    claimed = await repository.claim(job.job_id, 60, "w:1")
+    assert claimed is not None
+    assert claimed.claimed_by == "w:1"
+    assert claimed.lease_expires_at is not None
+    assert await repository.renew_lease(claimed, 60)
+    assert not await repository.renew_lease(replace(claimed, attempt=claimed.attempt + 1), 60)
+
+
+async def test_retry_backoff_keeps_the_job_unclaimable_until_due(repository: JobRepository) -> None:
+    job = await repository.create(request(uuid.uuid4()))
+    claimed = await repository.claim(job.job_id, 60, "w:1")
+    assert claimed is not None
+    retried = await repository.retry(claimed, "attempt 1 failed: boom", backoff_seconds=3600)
+    assert retried is not None
+    assert retried.status is JobStatus.PENDING
+    assert retried.error_message == "attempt 1 failed: boom"
+    assert await repository.claim(job.job_id, 60, "w:2") is None  # still backing off
+    assert await repository.stale_pending(0, 3600, 10) == []  # and the sweep does not publish it yet
+    now = await repository.retry(claimed, "late", 0)
+    assert now is None  # the attempt no longer owns the job
+
+
+async def test_hand_back_does_not_charge_an_attempt(repository: JobRepository) -> None:
+    job = await repository.create(request(uuid.uuid4()))
+    first = await repository.claim(job.job_id, 60, "w:1")
+    assert first is not None
+    handed = await repository.hand_back(first)
+    assert handed is not None
+    assert (handed.status, handed.attempt, handed.handbacks, handed.charged_attempts) == (
+        JobStatus.PENDING,
+        1,
+        1,
+        0,
+    )
+    second = await repository.claim(job.job_id, 60, "w:2")
+    assert second is not None
+    assert (second.attempt, second.charged_attempts) == (2, 1)
+
+
+async def test_lapsed_leases_are_requeued_then_failed_after_max_attempts(
+    repository: JobRepository, settings: Settings
+) -> None:
+    job = await repository.create(request(uuid.uuid4()))
+    for attempt in (1, 2):
+        claimed = await repository.claim(job.job_id, 60, f"w:{attempt}")
+        assert claimed is not None
+        assert await repository.set_upload_id(claimed, f"upload-{attempt}")
+        await lapse(settings, job.job_id)
+        assert await repository.requeue_lapsed(max_attempts=2, limit=10) == (
+            [job.job_id] if attempt == 1 else []
+        )
+    # The second lapse used up both attempts: the job fails for good, its upload left for cleanup
+    failed = await repository.fail_lapsed(max_attempts=2, limit=10)
+    assert [j.job_id for j in failed] == [job.job_id]
+    assert failed[0].status is JobStatus.FAILED
+    assert failed[0].error_message is not None
+    assert failed[0].error_message.startswith("gave up after 2 attempts")
+    assert [j.job_id for j in await repository.leftover_uploads(10)] == [job.job_id]
+    await repository.clear_upload_id(job.job_id, "upload-2")
+    assert await repository.leftover_uploads(10) == []
+
+
+async def test_a_live_lease_is_never_reclaimed(repository: JobRepository) -> None:
+    job = await repository.create(request(uuid.uuid4()))
+    assert await repository.claim(job.job_id, 60, "w:1") is not None
+    assert await repository.requeue_lapsed(max_attempts=3, limit=10) == []
+    assert await repository.fail_lapsed(max_attempts=3, limit=10) == []

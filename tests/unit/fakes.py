@@ -49,6 +49,10 @@ def make_job(**changes: Any) -> Job:
         attempt=0,
         upload_id=None,
         enqueued_at=None,
+        lease_expires_at=None,
+        claimed_by=None,
+        handbacks=0,
+        available_at=None,
     )
     return replace(job, **changes)
 
@@ -110,6 +114,7 @@ class FakeS3:
         self._next_upload += 1
         upload_id = f"upload-{self._next_upload}"
         self.uploads[upload_id] = {
+            "Initiated": datetime.now(UTC),
             "Bucket": kwargs["Bucket"],
             "Key": kwargs["Key"],
             "ContentType": kwargs.get("ContentType"),
@@ -137,12 +142,13 @@ class FakeS3:
             assert part["ETag"] == upload["parts"][part["PartNumber"]][0]
         body = b"".join(upload["parts"][n][1] for n in numbers)
         self.objects[(kwargs["Bucket"], kwargs["Key"])] = {
+            "ETag": f'"multipart-{kwargs["UploadId"]}"',
             "Body": body,
             "Metadata": {},
             "ContentType": upload["ContentType"],
             "ContentDisposition": upload["ContentDisposition"],
         }
-        return {"ETag": '"multipart"'}
+        return {"ETag": f'"multipart-{kwargs["UploadId"]}"'}
 
     async def abort_multipart_upload(self, **kwargs: Any) -> Mapping[str, object]:
         self._record("abort_multipart_upload", kwargs)
@@ -153,6 +159,8 @@ class FakeS3:
     async def copy_object(self, **kwargs: Any) -> Mapping[str, object]:
         self._record("copy_object", kwargs)
         source = self.objects[(kwargs["CopySource"]["Bucket"], kwargs["CopySource"]["Key"])]
+        if "CopySourceIfMatch" in kwargs and kwargs["CopySourceIfMatch"] != source["ETag"]:
+            raise client_error("PreconditionFailed", 412, "CopyObject")
         target = dict(source)
         if kwargs.get("MetadataDirective") == "REPLACE":
             target["Metadata"] = dict(kwargs.get("Metadata", {}))
@@ -169,6 +177,15 @@ class FakeS3:
     async def head_bucket(self, **kwargs: Any) -> Mapping[str, object]:
         self._record("head_bucket", kwargs)
         return {}
+
+    async def list_multipart_uploads(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("list_multipart_uploads", kwargs)
+        uploads = [
+            {"Key": u["Key"], "UploadId": upload_id, "Initiated": u["Initiated"]}
+            for upload_id, u in sorted(self.uploads.items())
+            if u["Bucket"] == kwargs["Bucket"] and u["Key"].startswith(kwargs.get("Prefix", ""))
+        ]
+        return {"Uploads": uploads, "IsTruncated": False}
 
     async def create_bucket(self, **kwargs: Any) -> Mapping[str, object]:
         self._record("create_bucket", kwargs)
@@ -276,14 +293,102 @@ class FakeRepository:
         items = tuple(jobs[:limit])
         return JobPage(items=items, next_cursor=encode_cursor(items[-1]) if len(jobs) > limit else None)
 
-    async def claim(self, job_id: uuid.UUID) -> Job | None:
+    async def claim(self, job_id: uuid.UUID, lease_seconds: float, claimed_by: str) -> Job | None:
         self._record("claim", job_id)
         job = self.jobs.get(job_id)
+        now = datetime.now(UTC)
         if job is None or job.status is not JobStatus.PENDING:
             return None
-        job = replace(job, status=JobStatus.RUNNING, attempt=job.attempt + 1, started_at=datetime.now(UTC))
+        if job.available_at is not None and job.available_at > now:
+            return None
+        job = replace(
+            job,
+            status=JobStatus.RUNNING,
+            attempt=job.attempt + 1,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            claimed_by=claimed_by,
+            available_at=None,
+        )
         self.jobs[job_id] = job
         return job
+
+    async def renew_lease(self, job: Job, lease_seconds: float) -> bool:
+        self._record("renew_lease", job.job_id)
+        return self._owns(job)
+
+    async def clear_upload_id(self, job_id: uuid.UUID, upload_id: str) -> None:
+        self._record("clear_upload_id", job_id, upload_id)
+        job = self.jobs.get(job_id)
+        if job is not None and job.upload_id == upload_id:
+            self.jobs[job_id] = replace(job, upload_id=None)
+
+    async def retry(self, job: Job, reason: str, backoff_seconds: float) -> Job | None:
+        self._record("retry", job.job_id, reason, backoff_seconds)
+        if self.fail_error is not None:
+            raise self.fail_error
+        if not self._owns(job):
+            return None
+        self.jobs[job.job_id] = replace(
+            self.jobs[job.job_id],
+            status=JobStatus.PENDING,
+            error_message=reason,
+            available_at=datetime.now(UTC) + timedelta(seconds=backoff_seconds),
+            enqueued_at=None,
+            lease_expires_at=None,
+        )
+        return self.jobs[job.job_id]
+
+    async def hand_back(self, job: Job) -> Job | None:
+        self._record("hand_back", job.job_id)
+        if not self._owns(job):
+            return None
+        current = self.jobs[job.job_id]
+        self.jobs[job.job_id] = replace(
+            current,
+            status=JobStatus.PENDING,
+            handbacks=current.handbacks + 1,
+            enqueued_at=None,
+            lease_expires_at=None,
+        )
+        return self.jobs[job.job_id]
+
+    async def requeue_lapsed(self, max_attempts: int, limit: int) -> list[uuid.UUID]:
+        self._record("requeue_lapsed", max_attempts, limit)
+        requeued = []
+        for job in self._lapsed():
+            if job.charged_attempts < max_attempts:
+                self.jobs[job.job_id] = replace(
+                    job, status=JobStatus.PENDING, enqueued_at=None, lease_expires_at=None
+                )
+                requeued.append(job.job_id)
+        return requeued[:limit]
+
+    async def fail_lapsed(self, max_attempts: int, limit: int) -> list[Job]:
+        self._record("fail_lapsed", max_attempts, limit)
+        failed = []
+        for job in self._lapsed():
+            if job.charged_attempts >= max_attempts:
+                self.jobs[job.job_id] = replace(
+                    job,
+                    status=JobStatus.FAILED,
+                    error_message=f"gave up after {job.charged_attempts} attempts",
+                )
+                failed.append(self.jobs[job.job_id])
+        return failed[:limit]
+
+    def _lapsed(self) -> list[Job]:
+        now = datetime.now(UTC)
+        return [
+            j
+            for j in self.jobs.values()
+            if j.status is JobStatus.RUNNING and j.lease_expires_at is not None and j.lease_expires_at < now
+        ]
+
+    async def leftover_uploads(self, limit: int) -> list[Job]:
+        self._record("leftover_uploads", limit)
+        finished = (JobStatus.FAILED, JobStatus.SUCCEEDED, JobStatus.EXPIRED)
+        return [j for j in self.jobs.values() if j.upload_id is not None and j.status in finished][:limit]
 
     def _owns(self, job: Job) -> bool:
         current = self.jobs.get(job.job_id)
@@ -338,7 +443,7 @@ class FakeRepository:
             status=JobStatus.FAILED,
             error_message=reason,
             completed_at=datetime.now(UTC),
-            upload_id=None,
+            lease_expires_at=None,
         )
         self.jobs[job.job_id] = failed
         return failed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
@@ -27,7 +28,7 @@ CSV = [
 
 def exporter(repo: FakeRepository, s3: FakeS3, settings: Settings | None = None) -> Exporter:
     settings = settings or Settings()
-    return Exporter(repo, ObjectStore(s3, PART), settings)  # type: ignore[arg-type]
+    return Exporter(repo, ObjectStore(s3, PART, retry_window=0), settings)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -134,27 +135,75 @@ async def test_an_unknown_job_is_left_alone(repo: FakeRepository, s3: FakeS3) ->
     assert s3.calls == []
 
 
-async def test_failure_while_copying_aborts_and_fails_the_job(
+async def test_a_dropped_connection_while_copying_retries_the_job_later(
     repo: FakeRepository, s3: FakeS3, job: Job
 ) -> None:
-    # Given the database dies mid-export (after some parts went out)
+    # Given the database connection drops mid-export (after some parts went out)
     repo.copy_error = ConnectionResetError("connection reset by peer")
     # When the job runs
-    failed = await exporter(repo, s3).run(job.job_id)
-    # Then the upload is aborted, nothing is completed, and the job failed with a readable reason
+    retried = await exporter(repo, s3).run(job.job_id)
+    # Then the upload is aborted, nothing is completed, and the job waits for another attempt
     assert len(s3.called("upload_part")) >= 1
     assert len(s3.called("abort_multipart_upload")) == 1
     assert s3.uploads == {}
     assert s3.objects == {}
-    assert s3.called("complete_multipart_upload") == []
     assert repo.called("complete") == []
-    [(job_id, reason)] = repo.called("fail")
+    [(job_id, reason, backoff)] = repo.called("retry")
     assert job_id == job.job_id
-    assert "ConnectionResetError" in reason
-    assert "connection reset by peer" in reason
+    assert reason.startswith("attempt 1 failed: network error: ConnectionResetError")
+    assert backoff == Settings().export_worker_interval
+    assert retried is not None
+    assert retried.status is JobStatus.PENDING
+    assert retried.upload_id is None  # aborted, so the next attempt has nothing to abort
+
+
+async def test_backoff_doubles_per_charged_attempt(repo: FakeRepository, s3: FakeS3) -> None:
+    pending = make_job(attempt=2, handbacks=1)  # one charged attempt so far, one handed back
+    repo.jobs[pending.job_id] = pending
+    repo.copy_error = ConnectionResetError("reset")
+    await exporter(repo, s3).run(pending.job_id)
+    [(_, reason, backoff)] = repo.called("retry")
+    assert reason.startswith("attempt 3 failed")
+    assert backoff == 2 * Settings().export_worker_interval
+
+
+async def test_a_retryable_failure_on_the_last_attempt_fails_the_job(
+    repo: FakeRepository, s3: FakeS3
+) -> None:
+    pending = make_job(attempt=2)
+    repo.jobs[pending.job_id] = pending
+    repo.copy_error = ConnectionResetError("reset")
+    failed = await exporter(repo, s3).run(pending.job_id)
     assert failed is not None
     assert failed.status is JobStatus.FAILED
-    assert failed.error_message == reason
+    assert (failed.error_message or "").startswith("gave up after 3 attempts: network error")
+    assert repo.called("retry") == []
+
+
+async def test_an_unexpected_error_fails_the_job_at_once(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    repo.copy_error = ValueError("a bug")
+    failed = await exporter(repo, s3).run(job.job_id)
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert failed.error_message == "internal error: ValueError: a bug"
+    assert s3.uploads == {}
+
+
+async def test_a_retry_aborts_the_previous_attempts_upload_first(repo: FakeRepository, s3: FakeS3) -> None:
+    # Given a job whose previous attempt died with its upload half done
+    stale = await s3.create_multipart_upload(Bucket="analytics-exports", Key="k")
+    pending = make_job(attempt=1, upload_id=str(stale["UploadId"]))
+    repo.jobs[pending.job_id] = pending
+    repo.chunks = list(CSV)
+    # When the next attempt runs
+    done = await exporter(repo, s3).run(pending.job_id)
+    # Then the old upload is aborted before a new one starts, and the export restarts from scratch
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.attempt == 2
+    names = [name for name, _ in s3.calls]
+    assert names.index("abort_multipart_upload") < names.index("create_multipart_upload", 1)
+    assert s3.uploads == {}
 
 
 async def test_storage_failure_message_is_the_storage_error(
@@ -177,9 +226,11 @@ async def test_failure_to_start_the_upload_fails_the_job(repo: FakeRepository, s
     assert s3.called("abort_multipart_upload") == []
 
 
-async def test_failure_after_complete_deletes_the_object(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
-    # Given the object is complete but the database refuses the "succeeded" update
-    repo.complete_error = ConnectionResetError("gone")
+async def test_a_terminal_failure_after_complete_deletes_the_object(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # Given the object is complete but recording success hits a bug
+    repo.complete_error = ValueError("bug")
     # When the job runs
     await exporter(repo, s3).run(job.job_id)
     # Then the object no job points at is deleted, and the job is failed
@@ -197,9 +248,9 @@ async def test_failure_of_the_metadata_copy_leaves_no_object(
     s3.errors["copy_object"] = client_error("InternalError", 500, "CopyObject")
     # When the job runs
     await exporter(repo, s3).run(job.job_id)
-    # Then the job is failed and, as for any failure, nothing is left in the bucket
-    assert repo.jobs[job.job_id].status is JobStatus.FAILED
-    assert s3.objects == {}, "a completed object of a failed job was left in the bucket"
+    # Then the job waits for another attempt and nothing is left in the bucket meanwhile
+    assert repo.jobs[job.job_id].status is JobStatus.PENDING
+    assert s3.objects == {}, "a completed object of an unfinished job was left in the bucket"
 
 
 async def test_cleanup_failure_still_fails_the_job(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
@@ -235,8 +286,8 @@ async def test_result_of_an_attempt_that_lost_the_job_is_discarded(
     assert repo.jobs[job.job_id].status is JobStatus.RUNNING
 
 
-async def test_cancellation_aborts_fails_and_re_raises(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
-    # Given an export that blocks inside copy_rows after sending a part
+async def block_in_copy(repo: FakeRepository) -> asyncio.Event:
+    """Make copy_rows send one part and then block; the event is set once it blocks."""
     copying = asyncio.Event()
 
     async def copy_forever(claimed: Job, sink: Callable[[bytes], Awaitable[None]]) -> int:
@@ -246,27 +297,77 @@ async def test_cancellation_aborts_fails_and_re_raises(repo: FakeRepository, s3:
         raise AssertionError("not reached")
 
     repo.copy_rows_impl = copy_forever
+    return copying
+
+
+async def test_a_time_limit_cancellation_aborts_retries_and_re_raises(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    copying = await block_in_copy(repo)
     task = asyncio.create_task(exporter(repo, s3).run(job.job_id))
     await asyncio.wait_for(copying.wait(), timeout=2)
-    # When the task is cancelled (time limit or shutdown)
+    # When the task is cancelled by the time limit (not a shutdown)
     task.cancel()
-    # Then the cancellation propagates
+    # Then the cancellation propagates, the upload was aborted, and the attempt is charged
     with pytest.raises(asyncio.CancelledError):
         await task
-    # And the upload was aborted and the job failed with a readable reason
     assert len(s3.called("abort_multipart_upload")) == 1
     assert s3.uploads == {}
     assert s3.objects == {}
-    assert repo.jobs[job.job_id].status is JobStatus.FAILED
-    [(_, reason)] = repo.called("fail")
-    assert "interrupted" in reason
+    assert repo.jobs[job.job_id].status is JobStatus.PENDING
+    [(_, reason, _)] = repo.called("retry")
+    assert "time limit" in reason
 
 
-async def test_cancelled_error_raised_inside_copy_rows_is_re_raised(
+async def test_a_shutdown_hands_the_job_back_without_charging_an_attempt(
     repo: FakeRepository, s3: FakeS3, job: Job
 ) -> None:
-    repo.copy_error = asyncio.CancelledError()
+    copying = await block_in_copy(repo)
+    worker = exporter(repo, s3)
+    task = asyncio.create_task(worker.run(job.job_id))
+    await asyncio.wait_for(copying.wait(), timeout=2)
+    # When the worker drains and cancels its running exports
+    worker.start_draining()
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await exporter(repo, s3).run(job.job_id)
-    assert len(s3.called("abort_multipart_upload")) == 1
-    assert repo.jobs[job.job_id].status is JobStatus.FAILED
+        await task
+    # Then the job is pending again, not charged, and its upload is gone
+    handed = repo.jobs[job.job_id]
+    assert (handed.status, handed.attempt, handed.handbacks, handed.charged_attempts) == (
+        JobStatus.PENDING,
+        1,
+        1,
+        0,
+    )
+    assert repo.called("retry") == []
+    assert repo.called("fail") == []
+    assert s3.uploads == {}
+
+
+async def test_a_lost_lease_stops_the_stream_and_leaves_the_job_alone(
+    repo: FakeRepository, s3: FakeS3
+) -> None:
+    # Given a lease so short that the heartbeat runs while the export streams, and another
+    # attempt that takes the job meanwhile
+    pending = make_job()
+    repo.jobs[pending.job_id] = pending
+
+    async def copy_slowly(claimed: Job, sink: Callable[[bytes], Awaitable[None]]) -> int:
+        repo.jobs[claimed.job_id] = make_job(job_id=claimed.job_id, status=JobStatus.RUNNING, attempt=2)
+        for _ in range(100):
+            await sink(b"x" * PART)
+            await asyncio.sleep(0.05)
+        return 100
+
+    repo.copy_rows_impl = copy_slowly
+    settings = replace(Settings(), export_lease_ttl=0.3)
+    # When the attempt runs
+    assert await exporter(repo, s3, settings).run(pending.job_id) is None
+    # Then it stopped streaming once the heartbeat found the job gone, aborted its own upload,
+    # and left the other attempt's job untouched
+    assert len(s3.called("upload_part")) < 100
+    assert s3.uploads == {}
+    assert s3.called("complete_multipart_upload") == []
+    assert repo.jobs[pending.job_id].attempt == 2
+    assert repo.called("fail") == []
+    assert repo.called("retry") == []

@@ -17,7 +17,7 @@ from .fakes import ORG_A, ORG_B, T0, FakeQueue, FakeRepository, FakeS3, make_job
 
 
 def service(repo: FakeRepository, s3: FakeS3, queue: FakeQueue) -> ExportService:
-    return ExportService(repo, ObjectStore(s3, 8 * 1024 * 1024), queue)  # type: ignore[arg-type]
+    return ExportService(repo, ObjectStore(s3, 8 * 1024 * 1024, retry_window=0), queue)  # type: ignore[arg-type]
 
 
 def request() -> ExportRequest:

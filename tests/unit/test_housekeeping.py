@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.housekeeping import UNCLAIMED_AFTER_SECONDS, Housekeeper
+from service.housekeeping import UNCLAIMED_AFTER_SECONDS, UNPUBLISHED_AFTER_SECONDS, Housekeeper, SweepReport
 from service.job import JobStatus
+from service.settings import Settings
 from service.storage import ObjectStore
 
 from .fakes import FakeQueue, FakeRepository, FakeS3, client_error, make_job, succeeded_job
 
 
 def housekeeper(repo: FakeRepository, s3: FakeS3) -> Housekeeper:
-    return Housekeeper(repo, ObjectStore(s3, 8 * 1024 * 1024))  # type: ignore[arg-type]
+    return Housekeeper(repo, ObjectStore(s3, 8 * 1024 * 1024, retry_window=0), Settings())  # type: ignore[arg-type]
 
 
 async def test_expire_due_deletes_the_object_then_expires_the_job(repo: FakeRepository, s3: FakeS3) -> None:
@@ -91,40 +93,92 @@ async def test_a_job_expired_by_someone_else_is_not_counted(
     assert await sweeper.expire_due() == 0
 
 
-async def test_requeue_stale_enqueues_and_marks_each(
+async def test_sweep_publishes_stale_pending_jobs_and_marks_each(
     repo: FakeRepository, queue: FakeQueue, s3: FakeS3
 ) -> None:
     jobs = [make_job() for _ in range(3)]
     repo.jobs.update({job.job_id: job for job in jobs})
     repo.stale = [job.job_id for job in jobs]
-    sent = await housekeeper(repo, s3).requeue_stale(queue, unpublished_after=30.0, batch=50)
-    assert sent == 3
+    report = await housekeeper(repo, s3).sweep(queue, batch=50)
+    assert report.published == 3
     assert queue.enqueued == repo.stale
     assert repo.called("mark_enqueued") == [(job_id,) for job_id in repo.stale]
-    assert repo.called("stale_pending") == [(30.0, UNCLAIMED_AFTER_SECONDS, 50)]
+    assert repo.called("stale_pending") == [(UNPUBLISHED_AFTER_SECONDS, UNCLAIMED_AFTER_SECONDS, 50)]
 
 
-async def test_requeue_stale_stops_at_the_first_queue_failure(repo: FakeRepository, s3: FakeS3) -> None:
+async def test_sweep_stops_publishing_at_the_first_queue_failure(repo: FakeRepository, s3: FakeS3) -> None:
     # Given a broker that accepts one message and then goes away
     queue = FakeQueue(down_after=1)
     repo.stale = [uuid.uuid4() for _ in range(4)]
     # When the sweep runs
-    sent = await housekeeper(repo, s3).requeue_stale(queue, unpublished_after=30.0)
+    report = await housekeeper(repo, s3).sweep(queue)
     # Then the first was published and marked, and nothing after the failure was tried or marked
-    assert sent == 1
+    assert report.published == 1
     assert queue.enqueued == repo.stale[:1]
     assert repo.called("mark_enqueued") == [(repo.stale[0],)]
 
 
-async def test_requeue_stale_with_the_broker_down_marks_nothing(repo: FakeRepository, s3: FakeS3) -> None:
-    repo.stale = [uuid.uuid4(), uuid.uuid4()]
-    sent = await housekeeper(repo, s3).requeue_stale(FakeQueue(down_after=0), 30.0)
-    assert sent == 0
-    assert repo.called("mark_enqueued") == []
-
-
-async def test_requeue_stale_with_nothing_stale_does_nothing(
+async def test_sweep_with_nothing_to_do_does_nothing(
     repo: FakeRepository, queue: FakeQueue, s3: FakeS3
 ) -> None:
-    assert await housekeeper(repo, s3).requeue_stale(queue, 30.0) == 0
+    assert await housekeeper(repo, s3).sweep(queue) == SweepReport()
     assert queue.enqueued == []
+
+
+async def test_sweep_reclaims_lapsed_jobs_and_fails_exhausted_ones(
+    repo: FakeRepository, queue: FakeQueue, s3: FakeS3
+) -> None:
+    # Given two running jobs whose workers died: one with attempts left, one on its last attempt
+    lapsed = datetime.now(UTC) - timedelta(seconds=1)
+    retry = make_job(status=JobStatus.RUNNING, attempt=1, lease_expires_at=lapsed)
+    last = make_job(status=JobStatus.RUNNING, attempt=3, lease_expires_at=lapsed)
+    alive = make_job(status=JobStatus.RUNNING, attempt=1, lease_expires_at=lapsed + timedelta(minutes=5))
+    repo.jobs.update({j.job_id: j for j in (retry, last, alive)})
+    # When the sweep runs
+    report = await housekeeper(repo, s3).sweep(queue)
+    # Then the first is pending again, the second failed, the live one untouched
+    assert (report.requeued, report.failed) == (1, 1)
+    assert repo.jobs[retry.job_id].status is JobStatus.PENDING
+    assert repo.jobs[last.job_id].status is JobStatus.FAILED
+    assert repo.jobs[alive.job_id].status is JobStatus.RUNNING
+    assert repo.called("requeue_lapsed")[0][0] == Settings().export_max_attempts
+
+
+async def test_sweep_cleans_up_after_failed_jobs(repo: FakeRepository, queue: FakeQueue, s3: FakeS3) -> None:
+    # Given a failed job whose upload could not be aborted at the time, and a stray object at its key
+    store = ObjectStore(s3, 8 * 1024 * 1024, retry_window=0)
+    failed = make_job(status=JobStatus.FAILED)
+    key = f"analytics/exports/{failed.org_id}/{failed.job_id}.csv"
+    upload = await store.start_upload("analytics-exports", key, "attachment")
+    s3.objects[("analytics-exports", key)] = {"Body": b"partial"}
+    repo.jobs[failed.job_id] = replace(failed, upload_id=upload.upload_id)
+    # When the sweep runs
+    report = await housekeeper(repo, s3).sweep(queue)
+    # Then the upload is aborted, the object deleted, and the job no longer points at an upload
+    assert report.cleaned == 1
+    assert s3.uploads == {}
+    assert s3.objects == {}
+    assert repo.jobs[failed.job_id].upload_id is None
+
+
+async def test_sweep_keeps_a_leftover_it_could_not_clean(
+    repo: FakeRepository, queue: FakeQueue, s3: FakeS3
+) -> None:
+    failed = make_job(status=JobStatus.FAILED, upload_id="u-1")
+    repo.jobs[failed.job_id] = failed
+    s3.errors["abort_multipart_upload"] = client_error("SlowDown", 503, "AbortMultipartUpload")
+    report = await housekeeper(repo, s3).sweep(queue)
+    assert report.cleaned == 0
+    assert repo.jobs[failed.job_id].upload_id == "u-1"  # tried again next sweep
+
+
+async def test_sweep_aborts_old_unrecorded_uploads_in_every_bucket(
+    repo: FakeRepository, queue: FakeQueue, s3: FakeS3
+) -> None:
+    store = ObjectStore(s3, 8 * 1024 * 1024, retry_window=0)
+    orphan = await store.start_upload("analytics-exports", "analytics/exports/x/y.csv", "attachment")
+    young = await store.start_upload("analytics-exports", "analytics/exports/x/z.csv", "attachment")
+    s3.uploads[orphan.upload_id]["Initiated"] -= timedelta(hours=3)
+    report = await housekeeper(repo, s3).sweep(queue)
+    assert report.aborted == 1
+    assert set(s3.uploads) == {young.upload_id}

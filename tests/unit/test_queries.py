@@ -16,8 +16,9 @@ SOURCES = sorted([*(ROOT / "service").rglob("*.py"), *(ROOT / "actors").rglob("*
 _LOOKUP = re.compile(r"QUERIES\[\s*(?P<expr>[^\]]+?)\s*\]")
 _LITERAL = re.compile(r"""^(["'])(?P<name>\w+)\1$""")
 _EXPORT_BY_GRANULARITY = re.compile(r"""^f(["'])export_\{job\.granularity\.value\}\1$""")
-#: ``JobRepository._one(name, ...)`` looks up ``QUERIES[name]``: its callers pass literal names.
-_ONE_CALL = re.compile(r"""\._one\(\s*(["'])(?P<name>\w+)\1""")
+#: ``JobRepository._one(name, ...)`` and ``_owned(name, ...)`` look up ``QUERIES[name]``: their
+#: callers pass literal names.
+_ONE_CALL = re.compile(r"""\._(?:one|owned)\(\s*(["'])(?P<name>\w+)\1""")
 
 
 def used_query_names() -> set[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from datetime import timedelta
 
 import pytest
 from botocore.exceptions import (
@@ -32,7 +34,7 @@ PART = 10
 
 
 async def start(s3: FakeS3, part_size: int = PART) -> MultipartUpload:
-    return await ObjectStore(s3, part_size).start_upload(BUCKET, KEY, DISPOSITION)
+    return await ObjectStore(s3, part_size, retry_window=0).start_upload(BUCKET, KEY, DISPOSITION)
 
 
 def part_bodies(s3: FakeS3) -> list[bytes]:
@@ -179,22 +181,79 @@ async def test_complete_failure_is_classified(s3: FakeS3) -> None:
 async def test_abort_aborts_the_upload(s3: FakeS3) -> None:
     upload = await start(s3)
     await upload.write(b"x" * PART)
-    await upload.abort()
+    await ObjectStore(s3, PART, retry_window=0).abort_upload(BUCKET, KEY, upload.upload_id)
     assert s3.called("abort_multipart_upload") == [
         {"Bucket": BUCKET, "Key": KEY, "UploadId": upload.upload_id}
     ]
     assert s3.uploads == {}
 
 
-async def test_abort_of_an_unknown_upload_is_a_storage_error(s3: FakeS3) -> None:
+async def test_abort_of_an_upload_already_gone_counts_as_aborted(s3: FakeS3) -> None:
+    store = ObjectStore(s3, PART, retry_window=0)
     upload = await start(s3)
-    await upload.abort()
-    with pytest.raises(StorageError, match="NoSuchUpload"):
-        await upload.abort()
+    await store.abort_upload(BUCKET, KEY, upload.upload_id)
+    await store.abort_upload(BUCKET, KEY, upload.upload_id)  # NoSuchUpload: nothing left to abort
+    assert len(s3.called("abort_multipart_upload")) == 2
+
+
+async def test_abort_failure_is_classified(s3: FakeS3) -> None:
+    s3.errors["abort_multipart_upload"] = client_error("AccessDenied", 403, "AbortMultipartUpload")
+    with pytest.raises(StorageError, match="AccessDenied"):
+        await ObjectStore(s3, PART, retry_window=0).abort_upload(BUCKET, KEY, "u-1")
+
+
+async def test_retryable_failures_are_retried_within_the_window(s3: FakeS3) -> None:
+    # Given S3 answers SlowDown twice, then recovers
+    real = s3.upload_part
+    failures = [client_error("SlowDown", 503), client_error("SlowDown", 503)]
+
+    async def flaky(**kwargs: object) -> Mapping[str, object]:
+        if failures:
+            raise failures.pop()
+        return await real(**kwargs)
+
+    s3.upload_part = flaky  # type: ignore[method-assign]
+    store = ObjectStore(s3, PART, retry_window=5)
+    store._retrier.first_delay = 0.01
+    upload = await store.start_upload(BUCKET, KEY, DISPOSITION)
+    # When a part is sent
+    await upload.write(b"x" * PART)
+    # Then it went through on the third try
+    assert failures == []
+    assert len(s3.uploads[upload.upload_id]["parts"]) == 1
+
+
+async def test_terminal_failures_are_not_retried(s3: FakeS3) -> None:
+    s3.errors["upload_part"] = client_error("AccessDenied", 403)
+    store = ObjectStore(s3, PART, retry_window=30)
+    upload = await store.start_upload(BUCKET, KEY, DISPOSITION)
+    with pytest.raises(TerminalStorageError):
+        await upload.write(b"x" * PART)
+    assert len(s3.called("upload_part")) == 1
+
+
+async def test_retries_stop_when_the_window_closes(s3: FakeS3) -> None:
+    s3.errors["upload_part"] = client_error("SlowDown", 503)
+    store = ObjectStore(s3, PART, retry_window=0.2)
+    store._retrier.first_delay = 0.05
+    upload = await store.start_upload(BUCKET, KEY, DISPOSITION)
+    with pytest.raises(RetryableStorageError, match="tries"):
+        await upload.write(b"x" * PART)
+    assert 2 <= len(s3.called("upload_part")) <= 4
+
+
+async def test_stale_uploads_lists_only_old_uploads_under_the_prefix(s3: FakeS3) -> None:
+    store = ObjectStore(s3, PART, retry_window=0)
+    old = await store.start_upload(BUCKET, "analytics/exports/a.csv", DISPOSITION)
+    await store.start_upload(BUCKET, "elsewhere/b.csv", DISPOSITION)
+    s3.uploads[old.upload_id]["Initiated"] -= timedelta(hours=3)
+    await store.start_upload(BUCKET, "analytics/exports/new.csv", DISPOSITION)
+    found = await store.stale_uploads(BUCKET, "analytics/exports/", older_than=3600)
+    assert found == [("analytics/exports/a.csv", old.upload_id)]
 
 
 async def test_delete_and_presign(s3: FakeS3) -> None:
-    store = ObjectStore(s3, PART)
+    store = ObjectStore(s3, PART, retry_window=0)
     s3.objects[(BUCKET, KEY)] = {"Body": b"x"}
     await store.delete(BUCKET, KEY)
     assert (BUCKET, KEY) not in s3.objects
@@ -205,14 +264,14 @@ async def test_delete_and_presign(s3: FakeS3) -> None:
 
 
 async def test_presign_never_asks_for_less_than_one_second(s3: FakeS3) -> None:
-    await ObjectStore(s3, PART).presign_download(BUCKET, KEY, expires_in=0.2)
+    await ObjectStore(s3, PART, retry_window=0).presign_download(BUCKET, KEY, expires_in=0.2)
     assert s3.called("generate_presigned_url")[0]["ExpiresIn"] == 1
 
 
 async def test_delete_failure_is_classified(s3: FakeS3) -> None:
     s3.errors["delete_object"] = client_error("InternalError", 500, "DeleteObject")
     with pytest.raises(RetryableStorageError, match="delete"):
-        await ObjectStore(s3, PART).delete(BUCKET, KEY)
+        await ObjectStore(s3, PART, retry_window=0).delete(BUCKET, KEY)
 
 
 @pytest.mark.parametrize(
