@@ -4,6 +4,7 @@ upload orphaned."""
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import asdict, dataclass
 
 from service.errors import QueueUnavailable, StorageError
@@ -20,8 +21,9 @@ UNCLAIMED_AFTER_SECONDS = 15 * 60
 #: A pending job that has no message (never published, retried, handed back) is published after
 #: this long; the API's own publish normally lands well within it.
 UNPUBLISHED_AFTER_SECONDS = 5.0
-#: Incomplete multipart uploads under the export prefix older than this are aborted, whoever
-#: started them: no attempt lives longer than the actor's time limit (20 minutes).
+#: Incomplete multipart uploads under the export prefix older than this are aborted unless a
+#: pending or running job records them: no attempt lives longer than the actor's time limit
+#: (20 minutes), so such an upload was started by a worker that died before recording it.
 STALE_UPLOAD_SECONDS = 2 * 3600
 EXPORT_PREFIX = "analytics/exports/"
 
@@ -134,7 +136,21 @@ class Housekeeper:
         settings = self._settings
         for bucket in sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()}):
             try:
-                for key, upload_id in await self._store.stale_uploads(bucket, EXPORT_PREFIX, older_than):
+                stale = await self._store.stale_uploads(bucket, EXPORT_PREFIX, older_than)
+                # The age is the server's word (moto, for one, reports a fixed date in 2010), and a
+                # worker records its upload just after starting it: an upload under the key of a
+                # job that is still pending or running is that job's to clean up, never an orphan.
+                owners = {key: job_id_of(key) for key, _ in stale}
+                unfinished = (
+                    await self._repository.unfinished_job_ids(
+                        [job_id for job_id in owners.values() if job_id is not None]
+                    )
+                    if stale
+                    else set()
+                )
+                for key, upload_id in stale:
+                    if owners[key] in unfinished:
+                        continue
                     await self._store.abort_upload(bucket, key, upload_id)
                     log.warning("aborted an orphaned upload", extra={"bucket": bucket, "key": key})
                     aborted += 1
@@ -143,3 +159,14 @@ class Housekeeper:
                     "could not list or abort stale uploads", extra={"bucket": bucket, "reason": str(exc)}
                 )
         return aborted
+
+
+def job_id_of(key: str) -> uuid.UUID | None:
+    """The job id in ``analytics/exports/{org_id}/{job_id}.csv``, if the key has that shape."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.endswith(".csv"):
+        return None
+    try:
+        return uuid.UUID(name.removesuffix(".csv"))
+    except ValueError:
+        return None

@@ -189,6 +189,11 @@ class JobRepository:
             rows = await conn.fetch(QUERIES["fail_lapsed_jobs"], max_attempts, limit)
         return [Job.from_row(row) for row in rows]
 
+    async def unfinished_job_ids(self, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["unfinished_job_ids"], job_ids)
+        return {row["job_id"] for row in rows}
+
     async def leftover_uploads(self, limit: int) -> list[Job]:
         async with self._connection() as conn:
             rows = await conn.fetch(QUERIES["jobs_with_leftover_uploads"], limit)

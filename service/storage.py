@@ -123,7 +123,7 @@ class Retrier:
     """Retries one S3 call on retryable failures, with exponential backoff, for up to ``window``
     seconds (on top of botocore's own three quick tries). Terminal failures raise at once."""
 
-    def __init__(self, window: float, first_delay: float = 0.25, max_delay: float = 8.0) -> None:
+    def __init__(self, window: float, first_delay: float = 0.25, max_delay: float = 4.0) -> None:
         self.window = window
         self.first_delay = first_delay
         self.max_delay = max_delay

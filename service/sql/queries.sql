@@ -116,6 +116,11 @@ WHERE upload_id IS NOT NULL AND status IN ('failed', 'succeeded', 'expired')
 ORDER BY updated_at
 LIMIT $1;
 
+-- name: unfinished_job_ids
+-- Which of these jobs are still pending or running (their uploads are their own to clean up).
+SELECT job_id FROM analytics.export_jobs
+WHERE job_id = ANY ($1::uuid[]) AND status IN ('pending', 'running');
+
 -- name: jobs_due_for_expiry
 -- Succeeded jobs whose download window has closed, oldest first.
 SELECT * FROM analytics.export_jobs

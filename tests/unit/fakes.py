@@ -385,6 +385,11 @@ class FakeRepository:
             if j.status is JobStatus.RUNNING and j.lease_expires_at is not None and j.lease_expires_at < now
         ]
 
+    async def unfinished_job_ids(self, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        self._record("unfinished_job_ids", job_ids)
+        live = (JobStatus.PENDING, JobStatus.RUNNING)
+        return {j.job_id for j in self.jobs.values() if j.job_id in job_ids and j.status in live}
+
     async def leftover_uploads(self, limit: int) -> list[Job]:
         self._record("leftover_uploads", limit)
         finished = (JobStatus.FAILED, JobStatus.SUCCEEDED, JobStatus.EXPIRED)

@@ -178,7 +178,13 @@ async def test_sweep_aborts_old_unrecorded_uploads_in_every_bucket(
     store = ObjectStore(s3, 8 * 1024 * 1024, retry_window=0)
     orphan = await store.start_upload("analytics-exports", "analytics/exports/x/y.csv", "attachment")
     young = await store.start_upload("analytics-exports", "analytics/exports/x/z.csv", "attachment")
-    s3.uploads[orphan.upload_id]["Initiated"] -= timedelta(hours=3)
+    running = make_job(status=JobStatus.RUNNING)
+    repo.jobs[running.job_id] = running
+    key = f"analytics/exports/{running.org_id}/{running.job_id}.csv"
+    recorded = await store.start_upload("analytics-exports", key, "attachment")
+    for upload in (orphan, recorded):
+        s3.uploads[upload.upload_id]["Initiated"] -= timedelta(hours=3)
     report = await housekeeper(repo, s3).sweep(queue)
+    # The old upload of no unfinished job is aborted; the young one and the running job's stay
     assert report.aborted == 1
-    assert set(s3.uploads) == {young.upload_id}
+    assert set(s3.uploads) == {young.upload_id, recorded.upload_id}

@@ -1,0 +1,260 @@
+"""Fault injection against the real processes: every job ends succeeded or failed with a reason,
+with exactly one object whose checksum matches its bytes, and no multipart upload left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import time
+import uuid
+
+import aiohttp
+import asyncpg
+
+from actors.broker import create_broker
+from actors.exports import declare_actors
+from service.storage import S3Client
+from tests.faults.conftest import (
+    Cluster,
+    eventually_no_uploads,
+    job_row,
+    objects_of,
+    post_export,
+    read_object,
+    seed_hours,
+    wait_finished,
+    wait_until,
+    worker_pid,
+)
+
+#: Throttle S3 to this many bytes/s per connection so a 15 MiB export takes several seconds.
+SLOW_S3 = 2 * 1024 * 1024
+
+
+async def assert_one_true_object(bucket: S3Client, org: uuid.UUID, job: asyncpg.Record) -> bytes:
+    """Exactly one object for the job, and its bytes are what the job row vouches for."""
+    assert await objects_of(bucket, org) == [f"analytics/exports/{org}/{job['job_id']}.csv"]
+    data = await read_object(bucket, org, job["job_id"])
+    assert hashlib.sha256(data).hexdigest() == job["checksum"]
+    assert len(data) == job["byte_count"]
+    assert data.count(b"\n") == job["row_count"] + 1
+    return data
+
+
+async def test_worker_killed_mid_export_is_finished_by_another(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    # Given a large export streaming slowly enough to be caught in the middle
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=200)
+    healthy.s3.set_rate(SLOW_S3)
+    job_id = await post_export(http, healthy, org)
+    running = await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    # When its worker is killed with SIGKILL
+    os.kill(worker_pid(running), signal.SIGKILL)
+    healthy.s3.set_rate(None)
+    # Then another worker reclaims it once the lease lapses and completes it
+    done = await wait_finished(db, job_id, healthy)
+    assert done["status"] == "succeeded", (done["error_message"], dict(done))
+    assert done["attempt"] == 2
+    assert done["claimed_by"] != running["claimed_by"]
+    await assert_one_true_object(bucket, org, done)
+    await eventually_no_uploads(bucket)
+
+
+async def test_s3_unreachable_for_10_seconds_mid_upload_is_ridden_out(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=100)
+    healthy.s3.set_rate(SLOW_S3)
+    job_id = await post_export(http, healthy, org)
+    await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    # When S3 becomes unreachable for 10 s in the middle of the upload
+    healthy.s3.cut()
+    await asyncio.sleep(10)
+    healthy.s3.restore()
+    healthy.s3.set_rate(None)
+    # Then the job still succeeds, in the same attempt (the part retries covered the outage)
+    done = await wait_finished(db, job_id, healthy)
+    assert done["status"] == "succeeded", (done["error_message"], dict(done))
+    assert done["attempt"] == 1
+    await assert_one_true_object(bucket, org, done)
+    await eventually_no_uploads(bucket)
+
+
+async def test_s3_unreachable_past_the_retry_budget_fails_readably_and_cleans_up(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=20)
+    await db.execute("SELECT 1")
+    # Given S3 is down for good once the upload has started
+    healthy.s3.set_rate(256 * 1024)
+    job_id = await post_export(http, healthy, org)
+    await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    healthy.s3.cut()
+    # Then every attempt gives up after the retry window and the job fails with a readable reason
+    failed = await wait_finished(db, job_id, healthy, seconds=150)
+    assert failed["status"] == "failed"
+    assert failed["error_message"].startswith("gave up after 3 attempts: S3 "), failed["error_message"]
+    # And once S3 is back, the sweep aborts what could not be aborted while it was down
+    healthy.heal()
+    await eventually_no_uploads(bucket)
+    deadline = time.monotonic() + 30
+    while (await job_row(db, job_id))["upload_id"] is not None:
+        assert time.monotonic() < deadline, "the failed job's upload was never cleaned up"
+        await asyncio.sleep(0.2)
+    assert await objects_of(bucket, org) == []
+
+
+async def test_broker_unreachable_at_post_still_accepts_and_completes_later(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=5, hours=48)
+    # Given RabbitMQ is unreachable for every process
+    healthy.rabbit.cut()
+    # When finance asks for an export
+    job_id = await post_export(http, healthy, org)
+    # Then the job is stored (pending, not published) and nothing is lost while the broker is away
+    row = await job_row(db, job_id)
+    assert (row["status"], row["enqueued_at"]) == ("pending", None)
+    await asyncio.sleep(3)
+    assert (await job_row(db, job_id))["status"] == "pending"
+    # And once the broker is back the sweep publishes it and it completes
+    healthy.rabbit.restore()
+    done = await wait_finished(db, job_id, healthy, seconds=120)
+    assert done["status"] == "succeeded", (done["error_message"], dict(done))
+    await assert_one_true_object(bucket, org, done)
+
+
+async def test_database_connection_killed_mid_stream_succeeds_on_retry(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=200)
+    healthy.s3.set_rate(SLOW_S3)
+    job_id = await post_export(http, healthy, org)
+    await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    # When PostgreSQL terminates the backend that is streaming the COPY
+    killed = await db.fetchval(
+        """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+           WHERE datname = current_database() AND query LIKE 'COPY%' AND pid <> pg_backend_pid()"""
+    )
+    assert killed == 1
+    healthy.s3.set_rate(None)
+    # Then the attempt is retried from scratch and the job succeeds
+    done = await wait_finished(db, job_id, healthy)
+    assert done["status"] == "succeeded", (done["error_message"], dict(done))
+    assert done["attempt"] == 2
+    assert done["error_message"] is None
+    await assert_one_true_object(bucket, org, done)
+    await eventually_no_uploads(bucket)
+
+
+async def test_duplicate_messages_and_racing_workers_run_a_job_once(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=50, hours=48)
+    job_id = await post_export(http, healthy, org)
+    # When the same message is delivered five more times, to two workers racing for it
+    broker = create_broker(healthy.direct)
+    actors = declare_actors(broker, healthy.direct, context=None)
+    try:
+        for _ in range(5):
+            actors.run_export.send(str(job_id))
+    finally:
+        broker.close()
+    # Then the job ran once: one attempt, one object
+    done = await wait_finished(db, job_id, healthy)
+    assert done["status"] == "succeeded"
+    await asyncio.sleep(2)  # let every duplicate arrive and find nothing to claim
+    assert (await job_row(db, job_id))["attempt"] == 1
+    await assert_one_true_object(bucket, org, done)
+    await eventually_no_uploads(bucket)
+
+
+async def test_a_job_that_kills_its_worker_fails_after_max_attempts(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    # Given a job every worker dies on (we kill whichever worker claims it)
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=100)
+    healthy.s3.set_rate(SLOW_S3)
+    job_id = await post_export(http, healthy, org)
+    for attempt in (1, 2, 3):
+        running = await wait_until(
+            db, job_id, f"status = 'running' AND attempt = {attempt} AND upload_id IS NOT NULL", healthy
+        )
+        os.kill(worker_pid(running), signal.SIGKILL)
+        healthy.ensure_workers()
+    # Then it is failed for good after the third attempt, not retried forever
+    failed = await wait_finished(db, job_id, healthy)
+    assert failed["status"] == "failed"
+    assert failed["attempt"] == 3
+    assert failed["error_message"].startswith("gave up after 3 attempts"), failed["error_message"]
+    await asyncio.sleep(3)
+    assert (await job_row(db, job_id))["attempt"] == 3
+    healthy.s3.set_rate(None)
+    await eventually_no_uploads(bucket)
+    assert await objects_of(bucket, org) == []
+
+
+async def test_sigterm_hands_a_running_export_back_and_exits_in_bounded_time(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=200)
+    healthy.s3.set_rate(SLOW_S3)
+    job_id = await post_export(http, healthy, org)
+    running = await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    worker = next(w for w in healthy.workers if w.pid == worker_pid(running))
+    # When its worker is asked to stop
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker.wait, 30)
+    took = time.monotonic() - started
+    # Then it exits cleanly within its grace period and the cleanup bound, having handed the job back
+    assert code == 0, healthy.log_tail()
+    assert took < 2 + 15 + 10  # EXPORT_SHUTDOWN_GRACE + hand-back bound + Dramatiq's stop
+    handed = await job_row(db, job_id)
+    assert handed["handbacks"] == 1
+    healthy.s3.set_rate(None)
+    healthy.ensure_workers()
+    # And another worker completes it; the hand-back was not charged as an attempt
+    done = await wait_finished(db, job_id, healthy)
+    assert done["status"] == "succeeded", (done["error_message"], dict(done))
+    assert (done["attempt"], done["handbacks"]) == (2, 1)
+    await assert_one_true_object(bucket, org, done)
+    await eventually_no_uploads(bucket)
+
+
+async def test_a_burst_of_200_jobs_across_20_orgs_all_succeed(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    orgs = [uuid.uuid4() for _ in range(20)]
+    for org in orgs:
+        await seed_hours(db, org, models=3, hours=48)
+    body = {
+        "timeRange": {"start": "2026-10-01T00:00:00Z", "end": "2026-10-03T00:00:00Z"},
+        "granularity": "daily",
+    }
+    job_ids = await asyncio.gather(
+        *(post_export(http, healthy, org, body) for org in orgs for _ in range(10))
+    )
+    assert len(set(job_ids)) == 200
+    deadline = time.monotonic() + 180
+    while True:
+        counts = dict(await db.fetch("SELECT status::text, count(*) FROM analytics.export_jobs GROUP BY 1"))
+        if counts.get("succeeded") == 200:
+            break
+        assert time.monotonic() < deadline, f"not all jobs succeeded: {counts}\n{healthy.log_tail()}"
+        await asyncio.sleep(0.5)
+    assert await db.fetchval("SELECT max(attempt) FROM analytics.export_jobs") == 1
+    for org in orgs:
+        assert len(await objects_of(bucket, org)) == 10
+    await eventually_no_uploads(bucket)
