@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck openapi openapi-check unit integration e2e services bench clean
+.PHONY: run test lint typecheck openapi openapi-check unit integration e2e faults services bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ integration: $(STAMP) services
 
 e2e: $(STAMP) services
 	$(BIN)/pytest -q tests/e2e
+
+faults: $(STAMP) services
+	$(BIN)/pytest -q tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check service actors tests

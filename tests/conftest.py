@@ -8,6 +8,7 @@ Nothing here starts unless a test asks for it: unit tests need none of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -75,22 +76,32 @@ def s3_endpoint() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    name = f"analytics_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def fresh_database(prefix: str = "analytics_test") -> Iterator[str]:
+    """A new, migrated database of its own, dropped afterwards. Every stack of processes gets
+    one, so one stack's sweep never touches another's jobs."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     url = urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path="/" + name))
     asyncio.run(ensure_database(url))
     asyncio.run(migrate_up(url))
-    yield url
+    try:
+        yield url
+    finally:
 
-    async def drop() -> None:
-        conn = await asyncpg.connect(ADMIN_DATABASE_URL)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        async def drop() -> None:
+            conn = await asyncpg.connect(ADMIN_DATABASE_URL)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
 
-    asyncio.run(drop())
+        asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,16 @@ from yarl import URL
 from service.api.auth import READ, WRITE, mint_token
 from service.settings import Settings
 from service.storage import open_s3_client
-from tests.conftest import BIN, BUCKET, OVERRIDE_BUCKET, delete_queues, free_port, service_env, wait_http
+from tests.conftest import (
+    BIN,
+    BUCKET,
+    OVERRIDE_BUCKET,
+    delete_queues,
+    free_port,
+    fresh_database,
+    service_env,
+    wait_http,
+)
 
 SECRET = "e2e-secret-that-is-at-least-32-bytes-long!"
 ROLES = ("api", "worker", "scheduler")
@@ -53,8 +62,22 @@ async def _create_buckets(settings: Settings) -> None:
                 await client.create_bucket(Bucket=bucket)
 
 
-@pytest.fixture(scope="session")
-def stack(database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The processes, for one test module, on a database of their own."""
+    with fresh_database("analytics_e2e") as database_url:
+        yield from _run_stack(database_url, s3_endpoint, tmp_path_factory)
+
+
+@pytest.fixture
+def settings(stack: Stack) -> Settings:
+    """The stack's settings: clean_state then empties the stack's own database."""
+    return stack.settings
+
+
+def _run_stack(
+    database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     queue = f"exports-e2e-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {

@@ -28,7 +28,16 @@ from service.api.auth import READ, WRITE, mint_token
 from service.job import object_key
 from service.settings import Settings
 from service.storage import S3Client, open_s3_client
-from tests.conftest import BIN, BUCKET, OVERRIDE_BUCKET, delete_queues, free_port, service_env, wait_http
+from tests.conftest import (
+    BIN,
+    BUCKET,
+    OVERRIDE_BUCKET,
+    delete_queues,
+    free_port,
+    fresh_database,
+    service_env,
+    wait_http,
+)
 from tests.faults.proxy import FaultProxy
 
 SECRET = "faults-secret-that-is-at-least-32-bytes-long"
@@ -89,8 +98,20 @@ class Cluster:
         )
 
 
-@pytest.fixture(scope="session")
-def cluster(
+@pytest.fixture(scope="module")
+def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The processes, for one test module, on a database of their own."""
+    with fresh_database("analytics_faults") as database_url:
+        yield from _run_cluster(database_url, s3_endpoint, tmp_path_factory)
+
+
+@pytest.fixture
+def settings(cluster: Cluster) -> Settings:
+    """The cluster's direct settings: clean_state then empties the cluster's own database."""
+    return cluster.direct
+
+
+def _run_cluster(
     database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     queue = f"exports-faults-{uuid.uuid4().hex[:8]}"
