@@ -23,7 +23,28 @@ HEADER = [
 ]
 MICRO = Decimal("0.000001")
 #: Model ids that stress CSV quoting and encoding, next to ordinary ones.
-TRICKY_MODELS = ("gpt-4o", "claude-3,5", 'say "hi"', "multi\nline", "modèle-日本", "Zeta", "alpha")
+TRICKY_MODELS = (
+    "gpt-4o",
+    "claude-3,5",
+    'say "hi"',
+    "multi\nline",
+    "modèle-日本",
+    "Zeta",
+    "alpha",
+    # formula-injection attempts: exported as text, with a leading quote
+    '=HYPERLINK("http://x")',
+    "+1",
+    "-2",
+    "@SUM(A1)",
+    "\tTab",
+    "\rCR",
+)
+#: Text cells starting with one of these are neutralised with a leading single quote (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +123,7 @@ def csv_row(r: Rollup) -> list[str]:
     return [
         r.bucket_start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         str(r.org_id),
-        r.model_id,
+        csv_safe(r.model_id),
         str(r.request_count),
         str(r.tokens_total),
         str(r.error_count),

@@ -150,9 +150,11 @@ LIMIT $3;
 UPDATE analytics.export_jobs SET enqueued_at = now() WHERE job_id = $1 AND status = 'pending';
 
 -- name: export_hourly
--- CSV rows of the hourly rollups in [start, end), optional model filter; COPY-able.
+-- CSV rows of the hourly rollups in [start, end), optional model filter; COPY-able. Text cells
+-- go through csv_safe (formula injection); numbers are never touched; order is by the raw id.
 SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
-       org_id AS organization_id, model_id, request_count, tokens_total, error_count, cost_total
+       org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
+       request_count, tokens_total, error_count, cost_total
 FROM analytics.hourly_rollups
 WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
   AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
@@ -161,7 +163,8 @@ ORDER BY hourly_rollups.bucket_start, model_id COLLATE "C";
 -- name: export_daily
 -- CSV rows of the daily rollups in [start, end), optional model filter; COPY-able.
 SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
-       org_id AS organization_id, model_id, request_count, tokens_total, error_count, cost_total
+       org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
+       request_count, tokens_total, error_count, cost_total
 FROM analytics.daily_rollups
 WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
   AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
@@ -170,7 +173,8 @@ ORDER BY daily_rollups.bucket_start, model_id COLLATE "C";
 -- name: export_monthly
 -- CSV rows summing the daily rollups in [start, end) per UTC month and model; COPY-able.
 SELECT to_char(month, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
-       org_id AS organization_id, model_id, request_count, tokens_total, error_count, cost_total
+       org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
+       request_count, tokens_total, error_count, cost_total
 FROM (
     SELECT date_trunc('month', bucket_start AT TIME ZONE 'UTC') AS month, org_id, model_id,
            sum(request_count) AS request_count, sum(tokens_total) AS tokens_total,

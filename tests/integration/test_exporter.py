@@ -190,3 +190,33 @@ async def test_database_failure_mid_stream_aborts_the_upload(parts: Parts, setti
     assert await no_uploads_left(parts.client, BUCKET)
     listing = await parts.client.list_objects_v2(Bucket=BUCKET)  # type: ignore[attr-defined]
     assert listing.get("KeyCount", 0) == 0
+
+
+async def test_formula_cells_are_neutralised_and_negative_costs_stay_numbers(parts: Parts) -> None:
+    # Given rollups whose model ids try formula injection, one with a negative cost (a credit)
+    org = uuid.uuid4()
+    conn = await asyncpg.connect(parts.settings.database_url)
+    try:
+        await conn.executemany(
+            "INSERT INTO analytics.daily_rollups VALUES ('2026-10-02T00:00:00Z', $1, $2, 1, 2, 0, $3)",
+            [
+                (org, '=HYPERLINK("http://evil","x")', "-1.5"),
+                (org, "-negative-id", "2"),
+                (org, "plain", "-0.25"),
+            ],
+        )
+    finally:
+        await conn.close()
+    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.DAILY, None))
+
+    done = await parts.exporter.run(job.job_id)
+
+    assert done is not None
+    data, _ = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))[1:]
+    # Then text cells that start like a formula are prefixed with a quote; numbers are untouched
+    assert [(r[2], r[6]) for r in rows] == [
+        ("'-negative-id", "2.000000"),
+        ('\'=HYPERLINK("http://evil","x")', "-1.500000"),
+        ("plain", "-0.250000"),
+    ]

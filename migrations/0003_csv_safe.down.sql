@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS analytics.csv_safe(text);
