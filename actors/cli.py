@@ -121,6 +121,8 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
             subject=args.sub,
             orgs=args.org,
             scopes=args.scope.split(),
+            issuer=settings.auth_jwt_issuer,
+            audience=settings.auth_jwt_audience,
             ttl_seconds=ttl,
         )
     )

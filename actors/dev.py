@@ -96,6 +96,8 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             subject="finance@example.com",
             orgs=[demo_org],
             scopes=[READ, WRITE],
+            issuer=settings.auth_jwt_issuer,
+            audience=settings.auth_jwt_audience,
             ttl_seconds=12 * 3600,
         )
         print(WALKTHROUGH.format(base=base, org=demo_org, token=token, steps=walkthrough_steps()), flush=True)

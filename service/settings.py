@@ -123,6 +123,11 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8084
     auth_jwt_secret: str = DEV_JWT_SECRET
+    #: When set, tokens must carry exactly this ``iss`` / this ``aud``.
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    #: Rollups older than this many months are gone; exports may not start before that.
+    data_retention_months: int = 13
     log_level: str = "INFO"
 
     @classmethod
@@ -192,6 +197,10 @@ class Settings:
             if len(v.encode()) < 32:
                 raise SettingsError("AUTH_JWT_SECRET", "must be at least 32 bytes for HS256")
             values["auth_jwt_secret"] = v
+        values["auth_jwt_issuer"] = get("AUTH_JWT_ISSUER")
+        values["auth_jwt_audience"] = get("AUTH_JWT_AUDIENCE")
+        if (v := get("DATA_RETENTION_MONTHS")) is not None:
+            values["data_retention_months"] = parse_int("DATA_RETENTION_MONTHS", v, minimum=1, maximum=240)
         if (v := get("LOG_LEVEL")) is not None:
             if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
                 raise SettingsError("LOG_LEVEL", f"{v!r} is not DEBUG, INFO, WARNING or ERROR")

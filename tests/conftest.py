@@ -132,6 +132,9 @@ def service_env(database_url: str, s3_endpoint: str, queue_name: str, **extra: s
         "S3_BUCKET_OVERRIDES": f"{OVERRIDE_ORG}={OVERRIDE_BUCKET}",
         # The smallest part S3 allows, so modest test exports already span several parts.
         "EXPORT_PART_SIZE": "5MiB",
+        # Test data sits at fixed dates in 2026; a wide window keeps the tests true in later years
+        # (the retention rule itself is tested with an explicit clock).
+        "DATA_RETENTION_MONTHS": "240",
         **S3_KEYS,
         **extra,
     }

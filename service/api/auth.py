@@ -35,7 +35,9 @@ class Principal:
             raise Forbidden(f"token does not grant access to org {org_id}")
 
 
-def principal_from_header(header: str | None, secret: str) -> Principal:
+def principal_from_header(
+    header: str | None, secret: str, *, issuer: str | None = None, audience: str | None = None
+) -> Principal:
     if not header:
         raise Unauthenticated("Authorization header with a Bearer token is required")
     scheme, _, token = header.partition(" ")
@@ -47,7 +49,9 @@ def principal_from_header(header: str | None, secret: str) -> Principal:
             secret,
             algorithms=[ALGORITHM],
             leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "sub"]},
+            issuer=issuer,
+            audience=audience,
+            options={"require": ["exp", "sub", *(["iss"] if issuer else []), *(["aud"] if audience else [])]},
         )
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("token expired") from None
@@ -66,14 +70,23 @@ def principal_from_header(header: str | None, secret: str) -> Principal:
 
 
 def mint_token(
-    secret: str, *, subject: str, orgs: Iterable[uuid.UUID], scopes: Iterable[str], ttl_seconds: int = 3600
+    secret: str,
+    *,
+    subject: str,
+    orgs: Iterable[uuid.UUID],
+    scopes: Iterable[str],
+    ttl_seconds: int = 3600,
+    issuer: str | None = None,
+    audience: str | None = None,
 ) -> str:
     now = int(time.time())
-    claims = {
+    claims: dict[str, object] = {
         "sub": subject,
         "orgs": [str(org) for org in orgs],
         "scope": " ".join(scopes),
         "iat": now,
         "exp": now + ttl_seconds,
+        **({"iss": issuer} if issuer else {}),
+        **({"aud": audience} if audience else {}),
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

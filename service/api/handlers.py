@@ -24,8 +24,12 @@ def json_response(body: object, status: int = 200, headers: dict[str, str] | Non
 
 def authorize(request: web.Request, scope: str) -> tuple[Principal, uuid.UUID]:
     """401 without a valid token, 400 for a malformed org id, 403 without access to it."""
+    settings = request.app[keys.SETTINGS]
     principal = principal_from_header(
-        request.headers.get("Authorization"), request.app[keys.SETTINGS].auth_jwt_secret
+        request.headers.get("Authorization"),
+        settings.auth_jwt_secret,
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
     )
     org_id = parse_uuid(request.match_info["org_id"], "orgId")
     principal.require(org_id, scope)
@@ -44,7 +48,9 @@ async def create_export(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
         raise ValidationFailed(f"request body is not valid JSON: {exc}") from None
-    export = parse_export_request(body, org_id, principal.subject)
+    export = parse_export_request(
+        body, org_id, principal.subject, retention_months=request.app[keys.SETTINGS].data_retention_months
+    )
     job = await request.app[keys.EXPORTS].create(export)
     return json_response(job_json(job), status=202, headers={"Location": job_location(org_id, job.job_id)})
 

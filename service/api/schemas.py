@@ -61,7 +61,23 @@ def _reject_unknown(body: Mapping[str, object], allowed: set[str], prefix: str =
         )
 
 
-def parse_export_request(body: object, org_id: uuid.UUID, requested_by: str) -> ExportRequest:
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same day and time ``months`` calendar months earlier (clamped to the month's last day)."""
+    index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
+    days = (datetime(year + month // 12, month % 12 + 1, 1) - datetime(year, month, 1)).days
+    return moment.replace(year=year, month=month, day=min(moment.day, days))
+
+
+def parse_export_request(
+    body: object,
+    org_id: uuid.UUID,
+    requested_by: str,
+    *,
+    retention_months: int | None = None,
+    now: datetime | None = None,
+) -> ExportRequest:
     if not isinstance(body, dict):
         raise ValidationFailed("request body must be a JSON object")
     _reject_unknown(body, {"timeRange", "granularity", "models"})
@@ -82,6 +98,13 @@ def parse_export_request(body: object, org_id: uuid.UUID, requested_by: str) -> 
         raise ValidationFailed(
             f"timeRange may span at most {MAX_TIME_RANGE.days} days",
             errors={"timeRange": f"longer than {MAX_TIME_RANGE.days} days"},
+        )
+    oldest = months_before(now or datetime.now(UTC), retention_months) if retention_months else None
+    if oldest is not None and start < oldest:
+        raise ValidationFailed(
+            f"timeRange.start is before the data retention window: rollups are kept for "
+            f"{retention_months} months, so the earliest start is {rfc3339(oldest)}",
+            errors={"timeRange.start": f"before the {retention_months}-month retention window"},
         )
     granularity = body.get("granularity")
     if not isinstance(granularity, str) or granularity not in {g.value for g in Granularity}:

@@ -71,7 +71,8 @@ async def problem(response: Any, status: int) -> dict[str, Any]:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(auth_jwt_secret=SECRET)
+    # A 20-year retention window keeps the fixed 2026 dates valid in later years.
+    return Settings(auth_jwt_secret=SECRET, data_retention_months=240)
 
 
 @pytest.fixture
@@ -458,3 +459,11 @@ async def test_openapi_document_is_served(client: Client) -> None:
     assert response.status == 200
     doc = await response.json()
     assert doc["components"]["schemas"]["ExportJob"]["required"] == SCHEMAS["ExportJob"]["required"]
+
+
+async def test_a_start_before_the_retention_window_is_a_400_naming_the_field(client: Client) -> None:
+    body = {**BODY, "timeRange": {"start": "2000-01-01T00:00:00Z", "end": "2000-01-02T00:00:00Z"}}
+    response = await client.post(EXPORTS_A, json=body, headers=auth())
+    doc = await problem(response, 400)
+    assert "timeRange.start" in doc["errors"]
+    assert "retention" in doc["detail"]

@@ -182,3 +182,22 @@ def test_scopes_are_whole_words() -> None:
     principal = principal_from_header(bearer(hs256(valid_claims(scope="exports:read-only"))), SECRET)
     with pytest.raises(Forbidden):
         principal.require(ORG_A, READ)
+
+
+def test_issuer_and_audience_are_enforced_when_configured() -> None:
+    good = mint_token(
+        SECRET, subject="a", orgs=[ORG_A], scopes=[READ], issuer="https://idp", audience="exports"
+    )
+    principal = principal_from_header(bearer(good), SECRET, issuer="https://idp", audience="exports")
+    assert principal.subject == "a"
+    for token in (
+        mint_token(
+            SECRET, subject="a", orgs=[ORG_A], scopes=[READ], issuer="https://other", audience="exports"
+        ),
+        mint_token(
+            SECRET, subject="a", orgs=[ORG_A], scopes=[READ], issuer="https://idp", audience="billing"
+        ),
+        mint_token(SECRET, subject="a", orgs=[ORG_A], scopes=[READ]),  # neither claim
+    ):
+        with pytest.raises(Unauthenticated):
+            principal_from_header(bearer(token), SECRET, issuer="https://idp", audience="exports")

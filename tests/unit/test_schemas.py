@@ -15,6 +15,7 @@ from service.api.schemas import (
     MAX_MODELS,
     SCHEMAS,
     job_json,
+    months_before,
     page_json,
     parse_export_request,
     parse_list_query,
@@ -388,3 +389,35 @@ def test_job_json_ids_are_uuids() -> None:
     doc = job_json(job)
     assert uuid.UUID(str(doc["jobId"])) == job.job_id
     assert uuid.UUID(str(doc["orgId"])) == ORG_A
+
+
+def test_a_start_before_the_retention_window_is_rejected_with_the_earliest_start() -> None:
+    # Given a clock at 2026-11-29 and 13 months of retention, the earliest start is 2025-10-29
+    now = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    too_old = {
+        "timeRange": {"start": "2025-10-29T11:59:59Z", "end": "2025-11-01T00:00:00Z"},
+        "granularity": "daily",
+    }
+    with pytest.raises(ValidationFailed) as rejected_:
+        parse_export_request(too_old, ORG_A, "alice", retention_months=13, now=now)
+    assert "timeRange.start" in rejected_.value.errors
+    assert "2025-10-29T12:00:00Z" in rejected_.value.detail
+    oldest = {
+        "timeRange": {"start": "2025-10-29T12:00:00Z", "end": "2025-11-01T00:00:00Z"},
+        "granularity": "daily",
+    }
+    assert parse_export_request(oldest, ORG_A, "alice", retention_months=13, now=now).start == now.replace(
+        year=2025, month=10
+    )
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (datetime(2026, 11, 29, tzinfo=UTC), datetime(2025, 10, 29, tzinfo=UTC)),
+        (datetime(2026, 3, 31, tzinfo=UTC), datetime(2025, 2, 28, tzinfo=UTC)),  # clamped to month end
+        (datetime(2027, 1, 15, tzinfo=UTC), datetime(2025, 12, 15, tzinfo=UTC)),  # across a year
+    ],
+)
+def test_months_before_counts_calendar_months(moment: datetime, expected: datetime) -> None:
+    assert months_before(moment, 13) == expected
