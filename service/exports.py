@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from service.errors import Conflict, Gone, NotFound, QueueUnavailable
-from service.job import ExportRequest, Job, JobPage, JobStatus, rfc3339
+from service.job import Caller, Event, ExportRequest, Job, JobPage, JobStatus, rfc3339
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.storage import ObjectStore, parse_s3_uri
@@ -28,10 +28,10 @@ class ExportService:
         self._store = store
         self._queue = queue
 
-    async def create(self, request: ExportRequest) -> Job:
+    async def create(self, request: ExportRequest, caller: Caller | None = None) -> Job:
         """Store the job, then enqueue it. The row is the source of truth: if the broker is down
         the job is still accepted and the scheduler's sweep enqueues it later."""
-        job = await self._repository.create(request)
+        job = await self._repository.create(request, caller)
         ctx = {"job_id": str(job.job_id), "org_id": str(job.org_id)}
         try:
             await self._queue.enqueue_export(job.job_id)
@@ -50,13 +50,18 @@ class ExportService:
             raise NotFound(f"export {job_id} not found")
         return job
 
-    async def list(
+    async def list_page(
         self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
     ) -> JobPage:
         return await self._repository.list_page(org_id, status=status, limit=limit, cursor=cursor)
 
-    async def download(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Download:
-        """A presigned GET URL valid exactly until the job expires (never stored)."""
+    async def events(self, org_id: uuid.UUID, job_id: uuid.UUID) -> list[Event]:
+        await self.get(org_id, job_id)  # 404 for an unknown job or another org's
+        return await self._repository.events(org_id, job_id)
+
+    async def download(self, org_id: uuid.UUID, job_id: uuid.UUID, caller: Caller | None = None) -> Download:
+        """A presigned GET URL valid exactly until the job expires: minted per request, never
+        stored, and recorded in the job's audit trail (who, when, from where)."""
         job = await self.get(org_id, job_id)
         if job.status is JobStatus.EXPIRED:
             raise Gone(f"export {job_id} expired and its file was deleted; request a new export")
@@ -71,4 +76,8 @@ class ExportService:
             # Past its expiry but not yet swept: as far as the client is concerned it is gone.
             raise Gone(f"export {job_id} expired at {rfc3339(job.expires_at)}; request a new export")
         url = await self._store.presign_download(*parse_s3_uri(job.output_uri), expires_in=remaining)
+        if caller is not None:
+            await self._repository.record_event(
+                job, "download_url_issued", caller, {"validSeconds": int(remaining)}
+            )
         return Download(url=url, expires_at=job.expires_at)

@@ -87,6 +87,30 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """Who made an API call, as the audit trail records it."""
+
+    subject: str
+    client_ip: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a job's append-only audit trail."""
+
+    event_id: int
+    job_id: uuid.UUID
+    event: str
+    actor: str | None
+    client_ip: str | None
+    user_agent: str | None
+    attempt: int | None
+    details: Mapping[str, object]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class JobPage:
     items: tuple[Job, ...]
     #: Opaque cursor for the next page, or ``None`` on the last page.

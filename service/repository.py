@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Final
@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 
 from service.errors import DatabaseUnavailable, ValidationFailed
-from service.job import ExportOutput, ExportRequest, Job, JobPage, JobStatus
+from service.job import Caller, Event, ExportOutput, ExportRequest, Job, JobPage, JobStatus
 from service.sql import QUERIES
 
 #: Errors that mean PostgreSQL is unreachable or the connection died, as opposed to a bad query.
@@ -96,19 +96,58 @@ class JobRepository:
         async with self._connection() as conn:
             await conn.fetchval(QUERIES["ping"])
 
-    async def create(self, request: ExportRequest) -> Job:
-        job = await self._one(
-            "create_job",
-            uuid.uuid4(),
-            request.org_id,
-            request.requested_by,
-            request.start,
-            request.end,
-            request.granularity.value,
-            list(request.models) if request.models else None,
-        )
-        assert job is not None
-        return job
+    async def create(self, request: ExportRequest, caller: Caller | None = None) -> Job:
+        """Insert the pending job; its 'created' event (with the caller's address) is written by the
+        trigger in the same transaction."""
+        async with self._connection() as conn, conn.transaction():
+            if caller is not None:
+                await conn.fetchrow(
+                    QUERIES["set_caller"], caller.client_ip or "", (caller.user_agent or "")[:512]
+                )
+            row = await conn.fetchrow(
+                QUERIES["create_job"],
+                uuid.uuid4(),
+                request.org_id,
+                request.requested_by,
+                request.start,
+                request.end,
+                request.granularity.value,
+                list(request.models) if request.models else None,
+            )
+        assert row is not None
+        return Job.from_row(row)
+
+    async def record_event(
+        self, job: Job, event: str, caller: Caller, details: Mapping[str, object] | None = None
+    ) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                QUERIES["record_event"],
+                job.job_id,
+                event,
+                caller.subject,
+                caller.client_ip,
+                (caller.user_agent or "")[:512] or None,
+                orjson.dumps(details or {}).decode(),
+            )
+
+    async def events(self, org_id: uuid.UUID, job_id: uuid.UUID) -> list[Event]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["list_events"], org_id, job_id)
+        return [
+            Event(
+                event_id=row["event_id"],
+                job_id=row["job_id"],
+                event=row["event"],
+                actor=row["actor"],
+                client_ip=row["client_ip"],
+                user_agent=row["user_agent"],
+                attempt=row["attempt"],
+                details=orjson.loads(row["details"]),
+                occurred_at=row["occurred_at"],
+            )
+            for row in rows
+        ]
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
         return await self._one("get_job", org_id, job_id)

@@ -10,8 +10,16 @@ from aiohttp import web
 
 from service.api import keys
 from service.api.auth import READ, WRITE, Principal, principal_from_header
-from service.api.schemas import job_json, page_json, parse_export_request, parse_list_query, parse_uuid
+from service.api.schemas import (
+    event_json,
+    job_json,
+    page_json,
+    parse_export_request,
+    parse_list_query,
+    parse_uuid,
+)
 from service.errors import ExportsError, UnsupportedMediaType, ValidationFailed
+from service.job import Caller
 
 BASE = "/analytics/v1"
 
@@ -36,6 +44,12 @@ def authorize(request: web.Request, scope: str) -> tuple[Principal, uuid.UUID]:
     return principal, org_id
 
 
+def caller_of(request: web.Request, principal: Principal) -> Caller:
+    """The audit trail's view of a request: the token's subject, the peer address (behind a proxy,
+    the proxy's: see docs/security.md) and the user agent."""
+    return Caller(principal.subject, request.remote, request.headers.get("User-Agent"))
+
+
 def job_location(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
     return f"{BASE}/orgs/{org_id}/exports/{job_id}"
 
@@ -51,14 +65,14 @@ async def create_export(request: web.Request) -> web.Response:
     export = parse_export_request(
         body, org_id, principal.subject, retention_months=request.app[keys.SETTINGS].data_retention_months
     )
-    job = await request.app[keys.EXPORTS].create(export)
+    job = await request.app[keys.EXPORTS].create(export, caller_of(request, principal))
     return json_response(job_json(job), status=202, headers={"Location": job_location(org_id, job.job_id)})
 
 
 async def list_exports(request: web.Request) -> web.Response:
     _, org_id = authorize(request, READ)
     status, limit, cursor = parse_list_query(request.query)
-    page = await request.app[keys.EXPORTS].list(org_id, status=status, limit=limit, cursor=cursor)
+    page = await request.app[keys.EXPORTS].list_page(org_id, status=status, limit=limit, cursor=cursor)
     return json_response(page_json(page))
 
 
@@ -68,10 +82,18 @@ async def get_export(request: web.Request) -> web.Response:
     return json_response(job_json(await request.app[keys.EXPORTS].get(org_id, job_id)))
 
 
-async def download_export(request: web.Request) -> web.Response:
+async def list_events(request: web.Request) -> web.Response:
     _, org_id = authorize(request, READ)
     job_id = parse_uuid(request.match_info["job_id"], "jobId")
-    download = await request.app[keys.EXPORTS].download(org_id, job_id)
+    return json_response(
+        {"items": [event_json(e) for e in await request.app[keys.EXPORTS].events(org_id, job_id)]}
+    )
+
+
+async def download_export(request: web.Request) -> web.Response:
+    principal, org_id = authorize(request, READ)
+    job_id = parse_uuid(request.match_info["job_id"], "jobId")
+    download = await request.app[keys.EXPORTS].download(org_id, job_id, caller_of(request, principal))
     return web.Response(status=302, headers={"Location": download.url, "Cache-Control": "no-store"})
 
 
@@ -116,6 +138,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(org, list_exports, name="list_exports")
     app.router.add_get(org + "/{job_id}", get_export, name="get_export")
     app.router.add_get(org + "/{job_id}/download", download_export, name="download_export")
+    app.router.add_get(org + "/{job_id}/events", list_events, name="list_events")
     app.router.add_get(BASE + "/openapi.json", openapi_document, name="openapi")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")

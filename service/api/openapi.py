@@ -166,6 +166,24 @@ def build_openapi() -> dict[str, object]:
         },
     )
     spec.path(
+        path=BASE + "/orgs/{orgId}/exports/{jobId}/events",
+        parameters=[_ORG_ID, _JOB_ID],
+        operations={
+            "get": {
+                "operationId": "listExportEvents",
+                "summary": "The job's append-only audit trail, oldest first (scope exports:read).",
+                "responses": {
+                    "200": {
+                        "description": "The events.",
+                        "content": {_JSON: {"schema": _ref("ExportEventList")}},
+                    },
+                    **_AUTH_ERRORS,
+                    "404": _problem("No such job in this org."),
+                },
+            }
+        },
+    )
+    spec.path(
         path="/healthz",
         operations={
             "get": {

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from service.errors import ValidationFailed
-from service.job import MAX_TIME_RANGE, ExportRequest, Granularity, Job, JobPage, JobStatus, rfc3339
+from service.job import MAX_TIME_RANGE, Event, ExportRequest, Granularity, Job, JobPage, JobStatus, rfc3339
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -178,6 +178,19 @@ def job_json(job: Job) -> dict[str, object]:
     }
 
 
+def event_json(event: Event) -> dict[str, object]:
+    return {
+        "eventId": event.event_id,
+        "event": event.event,
+        "occurredAt": rfc3339(event.occurred_at),
+        "actor": event.actor,
+        "clientIp": event.client_ip,
+        "userAgent": event.user_agent,
+        "attempt": event.attempt,
+        "details": dict(event.details),
+    }
+
+
 def page_json(page: JobPage) -> dict[str, object]:
     return {"items": [job_json(job) for job in page.items], "nextCursor": page.next_cursor}
 
@@ -185,6 +198,18 @@ def page_json(page: JobPage) -> dict[str, object]:
 # --- JSON Schemas published in the OpenAPI document --------------------------------------------
 
 _TIMESTAMP: Final = {"type": "string", "format": "date-time"}
+#: The kinds of audit events (the CHECK constraint of analytics.export_events).
+EVENT_KINDS: Final = (
+    "created",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "handed_back",
+    "cancelled",
+    "expired",
+    "download_url_issued",
+)
 _NULLABLE_TIMESTAMP: Final = {"type": ["string", "null"], "format": "date-time"}
 
 SCHEMAS: Final[dict[str, dict[str, object]]] = {
@@ -260,6 +285,34 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/ExportJob"}},
             "nextCursor": {"type": ["string", "null"], "description": "Pass as ?cursor= for the next page."},
         },
+    },
+    "ExportEvent": {
+        "type": "object",
+        "required": [
+            "eventId",
+            "event",
+            "occurredAt",
+            "actor",
+            "clientIp",
+            "userAgent",
+            "attempt",
+            "details",
+        ],
+        "properties": {
+            "eventId": {"type": "integer"},
+            "event": {"type": "string", "enum": list(EVENT_KINDS)},
+            "occurredAt": _TIMESTAMP,
+            "actor": {"type": ["string", "null"], "description": "Token subject, or the worker (host:pid)."},
+            "clientIp": {"type": ["string", "null"]},
+            "userAgent": {"type": ["string", "null"]},
+            "attempt": {"type": ["integer", "null"]},
+            "details": {"type": "object"},
+        },
+    },
+    "ExportEventList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/ExportEvent"}}},
     },
     "Problem": {
         "type": "object",

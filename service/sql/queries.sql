@@ -8,6 +8,22 @@ INSERT INTO analytics.export_jobs
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING *;
 
+-- name: set_caller
+-- Transaction-local caller facts, read by the trigger that records the 'created' event.
+SELECT set_config('analytics.client_ip', $1, true), set_config('analytics.user_agent', $2, true);
+
+-- name: record_event
+-- Append an event the API witnessed (download_url_issued) to a job's audit trail.
+INSERT INTO analytics.export_events (job_id, org_id, event, actor, client_ip, user_agent, attempt, details)
+SELECT job_id, org_id, $2, $3, $4, $5, attempt, $6::jsonb
+FROM analytics.export_jobs WHERE job_id = $1;
+
+-- name: list_events
+-- A job's audit trail, oldest first (the job must belong to the org).
+SELECT e.* FROM analytics.export_events e
+WHERE e.job_id = $2 AND e.org_id = $1
+ORDER BY e.event_id;
+
 -- name: get_job
 -- One job of one org (another org's job is simply not found).
 SELECT * FROM analytics.export_jobs WHERE org_id = $1 AND job_id = $2;

@@ -235,3 +235,29 @@ async def test_health_readiness_and_openapi(stack: Stack, http: aiohttp.ClientSe
     async with http.get(f"{stack.base}/analytics/v1/openapi.json") as reply:
         assert reply.status == 200
         assert "/analytics/v1/orgs/{orgId}/exports" in (await reply.json())["paths"]
+
+
+async def test_the_audit_trail_lists_the_lifecycle_and_each_download(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    org = uuid.uuid4()
+    job = await wait_for_job(http, stack, org, str((await create_export(http, stack, org, BODY))["jobId"]))
+    url = f"{stack.exports_url(org)}/{job['jobId']}"
+    for _ in range(2):
+        async with http.get(f"{url}/download", headers=stack.auth(org), allow_redirects=False) as reply:
+            assert reply.status == 302
+    async with http.get(f"{url}/events", headers=stack.auth(org)) as reply:
+        assert reply.status == 200
+        items = (await reply.json())["items"]
+    assert [e["event"] for e in items] == [
+        "created",
+        "started",
+        "succeeded",
+        "download_url_issued",
+        "download_url_issued",
+    ]
+    assert items[0]["actor"] == "finance@example.com"
+    assert items[0]["clientIp"] == "127.0.0.1"
+    assert items[1]["actor"].rsplit(":", 1)[1].isdigit()  # the worker, host:pid
+    assert items[2]["details"]["checksum"] == job["checksum"]
+    assert [e["eventId"] for e in items] == sorted(e["eventId"] for e in items)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from service.job import ExportOutput, ExportRequest, Granularity, JobStatus
+from service.job import Caller, ExportOutput, ExportRequest, Granularity, JobStatus
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
 
@@ -217,3 +217,43 @@ async def test_a_live_lease_is_never_reclaimed(repository: JobRepository) -> Non
     assert await repository.claim(job.job_id, 60, "w:1") is not None
     assert await repository.requeue_lapsed(max_attempts=3, limit=10) == []
     assert await repository.fail_lapsed(max_attempts=3, limit=10) == []
+
+
+async def test_every_transition_leaves_an_event_and_events_are_append_only(
+    repository: JobRepository, settings: Settings
+) -> None:
+    # Given a job created by a caller, claimed, retried, claimed again and completed
+    org = uuid.uuid4()
+    caller = Caller("finance@example.com", "203.0.113.7", "curl/8.0")
+    job = await repository.create(request(org), caller)
+    first = await repository.claim(job.job_id, 60, "w:1")
+    assert first is not None
+    assert await repository.retry(first, "attempt 1 failed: reset", 0) is not None
+    second = await repository.claim(job.job_id, 60, "w:2")
+    assert second is not None
+    done = await repository.complete(second, output(job.job_id), 60)
+    assert done is not None
+    await repository.record_event(done, "download_url_issued", caller, {"validSeconds": 59})
+    # Then the trail tells the whole story, in order, with who did what
+    events = await repository.events(org, job.job_id)
+    assert [(e.event, e.actor, e.attempt) for e in events] == [
+        ("created", "finance@example.com", 0),
+        ("started", "w:1", 1),
+        ("retried", "w:1", 1),
+        ("started", "w:2", 2),
+        ("succeeded", "w:2", 2),
+        ("download_url_issued", "finance@example.com", 2),
+    ]
+    assert (events[0].client_ip, events[0].user_agent) == ("203.0.113.7", "curl/8.0")
+    assert events[2].details["reason"] == "attempt 1 failed: reset"
+    assert events[4].details["checksum"] == "a" * 64
+    assert await repository.events(uuid.uuid4(), job.job_id) == []  # another org sees nothing
+    # And the trail cannot be rewritten
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("UPDATE analytics.export_events SET actor = 'mallory'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM analytics.export_events")
+    finally:
+        await conn.close()

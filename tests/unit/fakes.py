@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from service.api.schemas import SCHEMAS
 from service.errors import QueueUnavailable
-from service.job import ExportOutput, ExportRequest, Granularity, Job, JobPage, JobStatus
+from service.job import Caller, Event, ExportOutput, ExportRequest, Granularity, Job, JobPage, JobStatus
 from service.repository import decode_cursor, encode_cursor
 
 ORG_A = uuid.UUID("0b6f3c2e-8f57-4a4e-9d1c-3a1f4f0e9a01")
@@ -241,6 +241,9 @@ class FakeRepository:
         self.fail_error: BaseException | None = None
         self.get_error: BaseException | None = None
         self.stale: list[uuid.UUID] = []
+        self.callers: list[Caller | None] = []
+        #: Events the API recorded (download_url_issued), as (job_id, event, caller, details).
+        self.recorded: list[tuple[uuid.UUID, str, Caller, Mapping[str, object] | None]] = []
         self.ping_error: BaseException | None = None
 
     def _record(self, name: str, *args: Any) -> None:
@@ -254,8 +257,9 @@ class FakeRepository:
         if self.ping_error is not None:
             raise self.ping_error
 
-    async def create(self, request: ExportRequest) -> Job:
+    async def create(self, request: ExportRequest, caller: Caller | None = None) -> Job:
         self._record("create", request)
+        self.callers.append(caller)
         job = make_job(
             org_id=request.org_id,
             requested_by=request.requested_by,
@@ -274,6 +278,18 @@ class FakeRepository:
             raise self.get_error
         job = self.jobs.get(job_id)
         return job if job is not None and job.org_id == org_id else None
+
+    async def record_event(
+        self, job: Job, event: str, caller: Caller, details: Mapping[str, object] | None = None
+    ) -> None:
+        self.recorded.append((job.job_id, event, caller, details))
+
+    async def events(self, org_id: uuid.UUID, job_id: uuid.UUID) -> list[Event]:
+        return [
+            Event(i, job_id, event, c.subject, c.client_ip, c.user_agent, 1, dict(d or {}), datetime.now(UTC))
+            for i, (j, event, c, d) in enumerate(self.recorded, 1)
+            if j == job_id
+        ]
 
     async def get_by_id(self, job_id: uuid.UUID) -> Job | None:
         return self.jobs.get(job_id)

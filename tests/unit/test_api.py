@@ -467,3 +467,28 @@ async def test_a_start_before_the_retention_window_is_a_400_naming_the_field(cli
     doc = await problem(response, 400)
     assert "timeRange.start" in doc["errors"]
     assert "retention" in doc["detail"]
+
+
+async def test_each_download_is_recorded_in_the_audit_trail_with_who_and_from_where(
+    client: Client, repo: FakeRepository
+) -> None:
+    job = stored(repo, succeeded_job())
+    url = f"{EXPORTS_A}/{job.job_id}/download"
+    for _ in range(2):
+        response = await client.get(
+            url, headers={**auth(), "User-Agent": "finance-laptop/1.0"}, allow_redirects=False
+        )
+        assert response.status == 302
+    events = await client.get(f"{EXPORTS_A}/{job.job_id}/events", headers=auth())
+    assert events.status == 200
+    items = (await events.json())["items"]
+    assert [(e["event"], e["actor"], e["userAgent"]) for e in items] == [
+        ("download_url_issued", "alice@example.com", "finance-laptop/1.0")
+    ] * 2
+    assert all(e["clientIp"] == "127.0.0.1" for e in items)
+
+
+async def test_events_of_another_orgs_job_are_a_404(client: Client, repo: FakeRepository) -> None:
+    job = stored(repo, succeeded_job(org_id=ORG_B))
+    response = await client.get(f"{EXPORTS_A}/{job.job_id}/events", headers=auth())
+    await problem(response, 404)

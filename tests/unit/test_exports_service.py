@@ -151,6 +151,6 @@ async def test_list_passes_the_query_through(repo: FakeRepository, s3: FakeS3, q
     repo.jobs[failed.job_id] = failed
     pending = make_job()
     repo.jobs[pending.job_id] = pending
-    page = await service(repo, s3, queue).list(ORG_A, status=JobStatus.FAILED, limit=10, cursor=None)
+    page = await service(repo, s3, queue).list_page(ORG_A, status=JobStatus.FAILED, limit=10, cursor=None)
     assert page.items == (failed,)
     assert page.next_cursor is None
