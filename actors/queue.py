@@ -9,9 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pika
-import pika.exceptions
 from dramatiq import Actor
-from dramatiq.errors import DramatiqError
 
 from service.errors import QueueUnavailable
 
@@ -31,8 +29,15 @@ class DramatiqJobQueue:
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(loop.run_in_executor(self._executor, fn), BROKER_TIMEOUT_SECONDS)
-        except (DramatiqError, pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
-            raise QueueUnavailable(f"RabbitMQ {what} failed: {exc or type(exc).__name__}") from exc
+        except Exception as exc:
+            # Any failure to publish means "not published": DramatiqError, pika's AMQPError, OSError
+            # and timeouts, but also pika's ValueError for a socket reset mid-handshake. The job row
+            # stays the truth and the sweep publishes it later, so none of them may become a 500.
+            raise QueueUnavailable(
+                f"RabbitMQ {what} failed: {type(exc).__name__}: {exc}"
+                if str(exc)
+                else f"RabbitMQ {what} failed: {type(exc).__name__}"
+            ) from exc
 
     async def enqueue_export(self, job_id: uuid.UUID) -> None:
         await self._off_loop(lambda: self._actor.send(str(job_id)), "publish")

@@ -72,6 +72,22 @@ class Gone(ApiError):
     title = "Export expired"
 
 
+class IdempotencyKeyReused(ApiError):
+    status = 422
+    slug = "idempotency-key-reused"
+    title = "Idempotency-Key already used for a different request"
+
+
+class TooManyActiveExports(ApiError):
+    status = 429
+    slug = "too-many-active-exports"
+    title = "Too many exports in progress for this org"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
     slug = "unsupported-media-type"

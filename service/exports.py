@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
+
 from service.errors import Conflict, Gone, NotFound, QueueUnavailable
-from service.job import Caller, Event, ExportRequest, Job, JobPage, JobStatus, rfc3339
+from service.job import (
+    Caller,
+    Created,
+    Event,
+    ExportRequest,
+    IdempotencyKey,
+    Job,
+    JobPage,
+    JobStatus,
+    rfc3339,
+)
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.storage import ObjectStore, parse_s3_uri
@@ -22,17 +35,48 @@ class Download:
     expires_at: datetime
 
 
+def request_fingerprint(request: ExportRequest) -> str:
+    """SHA-256 of the normalised request: what an Idempotency-Key is bound to."""
+    canonical = orjson.dumps(
+        {
+            "org": str(request.org_id),
+            "start": request.start.isoformat(),
+            "end": request.end.isoformat(),
+            "granularity": request.granularity.value,
+            "models": list(request.models) if request.models else None,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
 class ExportService:
-    def __init__(self, repository: JobRepository, store: ObjectStore, queue: JobQueue) -> None:
+    def __init__(
+        self,
+        repository: JobRepository,
+        store: ObjectStore,
+        queue: JobQueue,
+        *,
+        max_active_per_org: int | None = None,
+    ) -> None:
         self._repository = repository
         self._store = store
         self._queue = queue
+        self._max_active = max_active_per_org
 
-    async def create(self, request: ExportRequest, caller: Caller | None = None) -> Job:
+    async def create(
+        self, request: ExportRequest, caller: Caller | None = None, idempotency_key: str | None = None
+    ) -> Created:
         """Store the job, then enqueue it. The row is the source of truth: if the broker is down
-        the job is still accepted and the scheduler's sweep enqueues it later."""
-        job = await self._repository.create(request, caller)
+        the job is still accepted and the scheduler's sweep enqueues it later. A replayed
+        Idempotency-Key returns the job it created, without a second job or message."""
+        key = IdempotencyKey(idempotency_key, request_fingerprint(request)) if idempotency_key else None
+        created = await self._repository.create(request, caller, idempotency=key, max_active=self._max_active)
+        job = created.job
         ctx = {"job_id": str(job.job_id), "org_id": str(job.org_id)}
+        if not created.new:
+            log.info("idempotent replay: returning the existing export", extra=ctx)
+            return created
         try:
             await self._queue.enqueue_export(job.job_id)
         except QueueUnavailable as exc:
@@ -42,7 +86,7 @@ class ExportService:
         else:
             await self._repository.mark_enqueued(job.job_id)
             log.info("export enqueued", extra={**ctx, "granularity": job.granularity.value})
-        return job
+        return created
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:
         job = await self._repository.get(org_id, job_id)

@@ -87,6 +87,21 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class Created:
+    job: Job
+    #: False when an Idempotency-Key replayed an earlier request: the job is the one it created.
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A client's Idempotency-Key and the fingerprint of the request it came with."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who made an API call, as the audit trail records it."""
 

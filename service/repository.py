@@ -19,8 +19,18 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from service.errors import DatabaseUnavailable, ValidationFailed
-from service.job import Caller, Event, ExportOutput, ExportRequest, Job, JobPage, JobStatus
+from service.errors import DatabaseUnavailable, IdempotencyKeyReused, TooManyActiveExports, ValidationFailed
+from service.job import (
+    Caller,
+    Created,
+    Event,
+    ExportOutput,
+    ExportRequest,
+    IdempotencyKey,
+    Job,
+    JobPage,
+    JobStatus,
+)
 from service.sql import QUERIES
 
 #: Errors that mean PostgreSQL is unreachable or the connection died, as opposed to a bad query.
@@ -38,6 +48,8 @@ CONNECTION_ERRORS: Final = (
 )
 
 Sink = Callable[[bytes], Awaitable[None]]
+#: What a 429 tells the client to wait before trying again.
+RETRY_AFTER_SECONDS: Final = 30
 
 
 async def create_pool(database_url: str, *, max_size: int) -> asyncpg.Pool:
@@ -96,10 +108,44 @@ class JobRepository:
         async with self._connection() as conn:
             await conn.fetchval(QUERIES["ping"])
 
-    async def create(self, request: ExportRequest, caller: Caller | None = None) -> Job:
-        """Insert the pending job; its 'created' event (with the caller's address) is written by the
-        trigger in the same transaction."""
+    async def create(
+        self,
+        request: ExportRequest,
+        caller: Caller | None = None,
+        *,
+        idempotency: IdempotencyKey | None = None,
+        max_active: int | None = None,
+    ) -> Created:
+        """Insert the pending job (``Created.new``); its 'created' event (with the
+        caller's address) is written by the trigger in the same transaction.
+
+        Creation is serialised per org (a transaction-scoped advisory lock), which makes the two
+        rules race-safe: a live Idempotency-Key returns the job it created (``new`` False, or
+        IdempotencyKeyReused for a different request), and an org with ``max_active`` pending or
+        running jobs gets TooManyActiveExports.
+        """
         async with self._connection() as conn, conn.transaction():
+            await conn.execute(QUERIES["lock_org_creates"], request.org_id)
+            if idempotency is not None:
+                seen = await conn.fetchrow(
+                    QUERIES["find_idempotent_request"], request.org_id, idempotency.key
+                )
+                if seen is not None:
+                    if seen["request_hash"] != idempotency.request_hash:
+                        raise IdempotencyKeyReused(
+                            "this Idempotency-Key was used in the last 24 hours for a different request"
+                        )
+                    existing = await conn.fetchrow(QUERIES["get_job"], request.org_id, seen["job_id"])
+                    assert existing is not None
+                    return Created(Job.from_row(existing), new=False)
+            if max_active is not None:
+                active = await conn.fetchval(QUERIES["count_active_jobs"], request.org_id)
+                if active >= max_active:
+                    raise TooManyActiveExports(
+                        f"this org already has {active} exports pending or running (at most "
+                        f"{max_active}); retry when one has finished",
+                        retry_after=RETRY_AFTER_SECONDS,
+                    )
             if caller is not None:
                 await conn.fetchrow(
                     QUERIES["set_caller"], caller.client_ip or "", (caller.user_agent or "")[:512]
@@ -114,8 +160,16 @@ class JobRepository:
                 request.granularity.value,
                 list(request.models) if request.models else None,
             )
-        assert row is not None
-        return Job.from_row(row)
+            assert row is not None
+            if idempotency is not None:
+                await conn.execute(
+                    QUERIES["remember_idempotent_request"],
+                    request.org_id,
+                    idempotency.key,
+                    idempotency.request_hash,
+                    row["job_id"],
+                )
+        return Created(Job.from_row(row), new=True)
 
     async def record_event(
         self, job: Job, event: str, caller: Caller, details: Mapping[str, object] | None = None

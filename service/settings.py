@@ -120,6 +120,8 @@ class Settings:
     export_retry_window: float = 30.0
     #: On SIGTERM, how long a worker lets running exports finish before handing them back.
     export_shutdown_grace: float = 30.0
+    #: Pending + running exports one org may have; the next POST gets 429.
+    export_max_active_per_org: int = 5
     http_host: str = "127.0.0.1"
     http_port: int = 8084
     auth_jwt_secret: str = DEV_JWT_SECRET
@@ -178,6 +180,10 @@ class Settings:
             if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
                 raise SettingsError("EXPORT_PART_SIZE", f"{v!r} must be between 5MiB and 5GiB")
             values["export_part_size"] = size
+        if (v := get("EXPORT_MAX_ACTIVE_PER_ORG")) is not None:
+            values["export_max_active_per_org"] = parse_int(
+                "EXPORT_MAX_ACTIVE_PER_ORG", v, minimum=1, maximum=10_000
+            )
         if (v := get("EXPORT_MAX_ATTEMPTS")) is not None:
             values["export_max_attempts"] = parse_int("EXPORT_MAX_ATTEMPTS", v, minimum=1, maximum=100)
         for variable, name in (

@@ -37,7 +37,12 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[keys.EXPORTS] = ExportService(app[keys.REPOSITORY], app[keys.STORE], app[keys.QUEUE])
+    app[keys.EXPORTS] = ExportService(
+        app[keys.REPOSITORY],
+        app[keys.STORE],
+        app[keys.QUEUE],
+        max_active_per_org=app[keys.SETTINGS].export_max_active_per_org,
+    )
     yield
 
 

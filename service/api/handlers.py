@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 
 import orjson
@@ -22,6 +23,7 @@ from service.errors import ExportsError, UnsupportedMediaType, ValidationFailed
 from service.job import Caller
 
 BASE = "/analytics/v1"
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -50,6 +52,18 @@ def caller_of(request: web.Request, principal: Principal) -> Caller:
     return Caller(principal.subject, request.remote, request.headers.get("User-Agent"))
 
 
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValidationFailed(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            errors={"Idempotency-Key": "invalid"},
+        )
+    return key
+
+
 def job_location(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
     return f"{BASE}/orgs/{org_id}/exports/{job_id}"
 
@@ -65,8 +79,13 @@ async def create_export(request: web.Request) -> web.Response:
     export = parse_export_request(
         body, org_id, principal.subject, retention_months=request.app[keys.SETTINGS].data_retention_months
     )
-    job = await request.app[keys.EXPORTS].create(export, caller_of(request, principal))
-    return json_response(job_json(job), status=202, headers={"Location": job_location(org_id, job.job_id)})
+    created = await request.app[keys.EXPORTS].create(
+        export, caller_of(request, principal), idempotency_key(request)
+    )
+    headers = {"Location": job_location(org_id, created.job.job_id)}
+    if not created.new:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(job_json(created.job), status=202, headers=headers)
 
 
 async def list_exports(request: web.Request) -> web.Response:

@@ -74,6 +74,16 @@ def build_openapi() -> dict[str, object]:
             "post": {
                 "operationId": "createExport",
                 "summary": "Request an export (scope exports:write).",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+                        "description": "Same key and body within 24 h: the same job (Idempotent-Replayed: "
+                        "true); same key, different body: 422.",
+                    }
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {_JSON: {"schema": _ref("CreateExportRequest")}},
@@ -89,6 +99,13 @@ def build_openapi() -> dict[str, object]:
                     **_AUTH_ERRORS,
                     "413": _problem("Request body too large."),
                     "415": _problem("Request body is not application/json."),
+                    "422": _problem("The Idempotency-Key was used for a different request in the last 24 h."),
+                    "429": {
+                        **_problem("The org has EXPORT_MAX_ACTIVE_PER_ORG exports pending or running."),
+                        "headers": {
+                            "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}
+                        },
+                    },
                 },
             },
             "get": {

@@ -1,6 +1,25 @@
 -- Named queries: every statement the service runs lives here, loaded once by service.sql.
 -- A block starts with "-- name: <name>" and a one-line description.
 
+-- name: lock_org_creates
+-- Serialise job creation within one org (fairness limit and idempotency keys are race-safe).
+SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 727372021));
+
+-- name: find_idempotent_request
+-- A live (under 24 h old) idempotency key of the org, with the job it created.
+SELECT request_hash, job_id FROM analytics.export_idempotency
+WHERE org_id = $1 AND key = $2 AND created_at > now() - interval '24 hours';
+
+-- name: remember_idempotent_request
+-- Remember which job a key created (replacing the record of an expired use of the same key).
+INSERT INTO analytics.export_idempotency (org_id, key, request_hash, job_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT (org_id, key) DO UPDATE
+SET request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id, created_at = now();
+
+-- name: count_active_jobs
+-- How many of the org's jobs are pending or running.
+SELECT count(*) FROM analytics.export_jobs WHERE org_id = $1 AND status IN ('pending', 'running');
+
 -- name: create_job
 -- Insert a new pending export job and return it.
 INSERT INTO analytics.export_jobs

@@ -48,6 +48,8 @@ FAULT_SETTINGS = {
     "EXPORT_RETRY_WINDOW": "20s",
     "EXPORT_MAX_ATTEMPTS": "3",
     "EXPORT_SHUTDOWN_GRACE": "2s",
+    # The burst puts 10 jobs per org in flight at once.
+    "EXPORT_MAX_ACTIVE_PER_ORG": "10",
 }
 
 

@@ -258,3 +258,27 @@ async def test_a_burst_of_200_jobs_across_20_orgs_all_succeed(
     for org in orgs:
         assert len(await objects_of(bucket, org)) == 10
     await eventually_no_uploads(bucket)
+
+
+async def test_a_concurrent_burst_beyond_the_per_org_limit_gets_429s_and_nothing_more(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    # Given no worker can take anything (the broker is cut), so every accepted job stays pending
+    org = uuid.uuid4()
+    healthy.rabbit.cut()
+    body = {
+        "timeRange": {"start": "2026-10-01T00:00:00Z", "end": "2026-10-02T00:00:00Z"},
+        "granularity": "daily",
+    }
+
+    async def post() -> tuple[int, str | None]:
+        url = f"{healthy.base}/analytics/v1/orgs/{org}/exports"
+        async with http.post(url, json=body, headers=healthy.auth(org)) as reply:
+            return reply.status, reply.headers.get("Retry-After")
+
+    # When 14 requests for one org arrive at once, with at most 10 active allowed
+    answers = await asyncio.gather(*(post() for _ in range(14)))
+    # Then exactly 10 were accepted and 4 refused with Retry-After, and the table agrees
+    assert sorted(status for status, _ in answers) == [202] * 10 + [429] * 4, answers
+    assert all(retry_after and int(retry_after) > 0 for status, retry_after in answers if status == 429)
+    assert await db.fetchval("SELECT count(*) FROM analytics.export_jobs WHERE org_id = $1", org) == 10

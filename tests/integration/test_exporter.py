@@ -70,7 +70,7 @@ async def no_uploads_left(client: S3Client, bucket: str) -> bool:
 async def test_export_streams_exact_rows_and_checksum(parts: Parts) -> None:
     org = uuid.uuid4()
     hourly, daily = await seed(parts.settings, org, 48, TRICKY_MODELS)
-    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+    job = (await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))).job
 
     done = await parts.exporter.run(job.job_id)
 
@@ -99,7 +99,7 @@ async def test_export_larger_than_a_part_is_uploaded_in_several_parts(parts: Par
     org = uuid.uuid4()
     models = tuple(f"model-{i:03d}" for i in range(120))
     await seed(parts.settings, org, 24 * 31, models)  # 89,280 rows, ~10 MiB: at least 2 parts of 5 MiB
-    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+    job = (await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))).job
 
     done = await parts.exporter.run(job.job_id)
 
@@ -113,7 +113,9 @@ async def test_export_larger_than_a_part_is_uploaded_in_several_parts(parts: Par
 
 async def test_empty_export_is_a_header_only_file(parts: Parts) -> None:
     org = uuid.uuid4()
-    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.MONTHLY, ("none",)))
+    job = (
+        await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.MONTHLY, ("none",)))
+    ).job
 
     done = await parts.exporter.run(job.job_id)
 
@@ -126,9 +128,9 @@ async def test_empty_export_is_a_header_only_file(parts: Parts) -> None:
 
 
 async def test_org_override_bucket_is_used(parts: Parts) -> None:
-    job = await parts.repository.create(
-        ExportRequest(OVERRIDE_ORG, "me", START, END, Granularity.DAILY, None)
-    )
+    job = (
+        await parts.repository.create(ExportRequest(OVERRIDE_ORG, "me", START, END, Granularity.DAILY, None))
+    ).job
 
     done = await parts.exporter.run(job.job_id)
 
@@ -140,7 +142,7 @@ async def test_org_override_bucket_is_used(parts: Parts) -> None:
 
 async def test_duplicate_run_does_nothing(parts: Parts) -> None:
     org = uuid.uuid4()
-    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.DAILY, None))
+    job = (await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.DAILY, None))).job
     first = await parts.exporter.run(job.job_id)
     assert first is not None
 
@@ -158,7 +160,7 @@ async def test_missing_bucket_fails_the_job_readably_and_leaves_nothing(parts: P
         ObjectStore(parts.client, parts.settings.export_part_size),
         replace(parts.settings, s3_bucket="no-such-bucket-here"),
     )
-    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+    job = (await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))).job
 
     failed = await broken.run(job.job_id)
 
@@ -177,7 +179,9 @@ async def test_database_failure_mid_stream_aborts_the_upload(parts: Parts, setti
     try:
         # Given a table the export query cannot read (privileges would do too; a dropped table is simplest)
         await conn.execute("ALTER TABLE analytics.hourly_rollups RENAME TO hourly_rollups_away")
-        job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+        job = (
+            await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))
+        ).job
 
         failed = await parts.exporter.run(job.job_id)
     finally:
@@ -207,7 +211,7 @@ async def test_formula_cells_are_neutralised_and_negative_costs_stay_numbers(par
         )
     finally:
         await conn.close()
-    job = await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.DAILY, None))
+    job = (await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.DAILY, None))).job
 
     done = await parts.exporter.run(job.job_id)
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from service.job import Caller, ExportOutput, ExportRequest, Granularity, JobStatus
+from service.errors import IdempotencyKeyReused, TooManyActiveExports
+from service.job import Caller, ExportOutput, ExportRequest, Granularity, IdempotencyKey, JobStatus
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
 
@@ -37,7 +38,7 @@ def output(job_id: uuid.UUID) -> ExportOutput:
 
 async def test_create_then_get_round_trips_every_field(repository: JobRepository) -> None:
     org = uuid.uuid4()
-    created = await repository.create(request(org, ("m1", "m2")))
+    created = (await repository.create(request(org, ("m1", "m2")))).job
     fetched = await repository.get(org, created.job_id)
     assert fetched == created
     assert created.status is JobStatus.PENDING
@@ -47,7 +48,7 @@ async def test_create_then_get_round_trips_every_field(repository: JobRepository
 
 
 async def test_claim_is_compare_and_set_under_concurrency(repository: JobRepository) -> None:
-    job = await repository.create(request(uuid.uuid4()))
+    job = (await repository.create(request(uuid.uuid4()))).job
     claims = await asyncio.gather(*(repository.claim(job.job_id, 60, "test-worker:1") for _ in range(8)))
     winners = [c for c in claims if c is not None]
     assert len(winners) == 1
@@ -56,7 +57,7 @@ async def test_claim_is_compare_and_set_under_concurrency(repository: JobReposit
 
 
 async def test_writes_are_fenced_by_the_attempt(repository: JobRepository) -> None:
-    job = await repository.create(request(uuid.uuid4()))
+    job = (await repository.create(request(uuid.uuid4()))).job
     claimed = await repository.claim(job.job_id, 60, "test-worker:1")
     assert claimed is not None
     stale = replace(claimed, attempt=0)
@@ -71,7 +72,7 @@ async def test_writes_are_fenced_by_the_attempt(repository: JobRepository) -> No
 
 
 async def test_nothing_moves_a_finished_job_back(repository: JobRepository) -> None:
-    job = await repository.create(request(uuid.uuid4()))
+    job = (await repository.create(request(uuid.uuid4()))).job
     claimed = await repository.claim(job.job_id, 60, "test-worker:1")
     assert claimed is not None
     assert await repository.fail(claimed, "boom") is not None
@@ -102,7 +103,7 @@ async def test_a_succeeded_job_cannot_be_recorded_without_its_output(settings: S
 
 async def test_paging_returns_every_job_once_newest_first(repository: JobRepository) -> None:
     org = uuid.uuid4()
-    created = [await repository.create(request(org)) for _ in range(7)]
+    created = [(await repository.create(request(org))).job for _ in range(7)]
     await repository.create(request(uuid.uuid4()))  # another org's job never shows up
     seen, cursor = [], None
     while True:
@@ -117,7 +118,7 @@ async def test_paging_returns_every_job_once_newest_first(repository: JobReposit
 
 async def test_status_filter(repository: JobRepository) -> None:
     org = uuid.uuid4()
-    first = await repository.create(request(org))
+    first = (await repository.create(request(org))).job
     await repository.create(request(org))
     assert await repository.claim(first.job_id, 60, "test-worker:1") is not None
     running = await repository.list_page(org, status=JobStatus.RUNNING, limit=10, cursor=None)
@@ -128,8 +129,8 @@ async def test_status_filter(repository: JobRepository) -> None:
 
 
 async def test_stale_pending_finds_unpublished_jobs(repository: JobRepository, settings: Settings) -> None:
-    unpublished = await repository.create(request(uuid.uuid4()))
-    published = await repository.create(request(uuid.uuid4()))
+    unpublished = (await repository.create(request(uuid.uuid4()))).job
+    published = (await repository.create(request(uuid.uuid4()))).job
     await repository.mark_enqueued(published.job_id)
     assert await repository.stale_pending(0, 3600, 10) == [unpublished.job_id]
     assert await repository.stale_pending(3600, 3600, 10) == []
@@ -149,7 +150,7 @@ async def lapse(settings: Settings, job_id: uuid.UUID) -> None:
 
 
 async def test_lease_renewal_is_fenced(repository: JobRepository) -> None:
-    job = await repository.create(request(uuid.uuid4()))
+    job = (await repository.create(request(uuid.uuid4()))).job
     claimed = await repository.claim(job.job_id, 60, "w:1")
     assert claimed is not None
     assert claimed.claimed_by == "w:1"
@@ -159,7 +160,7 @@ async def test_lease_renewal_is_fenced(repository: JobRepository) -> None:
 
 
 async def test_retry_backoff_keeps_the_job_unclaimable_until_due(repository: JobRepository) -> None:
-    job = await repository.create(request(uuid.uuid4()))
+    job = (await repository.create(request(uuid.uuid4()))).job
     claimed = await repository.claim(job.job_id, 60, "w:1")
     assert claimed is not None
     retried = await repository.retry(claimed, "attempt 1 failed: boom", backoff_seconds=3600)
@@ -173,7 +174,7 @@ async def test_retry_backoff_keeps_the_job_unclaimable_until_due(repository: Job
 
 
 async def test_hand_back_does_not_charge_an_attempt(repository: JobRepository) -> None:
-    job = await repository.create(request(uuid.uuid4()))
+    job = (await repository.create(request(uuid.uuid4()))).job
     first = await repository.claim(job.job_id, 60, "w:1")
     assert first is not None
     handed = await repository.hand_back(first)
@@ -192,7 +193,7 @@ async def test_hand_back_does_not_charge_an_attempt(repository: JobRepository) -
 async def test_lapsed_leases_are_requeued_then_failed_after_max_attempts(
     repository: JobRepository, settings: Settings
 ) -> None:
-    job = await repository.create(request(uuid.uuid4()))
+    job = (await repository.create(request(uuid.uuid4()))).job
     for attempt in (1, 2):
         claimed = await repository.claim(job.job_id, 60, f"w:{attempt}")
         assert claimed is not None
@@ -213,7 +214,7 @@ async def test_lapsed_leases_are_requeued_then_failed_after_max_attempts(
 
 
 async def test_a_live_lease_is_never_reclaimed(repository: JobRepository) -> None:
-    job = await repository.create(request(uuid.uuid4()))
+    job = (await repository.create(request(uuid.uuid4()))).job
     assert await repository.claim(job.job_id, 60, "w:1") is not None
     assert await repository.requeue_lapsed(max_attempts=3, limit=10) == []
     assert await repository.fail_lapsed(max_attempts=3, limit=10) == []
@@ -225,7 +226,7 @@ async def test_every_transition_leaves_an_event_and_events_are_append_only(
     # Given a job created by a caller, claimed, retried, claimed again and completed
     org = uuid.uuid4()
     caller = Caller("finance@example.com", "203.0.113.7", "curl/8.0")
-    job = await repository.create(request(org), caller)
+    job = (await repository.create(request(org), caller)).job
     first = await repository.claim(job.job_id, 60, "w:1")
     assert first is not None
     assert await repository.retry(first, "attempt 1 failed: reset", 0) is not None
@@ -257,3 +258,44 @@ async def test_every_transition_leaves_an_event_and_events_are_append_only(
             await conn.execute("DELETE FROM analytics.export_events")
     finally:
         await conn.close()
+
+
+async def test_concurrent_creates_never_exceed_the_per_org_limit(repository: JobRepository) -> None:
+    # Given 12 creates for one org racing each other, with at most 5 active jobs allowed
+    org = uuid.uuid4()
+    outcomes = await asyncio.gather(
+        *(repository.create(request(org), max_active=5) for _ in range(12)), return_exceptions=True
+    )
+    # Then exactly 5 went through and the others were refused, never more
+    assert sum(1 for o in outcomes if not isinstance(o, BaseException)) == 5
+    assert all(isinstance(o, TooManyActiveExports) for o in outcomes if isinstance(o, BaseException))
+    assert await repository.create(request(uuid.uuid4()), max_active=5)  # another org is not affected
+
+
+async def test_concurrent_replays_of_one_idempotency_key_create_one_job(repository: JobRepository) -> None:
+    org = uuid.uuid4()
+    key = IdempotencyKey("client-key-1", "f" * 64)
+    outcomes = await asyncio.gather(*(repository.create(request(org), idempotency=key) for _ in range(8)))
+    assert len({o.job.job_id for o in outcomes}) == 1
+    assert sum(o.new for o in outcomes) == 1
+    with pytest.raises(IdempotencyKeyReused):
+        await repository.create(request(org), idempotency=IdempotencyKey("client-key-1", "0" * 64))
+    # The same key in another org is another key
+    assert (await repository.create(request(uuid.uuid4()), idempotency=key)).new
+
+
+async def test_an_idempotency_key_expires_after_24_hours(
+    repository: JobRepository, settings: Settings
+) -> None:
+    org = uuid.uuid4()
+    key = IdempotencyKey("old-key", "a" * 64)
+    first = await repository.create(request(org), idempotency=key)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute("UPDATE analytics.export_idempotency SET created_at = now() - interval '25 hours'")
+    finally:
+        await conn.close()
+    # A different body is no longer a conflict, and the key now names the new job
+    again = await repository.create(request(org, ("m9",)), idempotency=IdempotencyKey("old-key", "b" * 64))
+    assert again.new
+    assert again.job.job_id != first.job.job_id

@@ -16,8 +16,19 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.api.schemas import SCHEMAS
-from service.errors import QueueUnavailable
-from service.job import Caller, Event, ExportOutput, ExportRequest, Granularity, Job, JobPage, JobStatus
+from service.errors import IdempotencyKeyReused, QueueUnavailable, TooManyActiveExports
+from service.job import (
+    Caller,
+    Created,
+    Event,
+    ExportOutput,
+    ExportRequest,
+    Granularity,
+    IdempotencyKey,
+    Job,
+    JobPage,
+    JobStatus,
+)
 from service.repository import decode_cursor, encode_cursor
 
 ORG_A = uuid.UUID("0b6f3c2e-8f57-4a4e-9d1c-3a1f4f0e9a01")
@@ -242,6 +253,7 @@ class FakeRepository:
         self.get_error: BaseException | None = None
         self.stale: list[uuid.UUID] = []
         self.callers: list[Caller | None] = []
+        self.idempotency: dict[str, tuple[str, uuid.UUID]] = {}
         #: Events the API recorded (download_url_issued), as (job_id, event, caller, details).
         self.recorded: list[tuple[uuid.UUID, str, Caller, Mapping[str, object] | None]] = []
         self.ping_error: BaseException | None = None
@@ -257,9 +269,24 @@ class FakeRepository:
         if self.ping_error is not None:
             raise self.ping_error
 
-    async def create(self, request: ExportRequest, caller: Caller | None = None) -> Job:
+    async def create(
+        self,
+        request: ExportRequest,
+        caller: Caller | None = None,
+        *,
+        idempotency: IdempotencyKey | None = None,
+        max_active: int | None = None,
+    ) -> Created:
         self._record("create", request)
         self.callers.append(caller)
+        if idempotency is not None and idempotency.key in self.idempotency:
+            request_hash, job_id = self.idempotency[idempotency.key]
+            if request_hash != idempotency.request_hash:
+                raise IdempotencyKeyReused("different request")
+            return Created(self.jobs[job_id], new=False)
+        active = [j for j in self.jobs.values() if j.org_id == request.org_id and not j.status.finished]
+        if max_active is not None and len(active) >= max_active:
+            raise TooManyActiveExports("too many", retry_after=30)
         job = make_job(
             org_id=request.org_id,
             requested_by=request.requested_by,
@@ -270,7 +297,9 @@ class FakeRepository:
             initiated_at=datetime.now(UTC),
         )
         self.jobs[job.job_id] = job
-        return job
+        if idempotency is not None:
+            self.idempotency[idempotency.key] = (idempotency.request_hash, job.job_id)
+        return Created(job, new=True)
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
         self._record("get", org_id, job_id)

@@ -492,3 +492,41 @@ async def test_events_of_another_orgs_job_are_a_404(client: Client, repo: FakeRe
     job = stored(repo, succeeded_job(org_id=ORG_B))
     response = await client.get(f"{EXPORTS_A}/{job.job_id}/events", headers=auth())
     await problem(response, 404)
+
+
+async def test_the_per_org_limit_is_a_429_with_retry_after(
+    aiohttp_client: Any, settings: Settings, repo: FakeRepository, s3: FakeS3, queue: FakeQueue
+) -> None:
+    app = web.Application(middlewares=[problem_middleware])
+    store = ObjectStore(s3, settings.export_part_size)
+    app[keys.SETTINGS] = settings
+    app[keys.EXPORTS] = ExportService(cast(JobRepository, repo), store, queue, max_active_per_org=2)
+    add_routes(app)
+    client = await aiohttp_client(app)
+    statuses = [(await client.post(EXPORTS_A, json=BODY, headers=auth())).status for _ in range(2)]
+    assert statuses == [202, 202]
+    refused = await client.post(EXPORTS_A, json=BODY, headers=auth())
+    doc = await problem(refused, 429)
+    assert doc["type"].endswith("/too-many-active-exports")
+    assert int(refused.headers["Retry-After"]) > 0
+
+
+async def test_an_idempotent_replay_is_the_same_job_and_says_so(client: Client, queue: FakeQueue) -> None:
+    headers = {**auth(), "Idempotency-Key": "month-end-2026-11"}
+    first = await client.post(EXPORTS_A, json=BODY, headers=headers)
+    again = await client.post(EXPORTS_A, json=BODY, headers=headers)
+    assert (first.status, again.status) == (202, 202)
+    assert (await first.json())["jobId"] == (await again.json())["jobId"]
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(queue.enqueued) == 1
+    other = await client.post(EXPORTS_A, json={**BODY, "granularity": "hourly"}, headers=headers)
+    doc = await problem(other, 422)
+    assert doc["type"].endswith("/idempotency-key-reused")
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "ünïcode"])
+async def test_a_malformed_idempotency_key_is_a_400(client: Client, key: str) -> None:
+    response = await client.post(EXPORTS_A, json=BODY, headers={**auth(), "Idempotency-Key": key})
+    doc = await problem(response, 400)
+    assert "Idempotency-Key" in doc["errors"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from service.errors import Conflict, Gone, NotFound
-from service.exports import ExportService
+from service.errors import Conflict, Gone, IdempotencyKeyReused, NotFound
+from service.exports import ExportService, request_fingerprint
 from service.job import ExportRequest, Granularity, JobStatus
 from service.storage import ObjectStore
 
@@ -34,7 +35,7 @@ def request() -> ExportRequest:
 async def test_create_stores_enqueues_and_marks_enqueued(
     repo: FakeRepository, s3: FakeS3, queue: FakeQueue
 ) -> None:
-    job = await service(repo, s3, queue).create(request())
+    job = (await service(repo, s3, queue).create(request())).job
     assert job.status is JobStatus.PENDING
     assert job.org_id == ORG_A
     assert job.granularity is Granularity.HOURLY
@@ -50,7 +51,7 @@ async def test_create_with_the_broker_down_still_returns_the_job(repo: FakeRepos
     # Given a broker that refuses every publish
     queue = FakeQueue(down_after=0)
     # When a job is created
-    job = await service(repo, s3, queue).create(request())
+    job = (await service(repo, s3, queue).create(request())).job
     # Then it is stored and returned, pending, but not marked enqueued (the sweep will publish it)
     assert job.job_id in repo.jobs
     assert job.status is JobStatus.PENDING
@@ -154,3 +155,37 @@ async def test_list_passes_the_query_through(repo: FakeRepository, s3: FakeS3, q
     page = await service(repo, s3, queue).list_page(ORG_A, status=JobStatus.FAILED, limit=10, cursor=None)
     assert page.items == (failed,)
     assert page.next_cursor is None
+
+
+async def test_an_idempotent_replay_returns_the_same_job_without_a_second_message(
+    repo: FakeRepository, s3: FakeS3, queue: FakeQueue
+) -> None:
+    exports = service(repo, s3, queue)
+    first = await exports.create(request(), idempotency_key="key-1")
+    again = await exports.create(request(), idempotency_key="key-1")
+    assert (first.new, again.new) == (True, False)
+    assert again.job.job_id == first.job.job_id
+    assert queue.enqueued == [first.job.job_id]
+
+
+async def test_the_same_key_for_another_request_is_refused(
+    repo: FakeRepository, s3: FakeS3, queue: FakeQueue
+) -> None:
+    exports = service(repo, s3, queue)
+    await exports.create(request(), idempotency_key="key-1")
+    other = replace(request(), granularity=Granularity.MONTHLY)
+    with pytest.raises(IdempotencyKeyReused):
+        await exports.create(other, idempotency_key="key-1")
+
+
+def test_the_fingerprint_ignores_nothing_that_matters() -> None:
+    base = request()
+    assert request_fingerprint(base) == request_fingerprint(replace(base))
+    for changed in (
+        replace(base, granularity=Granularity.MONTHLY),
+        replace(base, models=("another-model",)),
+        replace(base, models=None),
+        replace(base, end=base.end + timedelta(seconds=1)),
+        replace(base, org_id=ORG_B),
+    ):
+        assert request_fingerprint(changed) != request_fingerprint(base)

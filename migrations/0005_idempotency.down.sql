@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS analytics.export_idempotency;
