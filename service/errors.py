@@ -114,6 +114,10 @@ class RetryableStorageError(StorageError, Retryable):
     """A storage failure that may pass (timeouts, resets, 5xx, SlowDown)."""
 
 
+class ExportCancelled(ExportsError):
+    """The running attempt stops because a user cancelled the export."""
+
+
 class LeaseLost(ExportsError):
     """The running attempt no longer owns its job (its lease lapsed and the job moved on)."""
 

@@ -14,11 +14,10 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from service.errors import ExportFailed, LeaseLost, Retryable
-from service.job import ExportOutput, Job, JobStatus, object_key
+from service.errors import ExportCancelled, ExportFailed, LeaseLost, Retryable
+from service.job import ExportOutput, Job, Lease, object_key
 from service.repository import JobRepository
 from service.settings import Settings
 from service.storage import MultipartUpload, ObjectStore, s3_uri
@@ -63,6 +62,15 @@ class _Attempt:
     job: Job
     ctx: dict[str, object]
     upload: MultipartUpload | None = None
+    #: Set by the heartbeat (or a check at a part boundary): the job moved on / a cancel arrived.
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def raise_if_stopped(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost("the lease lapsed while streaming")
+        if self.cancel.is_set():
+            raise ExportCancelled("cancelled on request")
 
 
 class Exporter:
@@ -94,10 +102,9 @@ class Exporter:
             job, {"job_id": str(job.job_id), "org_id": str(job.org_id), "attempt": job.attempt}
         )
         log.info("export started", extra={**attempt.ctx, "granularity": job.granularity.value})
-        lost = asyncio.Event()
-        heartbeat = asyncio.create_task(self._heartbeat(job, lost, attempt.ctx))
+        heartbeat = asyncio.create_task(self._heartbeat(attempt))
         try:
-            return await self._export(attempt, lost)
+            return await self._export(attempt)
         except BaseException as exc:
             # BaseException too: a time limit or shutdown cancels the coroutine, and the job must
             # still end truthfully with nothing left behind. Cancellation is re-raised afterwards.
@@ -108,7 +115,7 @@ class Exporter:
         finally:
             heartbeat.cancel()
 
-    async def _export(self, attempt: _Attempt, lost: asyncio.Event) -> Job | None:
+    async def _export(self, attempt: _Attempt) -> Job | None:
         job, ctx = attempt.job, attempt.ctx
         bucket = self._settings.bucket_for(job.org_id)
         key = object_key(job.org_id, job.job_id)
@@ -119,9 +126,18 @@ class Exporter:
         upload = attempt.upload = await self._store.start_upload(bucket, key, content_disposition(job))
         if not await self._repository.set_upload_id(job, upload.upload_id):
             raise LeaseLost("the job moved on before the upload started")
-        row_count = await self._repository.copy_rows(job, _fenced(upload.write, lost))
-        if lost.is_set():
-            raise LeaseLost("the lease lapsed while streaming")
+
+        async def sink(chunk: bytes) -> None:
+            attempt.raise_if_stopped()
+            sent = upload.parts_sent
+            await upload.write(chunk)
+            if upload.parts_sent != sent:
+                # A part went out: a cancel or a lost lease stops us here, at the part boundary.
+                await self._check_lease(attempt)
+                attempt.raise_if_stopped()
+
+        row_count = await self._repository.copy_rows(job, sink)
+        attempt.raise_if_stopped()
         result = await upload.complete(
             {"job-id": str(job.job_id), "org-id": str(job.org_id), "row-count": str(row_count)},
             content_disposition(job),
@@ -139,19 +155,26 @@ class Exporter:
         )
         return done
 
-    async def _heartbeat(self, job: Job, lost: asyncio.Event, ctx: dict[str, object]) -> None:
-        ttl = self._settings.export_lease_ttl
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                if not await self._repository.renew_lease(job, ttl):
-                    log.warning("lease lost: the job moved on", extra=ctx)
-                    lost.set()
-                    return
-            except Exception as exc:
-                # Keep trying: if the database stays away past the lease, the sweep reclaims the job
-                # and every write of this attempt is fenced off.
-                log.warning("could not renew the lease", extra={**ctx, "reason": str(exc)})
+    async def _heartbeat(self, attempt: _Attempt) -> None:
+        while not (attempt.lost.is_set() or attempt.cancel.is_set()):
+            await asyncio.sleep(self._settings.export_lease_ttl / 3)
+            await self._check_lease(attempt)
+
+    async def _check_lease(self, attempt: _Attempt) -> None:
+        """Renew the lease, and learn whether the attempt lost its job or is asked to cancel."""
+        try:
+            lease = await self._repository.renew_lease(attempt.job, self._settings.export_lease_ttl)
+        except Exception as exc:
+            # Keep going: if the database stays away past the lease, the sweep reclaims the job
+            # and every write of this attempt is fenced off.
+            log.warning("could not renew the lease", extra={**attempt.ctx, "reason": str(exc)})
+            return
+        if lease is Lease.LOST:
+            log.warning("lease lost: the job moved on", extra=attempt.ctx)
+            attempt.lost.set()
+        elif lease is Lease.CANCEL_REQUESTED:
+            log.info("cancel requested; stopping at the next part", extra=attempt.ctx)
+            attempt.cancel.set()
 
     async def _settle(self, attempt: _Attempt, exc: BaseException) -> Job | None:
         """Record how the attempt ended (compare-and-set), then clean up its upload."""
@@ -162,7 +185,9 @@ class Exporter:
             return None
         reason = describe(exc)
         try:
-            if isinstance(exc, asyncio.CancelledError) and self._draining:
+            if isinstance(exc, ExportCancelled):
+                settled, outcome = await self._repository.cancel_running(job), "cancelled"
+            elif isinstance(exc, asyncio.CancelledError) and self._draining:
                 settled, outcome = await self._repository.hand_back(job), "handed back"
             elif is_retryable(exc) and job.charged_attempts < self._settings.export_max_attempts:
                 backoff = min(
@@ -183,10 +208,10 @@ class Exporter:
             await self._abort(upload, ctx)
             return None
         log.log(
-            logging.WARNING if outcome != "failed" else logging.ERROR,
+            logging.ERROR if outcome == "failed" else logging.WARNING,
             f"export {outcome}",
             extra={**ctx, "reason": reason},
-            exc_info=not (is_retryable(exc) or isinstance(exc, ExportFailed)),
+            exc_info=not (is_retryable(exc) or isinstance(exc, ExportFailed | ExportCancelled)),
         )
         if settled is None:
             await self._abort(upload, ctx)  # fenced: only our own upload is ours to clean
@@ -198,15 +223,16 @@ class Exporter:
 
     async def _clean(self, job: Job, upload: MultipartUpload | None, ctx: dict[str, object]) -> bool:
         """After this attempt settled the job (so nobody else writes its key right now): abort
-        the upload, and delete the key if our upload completed or the job failed for good (an
-        earlier attempt's object may sit there). ``False`` leaves the rest to the sweep (failed
-        jobs) or to the next attempt, which aborts the recorded upload and overwrites the key."""
+        the upload, and delete the key if our upload completed or the job ended failed or
+        cancelled (an earlier attempt's object may sit there). ``False`` leaves the rest to the
+        sweep (finished jobs) or to the next attempt, which aborts the recorded upload and
+        overwrites the key."""
         bucket = self._settings.bucket_for(job.org_id)
         key = object_key(job.org_id, job.job_id)
         try:
             if upload is not None and not upload.completed:
                 await self._store.abort_upload(upload.bucket, upload.key, upload.upload_id)
-            if (upload is not None and upload.completed) or job.status is JobStatus.FAILED:
+            if (upload is not None and upload.completed) or job.status.object_removed:
                 await self._store.delete(bucket, key)
         except Exception as exc:
             log.warning("could not clean up the upload; the sweep will", extra={**ctx, "reason": str(exc)})
@@ -220,16 +246,3 @@ class Exporter:
             await self._store.abort_upload(upload.bucket, upload.key, upload.upload_id)
         except Exception as exc:
             log.warning("could not abort the upload; the sweep will", extra={**ctx, "reason": str(exc)})
-
-
-def _fenced(
-    write: Callable[[bytes], Awaitable[None]], lost: asyncio.Event
-) -> Callable[[bytes], Awaitable[None]]:
-    """The COPY sink: stop streaming as soon as the attempt has lost its lease."""
-
-    async def sink(chunk: bytes) -> None:
-        if lost.is_set():
-            raise LeaseLost("the lease lapsed while streaming")
-        await write(chunk)
-
-    return sink

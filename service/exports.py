@@ -99,6 +99,22 @@ class ExportService:
     ) -> JobPage:
         return await self._repository.list_page(org_id, status=status, limit=limit, cursor=cursor)
 
+    async def cancel(self, org_id: uuid.UUID, job_id: uuid.UUID, caller: Caller) -> Job:
+        """A pending job is cancelled at once; a running one is asked to stop at its next part
+        (it then aborts its upload and becomes ``cancelled``). A finished job is a 409."""
+        job = await self._repository.cancel(org_id, job_id, caller)
+        if job is None:
+            current = await self.get(org_id, job_id)  # 404 for an unknown job or another org's
+            raise Conflict(
+                f"export {job_id} is already {current.status.value}; "
+                "only a pending or running export can be cancelled"
+            )
+        log.info(
+            "export cancel requested",
+            extra={"job_id": str(job_id), "org_id": str(org_id), "status": job.status.value},
+        )
+        return job
+
     async def events(self, org_id: uuid.UUID, job_id: uuid.UUID) -> list[Event]:
         await self.get(org_id, job_id)  # 404 for an unknown job or another org's
         return await self._repository.events(org_id, job_id)

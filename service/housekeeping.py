@@ -8,7 +8,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from service.errors import QueueUnavailable, StorageError
-from service.job import JobStatus, object_key
+from service.job import object_key
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.settings import Settings
@@ -35,6 +35,7 @@ class SweepReport:
     cleaned: int = 0
     published: int = 0
     aborted: int = 0
+    cancelled: int = 0
 
 
 class Housekeeper:
@@ -68,8 +69,8 @@ class Housekeeper:
     ) -> SweepReport:
         """Everything that keeps jobs moving and the buckets clean, in one idempotent pass:
 
-        1. running jobs whose lease lapsed (their worker died): back to pending, or failed once
-           they used up EXPORT_MAX_ATTEMPTS;
+        1. running jobs whose lease lapsed (their worker died): cancelled if a cancel was asked
+           for, else back to pending, or failed once they used up EXPORT_MAX_ATTEMPTS;
         2. finished jobs whose upload could not be cleaned up at the time: abort it (and delete
            the key of a failed job);
         3. pending jobs without a message: publish them;
@@ -77,6 +78,7 @@ class Housekeeper:
            between starting an upload and writing its id): abort them once they are old.
         """
         max_attempts = self._settings.export_max_attempts
+        cancelled = await self._repository.cancel_lapsed(batch)
         requeued = await self._repository.requeue_lapsed(max_attempts, batch)
         failed = await self._repository.fail_lapsed(max_attempts, batch)
         for job_id in requeued:
@@ -91,7 +93,7 @@ class Housekeeper:
         cleaned = await self._clean_leftovers(batch)
         published = await self._publish_stale(queue, batch)
         aborted = await self._abort_stale_uploads(stale_upload_seconds)
-        report = SweepReport(len(requeued), len(failed), cleaned, published, aborted)
+        report = SweepReport(len(requeued), len(failed), cleaned, published, aborted, len(cancelled))
         if report != SweepReport():
             log.info("sweep", extra=asdict(report))
         return report
@@ -103,7 +105,7 @@ class Housekeeper:
             bucket, key = self._settings.bucket_for(job.org_id), object_key(job.org_id, job.job_id)
             try:
                 await self._store.abort_upload(bucket, key, job.upload_id)
-                if job.status is JobStatus.FAILED:
+                if job.status.object_removed:
                     await self._store.delete(bucket, key)
             except StorageError as exc:
                 log.warning(

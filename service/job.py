@@ -15,10 +15,24 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELLED)
+
+    @property
+    def object_removed(self) -> bool:
+        """A job in this state must have no object at its key (nor any upload)."""
+        return self in (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Lease(enum.Enum):
+    """What a heartbeat learns: the attempt still holds the job, lost it, or is asked to stop."""
+
+    HELD = "held"
+    LOST = "lost"
+    CANCEL_REQUESTED = "cancel_requested"
 
 
 class Granularity(enum.StrEnum):
@@ -70,6 +84,7 @@ class Job:
     claimed_by: str | None
     handbacks: int
     available_at: datetime | None
+    cancel_requested_at: datetime | None
 
     @property
     def charged_attempts(self) -> int:

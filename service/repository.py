@@ -30,6 +30,7 @@ from service.job import (
     Job,
     JobPage,
     JobStatus,
+    Lease,
 )
 from service.sql import QUERIES
 
@@ -147,9 +148,7 @@ class JobRepository:
                         retry_after=RETRY_AFTER_SECONDS,
                     )
             if caller is not None:
-                await conn.fetchrow(
-                    QUERIES["set_caller"], caller.client_ip or "", (caller.user_agent or "")[:512]
-                )
+                await self._set_caller(conn, caller)
             row = await conn.fetchrow(
                 QUERIES["create_job"],
                 uuid.uuid4(),
@@ -236,9 +235,36 @@ class JobRepository:
         async with self._connection() as conn:
             return await conn.fetchval(QUERIES[name], job.job_id, job.attempt, *args) is not None
 
-    async def renew_lease(self, job: Job, lease_seconds: float) -> bool:
-        """Extend the attempt's lease; ``False`` once the attempt no longer owns the job."""
-        return await self._owned("renew_lease", job, lease_seconds)
+    async def renew_lease(self, job: Job, lease_seconds: float) -> Lease:
+        """Extend the attempt's lease; say whether it lost the job or is asked to cancel."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(QUERIES["renew_lease"], job.job_id, job.attempt, lease_seconds)
+        if row is None:
+            return Lease.LOST
+        return Lease.CANCEL_REQUESTED if row["cancel_requested"] else Lease.HELD
+
+    async def cancel(self, org_id: uuid.UUID, job_id: uuid.UUID, caller: Caller) -> Job | None:
+        """Cancel a pending job, or ask a running one to stop; ``None`` if unknown or finished."""
+        async with self._connection() as conn, conn.transaction():
+            await self._set_caller(conn, caller)
+            row = await conn.fetchrow(QUERIES["cancel_job"], org_id, job_id)
+        return Job.from_row(row) if row is not None else None
+
+    async def cancel_running(self, job: Job) -> Job | None:
+        """running -> cancelled by the attempt that stopped on request."""
+        return await self._one("cancel_running_job", job.job_id, job.attempt)
+
+    async def cancel_lapsed(self, limit: int) -> list[uuid.UUID]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["cancel_lapsed_jobs"], limit)
+        return [row["job_id"] for row in rows]
+
+    @staticmethod
+    async def _set_caller(conn: asyncpg.Connection, caller: Caller) -> None:
+        """Transaction-local facts for the event trigger ('created', 'cancelled')."""
+        await conn.fetchrow(
+            QUERIES["set_caller"], caller.client_ip or "", (caller.user_agent or "")[:512], caller.subject
+        )
 
     async def set_upload_id(self, job: Job, upload_id: str) -> bool:
         return await self._owned("set_upload_id", job, upload_id)

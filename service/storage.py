@@ -180,6 +180,10 @@ class MultipartUpload:
         #: cleaning up means deleting it, not aborting the upload.
         self.completed = False
 
+    @property
+    def parts_sent(self) -> int:
+        return len(self._parts)
+
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
         if len(self._buffer) >= self._part_size:

@@ -101,6 +101,13 @@ async def get_export(request: web.Request) -> web.Response:
     return json_response(job_json(await request.app[keys.EXPORTS].get(org_id, job_id)))
 
 
+async def cancel_export(request: web.Request) -> web.Response:
+    principal, org_id = authorize(request, WRITE)
+    job_id = parse_uuid(request.match_info["job_id"], "jobId")
+    job = await request.app[keys.EXPORTS].cancel(org_id, job_id, caller_of(request, principal))
+    return json_response(job_json(job), status=202)
+
+
 async def list_events(request: web.Request) -> web.Response:
     _, org_id = authorize(request, READ)
     job_id = parse_uuid(request.match_info["job_id"], "jobId")
@@ -158,6 +165,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(org + "/{job_id}", get_export, name="get_export")
     app.router.add_get(org + "/{job_id}/download", download_export, name="download_export")
     app.router.add_get(org + "/{job_id}/events", list_events, name="list_events")
+    app.router.add_post(org + "/{job_id}/cancel", cancel_export, name="cancel_export")
     app.router.add_get(BASE + "/openapi.json", openapi_document, name="openapi")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")

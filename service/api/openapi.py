@@ -183,6 +183,26 @@ def build_openapi() -> dict[str, object]:
         },
     )
     spec.path(
+        path=BASE + "/orgs/{orgId}/exports/{jobId}/cancel",
+        parameters=[_ORG_ID, _JOB_ID],
+        operations={
+            "post": {
+                "operationId": "cancelExport",
+                "summary": "Cancel an export (scope exports:write): a pending one at once, a running one "
+                "at its next part.",
+                "responses": {
+                    "202": {
+                        "description": "The job: cancelled, or running with cancelRequestedAt set.",
+                        "content": {_JSON: {"schema": _ref("ExportJob")}},
+                    },
+                    **_AUTH_ERRORS,
+                    "404": _problem("No such job in this org."),
+                    "409": _problem("The export already finished."),
+                },
+            }
+        },
+    )
+    spec.path(
         path=BASE + "/orgs/{orgId}/exports/{jobId}/events",
         parameters=[_ORG_ID, _JOB_ID],
         operations={

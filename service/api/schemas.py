@@ -175,6 +175,7 @@ def job_json(job: Job) -> dict[str, object]:
         "checksum": job.checksum,
         "outputUri": job.output_uri,
         "errorMessage": job.error_message,
+        "cancelRequestedAt": opt(job.cancel_requested_at),
     }
 
 
@@ -255,6 +256,7 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "checksum",
             "outputUri",
             "errorMessage",
+            "cancelRequestedAt",
         ],
         "properties": {
             "jobId": {"type": "string", "format": "uuid"},
@@ -276,6 +278,10 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             },
             "outputUri": {"type": ["string", "null"], "description": "s3://bucket/key"},
             "errorMessage": {"type": ["string", "null"]},
+            "cancelRequestedAt": {
+                **_NULLABLE_TIMESTAMP,
+                "description": "When a cancel was asked for (a running export stops at its next part).",
+            },
         },
     },
     "ExportJobPage": {

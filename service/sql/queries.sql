@@ -28,8 +28,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING *;
 
 -- name: set_caller
--- Transaction-local caller facts, read by the trigger that records the 'created' event.
-SELECT set_config('analytics.client_ip', $1, true), set_config('analytics.user_agent', $2, true);
+-- Transaction-local caller facts, read by the trigger that records 'created' and 'cancelled'.
+SELECT set_config('analytics.client_ip', $1, true), set_config('analytics.user_agent', $2, true),
+       set_config('analytics.actor', $3, true);
 
 -- name: record_event
 -- Append an event the API witnessed (download_url_issued) to a job's audit trail.
@@ -69,10 +70,40 @@ WHERE job_id = $1 AND status = 'pending' AND (available_at IS NULL OR available_
 RETURNING *;
 
 -- name: renew_lease
--- Heartbeat of the running attempt; nothing when the attempt no longer owns the job.
+-- Heartbeat of the running attempt, telling it whether a cancel was asked for; nothing when the
+-- attempt no longer owns the job.
 UPDATE analytics.export_jobs
 SET lease_expires_at = now() + make_interval(secs => $3)
 WHERE job_id = $1 AND status = 'running' AND attempt = $2
+RETURNING cancel_requested_at IS NOT NULL AS cancel_requested;
+
+-- name: cancel_job
+-- Cancel a job of the org: a pending one at once; a running one is asked to stop (its attempt
+-- records 'cancelled'). Nothing when the job is unknown, another org's, or already finished.
+UPDATE analytics.export_jobs
+SET status = CASE WHEN status = 'pending' THEN 'cancelled'::analytics.export_status ELSE status END,
+    completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
+    cancel_requested_at = coalesce(cancel_requested_at, now()),
+    updated_at = now()
+WHERE org_id = $1 AND job_id = $2 AND status IN ('pending', 'running')
+RETURNING *;
+
+-- name: cancel_running_job
+-- running -> cancelled by the attempt that stopped on request (fenced by the attempt number).
+UPDATE analytics.export_jobs
+SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL, updated_at = now()
+WHERE job_id = $1 AND status = 'running' AND attempt = $2
+RETURNING *;
+
+-- name: cancel_lapsed_jobs
+-- Running jobs asked to cancel whose worker died before it could: cancelled.
+UPDATE analytics.export_jobs
+SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL, updated_at = now()
+WHERE job_id IN (
+    SELECT job_id FROM analytics.export_jobs
+    WHERE status = 'running' AND lease_expires_at < now() AND cancel_requested_at IS NOT NULL
+    ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
 RETURNING job_id;
 
 -- name: set_upload_id
@@ -127,6 +158,7 @@ SET status = 'pending', enqueued_at = NULL, available_at = NULL, lease_expires_a
 WHERE job_id IN (
     SELECT job_id FROM analytics.export_jobs
     WHERE status = 'running' AND lease_expires_at < now() AND attempt - handbacks < $1
+      AND cancel_requested_at IS NULL
     ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 RETURNING job_id;
@@ -140,14 +172,15 @@ SET status = 'failed', completed_at = now(), lease_expires_at = NULL, updated_at
 WHERE job_id IN (
     SELECT job_id FROM analytics.export_jobs
     WHERE status = 'running' AND lease_expires_at < now() AND attempt - handbacks >= $1
+      AND cancel_requested_at IS NULL
     ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 RETURNING *;
 
 -- name: jobs_with_leftover_uploads
--- Finished jobs whose multipart upload (or failed object) is not cleaned up yet.
+-- Finished jobs whose multipart upload (or failed or cancelled object) is not cleaned up yet.
 SELECT * FROM analytics.export_jobs
-WHERE upload_id IS NOT NULL AND status IN ('failed', 'succeeded', 'expired')
+WHERE upload_id IS NOT NULL AND status IN ('failed', 'cancelled', 'succeeded', 'expired')
 ORDER BY updated_at
 LIMIT $1;
 

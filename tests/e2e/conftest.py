@@ -127,7 +127,7 @@ async def wait_for_job(
         async with http.get(f"{stack.exports_url(org)}/{job_id}", headers=stack.auth(org)) as reply:
             assert reply.status == 200, await reply.text()
             job: dict[str, object] = await reply.json()
-        if job["status"] in ("succeeded", "failed", "expired"):
+        if job["status"] in ("succeeded", "failed", "expired", "cancelled"):
             return job
         if time.monotonic() > deadline:
             logs = {p.name: p.read_text()[-3000:] for p in stack.logs.iterdir()}

@@ -259,7 +259,9 @@ async def wait_until(
 async def wait_finished(
     db: asyncpg.Connection, job_id: uuid.UUID, cluster: Cluster, seconds: float = 90
 ) -> asyncpg.Record:
-    return await wait_until(db, job_id, "status IN ('succeeded', 'failed', 'expired')", cluster, seconds)
+    return await wait_until(
+        db, job_id, "status IN ('succeeded', 'failed', 'expired', 'cancelled')", cluster, seconds
+    )
 
 
 async def incomplete_uploads(bucket: S3Client) -> list[str]:

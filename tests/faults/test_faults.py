@@ -282,3 +282,36 @@ async def test_a_concurrent_burst_beyond_the_per_org_limit_gets_429s_and_nothing
     assert sorted(status for status, _ in answers) == [202] * 10 + [429] * 4, answers
     assert all(retry_after and int(retry_after) > 0 for status, retry_after in answers if status == 429)
     assert await db.fetchval("SELECT count(*) FROM analytics.export_jobs WHERE org_id = $1", org) == 10
+
+
+async def test_cancelling_a_running_export_stops_it_and_leaves_no_parts(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    # Given a large export streaming slowly
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=200)
+    healthy.s3.set_rate(SLOW_S3)
+    job_id = await post_export(http, healthy, org)
+    await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    # When finance cancels it
+    url = f"{healthy.base}/analytics/v1/orgs/{org}/exports/{job_id}/cancel"
+    async with http.post(url, headers=healthy.auth(org)) as reply:
+        assert reply.status == 202
+        assert (await reply.json())["cancelRequestedAt"] is not None
+    # Then it stops at its next part and is cancelled, with no upload and no object left
+    done = await wait_finished(db, job_id, healthy)
+    assert done["status"] == "cancelled", dict(done)
+    assert done["attempt"] == 1
+    healthy.s3.set_rate(None)
+    await eventually_no_uploads(bucket)
+    assert await objects_of(bucket, org) == []
+    events = [
+        r["event"]
+        for r in await db.fetch(
+            "SELECT event FROM analytics.export_events WHERE job_id = $1 ORDER BY event_id", job_id
+        )
+    ]
+    assert events == ["created", "started", "cancelled"]
+    # And cancelling again is a conflict
+    async with http.post(url, headers=healthy.auth(org)) as reply:
+        assert reply.status == 409

@@ -77,7 +77,7 @@ async def test_schema_matches_the_spec(scratch_url: str) -> None:
         ):
             assert name in job_columns
         statuses = await conn.fetchval("SELECT enum_range(NULL::analytics.export_status)::text[]")
-        assert statuses == ["pending", "running", "succeeded", "failed", "expired"]
+        assert statuses == ["pending", "running", "succeeded", "failed", "expired", "cancelled"]
         granularities = await conn.fetchval("SELECT enum_range(NULL::analytics.export_granularity)::text[]")
         assert granularities == ["hourly", "daily", "monthly"]
         indexes = {

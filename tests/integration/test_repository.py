@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from service.errors import IdempotencyKeyReused, TooManyActiveExports
-from service.job import Caller, ExportOutput, ExportRequest, Granularity, IdempotencyKey, JobStatus
+from service.job import Caller, ExportOutput, ExportRequest, Granularity, IdempotencyKey, JobStatus, Lease
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
 
@@ -155,8 +155,8 @@ async def test_lease_renewal_is_fenced(repository: JobRepository) -> None:
     assert claimed is not None
     assert claimed.claimed_by == "w:1"
     assert claimed.lease_expires_at is not None
-    assert await repository.renew_lease(claimed, 60)
-    assert not await repository.renew_lease(replace(claimed, attempt=claimed.attempt + 1), 60)
+    assert await repository.renew_lease(claimed, 60) is Lease.HELD
+    assert await repository.renew_lease(replace(claimed, attempt=claimed.attempt + 1), 60) is Lease.LOST
 
 
 async def test_retry_backoff_keeps_the_job_unclaimable_until_due(repository: JobRepository) -> None:
@@ -299,3 +299,49 @@ async def test_an_idempotency_key_expires_after_24_hours(
     again = await repository.create(request(org, ("m9",)), idempotency=IdempotencyKey("old-key", "b" * 64))
     assert again.new
     assert again.job.job_id != first.job.job_id
+
+
+async def test_cancel_pending_at_once_running_on_request_finished_never(repository: JobRepository) -> None:
+    org = uuid.uuid4()
+    caller = Caller("controller@example.com", "198.51.100.4", "ui/2")
+    pending = (await repository.create(request(org))).job
+    cancelled = await repository.cancel(org, pending.job_id, caller)
+    assert cancelled is not None
+    assert cancelled.status is JobStatus.CANCELLED
+    assert await repository.claim(pending.job_id, 60, "w:1") is None  # nothing left to run
+    # A running job is only asked to stop; its attempt hears it at the next lease renewal
+    running_job = (await repository.create(request(org))).job
+    running = await repository.claim(running_job.job_id, 60, "w:1")
+    assert running is not None
+    asked = await repository.cancel(org, running.job_id, caller)
+    assert asked is not None
+    assert (asked.status, asked.cancel_requested_at is not None) == (JobStatus.RUNNING, True)
+    assert await repository.renew_lease(running, 60) is Lease.CANCEL_REQUESTED
+    stopped = await repository.cancel_running(running)
+    assert stopped is not None
+    assert stopped.status is JobStatus.CANCELLED
+    # Finished jobs, another org's and unknown ones cannot be cancelled
+    assert await repository.cancel(org, running.job_id, caller) is None
+    assert await repository.cancel(uuid.uuid4(), pending.job_id, caller) is None
+    # The trail names who cancelled
+    events = await repository.events(org, pending.job_id)
+    assert [(e.event, e.actor, e.client_ip) for e in events][-1] == (
+        "cancelled",
+        "controller@example.com",
+        "198.51.100.4",
+    )
+
+
+async def test_a_lapsed_job_asked_to_cancel_is_cancelled_not_retried(
+    repository: JobRepository, settings: Settings
+) -> None:
+    org = uuid.uuid4()
+    job = (await repository.create(request(org))).job
+    assert await repository.claim(job.job_id, 60, "w:1") is not None
+    assert await repository.cancel(org, job.job_id, Caller("a", None, None)) is not None
+    await lapse(settings, job.job_id)
+    assert await repository.requeue_lapsed(max_attempts=3, limit=10) == []
+    assert await repository.cancel_lapsed(limit=10) == [job.job_id]
+    final = await repository.get(org, job.job_id)
+    assert final is not None
+    assert final.status is JobStatus.CANCELLED

@@ -28,6 +28,7 @@ from service.job import (
     Job,
     JobPage,
     JobStatus,
+    Lease,
 )
 from service.repository import decode_cursor, encode_cursor
 
@@ -64,6 +65,7 @@ def make_job(**changes: Any) -> Job:
         claimed_by=None,
         handbacks=0,
         available_at=None,
+        cancel_requested_at=None,
     )
     return replace(job, **changes)
 
@@ -358,9 +360,40 @@ class FakeRepository:
         self.jobs[job_id] = job
         return job
 
-    async def renew_lease(self, job: Job, lease_seconds: float) -> bool:
+    async def renew_lease(self, job: Job, lease_seconds: float) -> Lease:
         self._record("renew_lease", job.job_id)
-        return self._owns(job)
+        if not self._owns(job):
+            return Lease.LOST
+        return Lease.CANCEL_REQUESTED if self.jobs[job.job_id].cancel_requested_at else Lease.HELD
+
+    async def cancel(self, org_id: uuid.UUID, job_id: uuid.UUID, caller: Caller) -> Job | None:
+        self._record("cancel", org_id, job_id)
+        job = self.jobs.get(job_id)
+        if job is None or job.org_id != org_id or job.status.finished:
+            return None
+        now = datetime.now(UTC)
+        if job.status is JobStatus.PENDING:
+            job = replace(job, status=JobStatus.CANCELLED, completed_at=now, cancel_requested_at=now)
+        else:
+            job = replace(job, cancel_requested_at=job.cancel_requested_at or now)
+        self.jobs[job_id] = job
+        return job
+
+    async def cancel_running(self, job: Job) -> Job | None:
+        self._record("cancel_running", job.job_id)
+        if not self._owns(job):
+            return None
+        self.jobs[job.job_id] = replace(
+            self.jobs[job.job_id], status=JobStatus.CANCELLED, lease_expires_at=None
+        )
+        return self.jobs[job.job_id]
+
+    async def cancel_lapsed(self, limit: int) -> list[uuid.UUID]:
+        self._record("cancel_lapsed", limit)
+        cancelled = [j.job_id for j in self._lapsed() if j.cancel_requested_at is not None]
+        for job_id in cancelled:
+            self.jobs[job_id] = replace(self.jobs[job_id], status=JobStatus.CANCELLED)
+        return cancelled[:limit]
 
     async def clear_upload_id(self, job_id: uuid.UUID, upload_id: str) -> None:
         self._record("clear_upload_id", job_id, upload_id)

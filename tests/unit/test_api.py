@@ -530,3 +530,32 @@ async def test_a_malformed_idempotency_key_is_a_400(client: Client, key: str) ->
     response = await client.post(EXPORTS_A, json=BODY, headers={**auth(), "Idempotency-Key": key})
     doc = await problem(response, 400)
     assert "Idempotency-Key" in doc["errors"]
+
+
+async def test_cancel_of_a_pending_export_is_immediate(client: Client, repo: FakeRepository) -> None:
+    job = stored(repo, make_job())
+    response = await client.post(f"{EXPORTS_A}/{job.job_id}/cancel", headers=auth())
+    assert response.status == 202
+    body = await response.json()
+    assert body["status"] == "cancelled"
+    assert body["cancelRequestedAt"] is not None
+
+
+async def test_cancel_of_a_running_export_asks_it_to_stop(client: Client, repo: FakeRepository) -> None:
+    job = stored(repo, make_job(status=JobStatus.RUNNING, attempt=1))
+    body = await (await client.post(f"{EXPORTS_A}/{job.job_id}/cancel", headers=auth())).json()
+    assert (body["status"], body["cancelRequestedAt"] is not None) == ("running", True)
+
+
+async def test_cancel_of_a_finished_export_is_a_409(client: Client, repo: FakeRepository) -> None:
+    job = stored(repo, succeeded_job())
+    await problem(await client.post(f"{EXPORTS_A}/{job.job_id}/cancel", headers=auth()), 409)
+
+
+async def test_cancel_needs_the_write_scope_and_the_org(client: Client, repo: FakeRepository) -> None:
+    job = stored(repo, make_job())
+    read_only = auth(token(scopes=(READ,)))
+    await problem(await client.post(f"{EXPORTS_A}/{job.job_id}/cancel", headers=read_only), 403)
+    theirs = stored(repo, make_job(org_id=ORG_B))
+    await problem(await client.post(f"{EXPORTS_A}/{theirs.job_id}/cancel", headers=auth()), 404)
+    assert repo.jobs[theirs.job_id].status is JobStatus.PENDING

@@ -16,7 +16,7 @@ from service.job import Granularity, Job, JobStatus
 from service.settings import Settings
 from service.storage import ObjectStore
 
-from .fakes import ORG_A, ORG_B, FakeRepository, FakeS3, client_error, make_job
+from .fakes import ORG_A, ORG_B, T0, FakeRepository, FakeS3, client_error, make_job
 
 PART = 16
 CSV = [
@@ -371,3 +371,30 @@ async def test_a_lost_lease_stops_the_stream_and_leaves_the_job_alone(
     assert repo.jobs[pending.job_id].attempt == 2
     assert repo.called("fail") == []
     assert repo.called("retry") == []
+
+
+async def test_a_cancel_stops_the_export_at_the_next_part_and_leaves_nothing(
+    repo: FakeRepository, s3: FakeS3
+) -> None:
+    # Given an export of many parts, and a cancel that arrives while its second part goes out
+    pending = make_job()
+    repo.jobs[pending.job_id] = pending
+
+    async def copy_many_parts(claimed: Job, sink: Callable[[bytes], Awaitable[None]]) -> int:
+        for part in range(50):
+            if part == 1:
+                repo.jobs[claimed.job_id] = replace(repo.jobs[claimed.job_id], cancel_requested_at=T0)
+            await sink(b"x" * PART)
+        return 50
+
+    repo.copy_rows_impl = copy_many_parts
+    # When the export runs
+    cancelled = await exporter(repo, s3).run(pending.job_id)
+    # Then it stopped at the part boundary after the cancel, aborted its upload, and is cancelled
+    assert cancelled is not None
+    assert cancelled.status is JobStatus.CANCELLED
+    assert len(s3.called("upload_part")) == 2
+    assert s3.uploads == {}
+    assert s3.objects == {}
+    assert s3.called("complete_multipart_upload") == []
+    assert repo.called("fail") == []
