@@ -139,20 +139,37 @@ def parse_models(models: object) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(models)) or None
 
 
+def _occurrences(query: Mapping[str, str], name: str) -> int:
+    """How often a query parameter was given (aiohttp's query is a multidict)."""
+    getall = getattr(query, "getall", None)
+    return len(getall(name, [])) if getall is not None else int(name in query)
+
+
 def parse_list_query(query: Mapping[str, str]) -> tuple[JobStatus | None, int, str | None]:
+    """``status``, ``limit`` and ``cursor``: each optional, but present means a valid value (an
+    empty ``?status=`` is an error, not "no filter"). Repeated parameters are refused."""
     _reject_unknown(query, {"status", "limit", "cursor"})
-    status_raw = query.get("status") or None
+    repeated = sorted(name for name in ("status", "limit", "cursor") if _occurrences(query, name) > 1)
+    if repeated:
+        raise ValidationFailed(
+            f"{', '.join(repeated)} may be given once",
+            errors={name: "given more than once" for name in repeated},
+        )
+    status_raw = query.get("status")
     if status_raw is not None and status_raw not in {s.value for s in JobStatus}:
         raise ValidationFailed(
             f"status must be one of {', '.join(s.value for s in JobStatus)}",
             errors={"status": "unknown status"},
         )
-    limit_raw = query.get("limit") or str(DEFAULT_LIMIT)
+    limit_raw = query.get("limit", str(DEFAULT_LIMIT))
     if not re.fullmatch(r"[0-9]{1,4}", limit_raw) or not 1 <= int(limit_raw) <= MAX_LIMIT:
         raise ValidationFailed(
             f"limit must be an integer from 1 to {MAX_LIMIT}", errors={"limit": "out of range"}
         )
-    return (JobStatus(status_raw) if status_raw else None), int(limit_raw), query.get("cursor") or None
+    cursor = query.get("cursor")
+    if cursor is not None and not cursor:
+        raise ValidationFailed("cursor must be one this API returned", errors={"cursor": "empty"})
+    return (JobStatus(status_raw) if status_raw is not None else None), int(limit_raw), cursor
 
 
 def job_json(job: Job) -> dict[str, object]:

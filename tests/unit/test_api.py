@@ -559,3 +559,10 @@ async def test_cancel_needs_the_write_scope_and_the_org(client: Client, repo: Fa
     theirs = stored(repo, make_job(org_id=ORG_B))
     await problem(await client.post(f"{EXPORTS_A}/{theirs.job_id}/cancel", headers=auth()), 404)
     assert repo.jobs[theirs.job_id].status is JobStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    "query", ["status=", "limit=", "cursor=", "status=failed&status=pending", "limit=5&limit=6"]
+)
+async def test_empty_or_repeated_list_parameters_are_a_400(client: Client, query: str) -> None:
+    await problem(await client.get(f"{EXPORTS_A}?{query}", headers=auth()), 400)
