@@ -128,6 +128,8 @@ class Settings:
     #: When set, tokens must carry exactly this ``iss`` / this ``aud``.
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
+    #: When set, RS256 tokens are also accepted, verified with the keys this JWKS URL publishes.
+    auth_jwks_url: str | None = None
     #: Rollups older than this many months are gone; exports may not start before that.
     data_retention_months: int = 13
     log_level: str = "INFO"
@@ -205,6 +207,8 @@ class Settings:
             values["auth_jwt_secret"] = v
         values["auth_jwt_issuer"] = get("AUTH_JWT_ISSUER")
         values["auth_jwt_audience"] = get("AUTH_JWT_AUDIENCE")
+        if (v := get("AUTH_JWKS_URL")) is not None:
+            values["auth_jwks_url"] = parse_url("AUTH_JWKS_URL", v, ("https", "http"))
         if (v := get("DATA_RETENTION_MONTHS")) is not None:
             values["data_retention_months"] = parse_int("DATA_RETENTION_MONTHS", v, minimum=1, maximum=240)
         if (v := get("LOG_LEVEL")) is not None:

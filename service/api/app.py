@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from service.api import keys
+from service.api.auth import TokenVerifier
 from service.api.handlers import add_routes
 from service.api.openapi import build_openapi
 from service.api.problems import problem_middleware
@@ -51,6 +52,12 @@ def create_app(settings: Settings, queue: JobQueue) -> web.Application:
     app[keys.SETTINGS] = settings
     app[keys.QUEUE] = queue
     app[keys.OPENAPI] = build_openapi()
+    app[keys.VERIFIER] = TokenVerifier(
+        settings.auth_jwt_secret,
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+        jwks_url=settings.auth_jwks_url,
+    )
     app.cleanup_ctx.extend([database_ctx, storage_ctx, exports_ctx])
     add_routes(app)
     if settings.uses_dev_secret:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterable
@@ -10,7 +11,7 @@ from typing import Final
 
 import jwt
 
-from service.errors import Forbidden, Unauthenticated
+from service.errors import Forbidden, ServiceUnavailable, Unauthenticated
 
 READ: Final = "exports:read"
 WRITE: Final = "exports:write"
@@ -35,19 +36,24 @@ class Principal:
             raise Forbidden(f"token does not grant access to org {org_id}")
 
 
-def principal_from_header(
-    header: str | None, secret: str, *, issuer: str | None = None, audience: str | None = None
-) -> Principal:
+def bearer_token(header: str | None) -> str:
     if not header:
         raise Unauthenticated("Authorization header with a Bearer token is required")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def principal_from_token(
+    token: str, key: object, algorithm: str, *, issuer: str | None = None, audience: str | None = None
+) -> Principal:
+    """Verify ``token`` with ``key`` under exactly ``algorithm`` and read the caller from it."""
     try:
         claims = jwt.decode(
-            token.strip(),
-            secret,
-            algorithms=[ALGORITHM],
+            token,
+            key,  # type: ignore[arg-type]
+            algorithms=[algorithm],
             leeway=LEEWAY_SECONDS,
             issuer=issuer,
             audience=audience,
@@ -67,6 +73,52 @@ def principal_from_header(
     except ValueError:
         raise Unauthenticated("invalid token: orgs must hold UUIDs") from None
     return Principal(subject=sub, orgs=org_ids, scopes=frozenset(scope.split()))
+
+
+def principal_from_header(
+    header: str | None, secret: str, *, issuer: str | None = None, audience: str | None = None
+) -> Principal:
+    """HS256 tokens signed with the shared secret."""
+    return principal_from_token(bearer_token(header), secret, ALGORITHM, issuer=issuer, audience=audience)
+
+
+class TokenVerifier:
+    """HS256 tokens signed with AUTH_JWT_SECRET, and, when AUTH_JWKS_URL is set, RS256 tokens from
+    an identity provider whose public keys are fetched from that JWKS URL (cached for 5 minutes,
+    refetched for an unknown ``kid``).
+
+    The algorithm decides the key, never the other way round: an HS256 token is only ever
+    checked against the shared secret and an RS256 token only against the provider's RSA keys,
+    so a token cannot pick a public key as its HMAC secret; anything else is refused.
+    """
+
+    def __init__(
+        self, secret: str, *, issuer: str | None, audience: str | None, jwks_url: str | None = None
+    ) -> None:
+        self._secret = secret
+        self._issuer = issuer
+        self._audience = audience
+        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5) if jwks_url else None
+
+    async def verify(self, header: str | None) -> Principal:
+        token = bearer_token(header)
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from None
+        if algorithm == ALGORITHM:
+            key: object = self._secret
+        elif algorithm == "RS256" and self._jwks is not None:
+            try:
+                # PyJWKClient fetches with urllib: keep that off the event loop.
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            except jwt.PyJWKClientConnectionError as exc:
+                raise ServiceUnavailable(f"the identity provider's keys are unavailable: {exc}") from None
+            except (jwt.PyJWKClientError, jwt.InvalidTokenError) as exc:
+                raise Unauthenticated(f"invalid token: {exc}") from None
+        else:
+            raise Unauthenticated(f"invalid token: algorithm {algorithm!r} is not accepted")
+        return principal_from_token(token, key, str(algorithm), issuer=self._issuer, audience=self._audience)
 
 
 def mint_token(

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from service.api import keys
-from service.api.auth import READ, WRITE, Principal, principal_from_header
+from service.api.auth import READ, WRITE, Principal
 from service.api.schemas import (
     event_json,
     job_json,
@@ -32,15 +32,9 @@ def json_response(body: object, status: int = 200, headers: dict[str, str] | Non
     )
 
 
-def authorize(request: web.Request, scope: str) -> tuple[Principal, uuid.UUID]:
+async def authorize(request: web.Request, scope: str) -> tuple[Principal, uuid.UUID]:
     """401 without a valid token, 400 for a malformed org id, 403 without access to it."""
-    settings = request.app[keys.SETTINGS]
-    principal = principal_from_header(
-        request.headers.get("Authorization"),
-        settings.auth_jwt_secret,
-        issuer=settings.auth_jwt_issuer,
-        audience=settings.auth_jwt_audience,
-    )
+    principal = await request.app[keys.VERIFIER].verify(request.headers.get("Authorization"))
     org_id = parse_uuid(request.match_info["org_id"], "orgId")
     principal.require(org_id, scope)
     return principal, org_id
@@ -69,7 +63,7 @@ def job_location(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
 
 
 async def create_export(request: web.Request) -> web.Response:
-    principal, org_id = authorize(request, WRITE)
+    principal, org_id = await authorize(request, WRITE)
     if request.content_type != "application/json":
         raise UnsupportedMediaType("send the request body as application/json")
     try:
@@ -89,27 +83,27 @@ async def create_export(request: web.Request) -> web.Response:
 
 
 async def list_exports(request: web.Request) -> web.Response:
-    _, org_id = authorize(request, READ)
+    _, org_id = await authorize(request, READ)
     status, limit, cursor = parse_list_query(request.query)
     page = await request.app[keys.EXPORTS].list_page(org_id, status=status, limit=limit, cursor=cursor)
     return json_response(page_json(page))
 
 
 async def get_export(request: web.Request) -> web.Response:
-    _, org_id = authorize(request, READ)
+    _, org_id = await authorize(request, READ)
     job_id = parse_uuid(request.match_info["job_id"], "jobId")
     return json_response(job_json(await request.app[keys.EXPORTS].get(org_id, job_id)))
 
 
 async def cancel_export(request: web.Request) -> web.Response:
-    principal, org_id = authorize(request, WRITE)
+    principal, org_id = await authorize(request, WRITE)
     job_id = parse_uuid(request.match_info["job_id"], "jobId")
     job = await request.app[keys.EXPORTS].cancel(org_id, job_id, caller_of(request, principal))
     return json_response(job_json(job), status=202)
 
 
 async def list_events(request: web.Request) -> web.Response:
-    _, org_id = authorize(request, READ)
+    _, org_id = await authorize(request, READ)
     job_id = parse_uuid(request.match_info["job_id"], "jobId")
     return json_response(
         {"items": [event_json(e) for e in await request.app[keys.EXPORTS].events(org_id, job_id)]}
@@ -117,7 +111,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 async def download_export(request: web.Request) -> web.Response:
-    principal, org_id = authorize(request, READ)
+    principal, org_id = await authorize(request, READ)
     job_id = parse_uuid(request.match_info["job_id"], "jobId")
     download = await request.app[keys.EXPORTS].download(org_id, job_id, caller_of(request, principal))
     return web.Response(status=302, headers={"Location": download.url, "Cache-Control": "no-store"})

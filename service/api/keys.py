@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.api.auth import TokenVerifier
 from service.exports import ExportService
 from service.queue import JobQueue
 from service.repository import JobRepository
@@ -16,3 +17,4 @@ STORE = web.AppKey("store", ObjectStore)
 QUEUE = web.AppKey("queue", JobQueue)
 EXPORTS = web.AppKey("exports", ExportService)
 OPENAPI = web.AppKey("openapi", dict[str, object])
+VERIFIER = web.AppKey("verifier", TokenVerifier)

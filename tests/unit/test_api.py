@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from service.api import keys
 from service.api.app import MAX_BODY_BYTES
-from service.api.auth import READ, WRITE, mint_token
+from service.api.auth import READ, WRITE, TokenVerifier, mint_token
 from service.api.handlers import add_routes
 from service.api.openapi import build_openapi
 from service.api.problems import PROBLEM_TYPE_BASE, problem_middleware
@@ -88,6 +88,7 @@ async def client(
     app[keys.QUEUE] = queue
     app[keys.EXPORTS] = ExportService(cast(JobRepository, repo), store, queue)
     app[keys.OPENAPI] = build_openapi()
+    app[keys.VERIFIER] = TokenVerifier(SECRET, issuer=None, audience=None)
     add_routes(app)
     return await aiohttp_client(app)  # type: ignore[no-any-return]
 
@@ -501,6 +502,7 @@ async def test_the_per_org_limit_is_a_429_with_retry_after(
     store = ObjectStore(s3, settings.export_part_size)
     app[keys.SETTINGS] = settings
     app[keys.EXPORTS] = ExportService(cast(JobRepository, repo), store, queue, max_active_per_org=2)
+    app[keys.VERIFIER] = TokenVerifier(SECRET, issuer=None, audience=None)
     add_routes(app)
     client = await aiohttp_client(app)
     statuses = [(await client.post(EXPORTS_A, json=BODY, headers=auth())).status for _ in range(2)]
