@@ -33,6 +33,19 @@ from tests.faults.conftest import (
 SLOW_S3 = 2 * 1024 * 1024
 
 
+async def export_in_flight(
+    cluster: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, *, models: int, rate: int = SLOW_S3
+) -> tuple[uuid.UUID, uuid.UUID, asyncpg.Record]:
+    """Seed ``models`` x 744 hourly rows for a new org, throttle S3 to ``rate`` bytes/s, request the
+    month hourly, and return (org, job id, job row) once a worker streams it into an upload."""
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=models)
+    cluster.s3.set_rate(rate)
+    job_id = await post_export(http, cluster, org)
+    running = await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", cluster)
+    return org, job_id, running
+
+
 async def assert_one_true_object(bucket: S3Client, org: uuid.UUID, job: asyncpg.Record) -> bytes:
     """Exactly one object for the job, and its bytes are what the job row vouches for."""
     assert await objects_of(bucket, org) == [f"analytics/exports/{org}/{job['job_id']}.csv"]
@@ -47,11 +60,7 @@ async def test_worker_killed_mid_export_is_finished_by_another(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
     # Given a large export streaming slowly enough to be caught in the middle
-    org = uuid.uuid4()
-    await seed_hours(db, org, models=200)
-    healthy.s3.set_rate(SLOW_S3)
-    job_id = await post_export(http, healthy, org)
-    running = await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    org, job_id, running = await export_in_flight(healthy, http, db, models=200)
     # When its worker is killed with SIGKILL
     os.kill(worker_pid(running), signal.SIGKILL)
     healthy.s3.set_rate(None)
@@ -67,11 +76,7 @@ async def test_worker_killed_mid_export_is_finished_by_another(
 async def test_s3_unreachable_for_10_seconds_mid_upload_is_ridden_out(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
-    org = uuid.uuid4()
-    await seed_hours(db, org, models=100)
-    healthy.s3.set_rate(SLOW_S3)
-    job_id = await post_export(http, healthy, org)
-    await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    org, job_id, _ = await export_in_flight(healthy, http, db, models=100)
     # When S3 becomes unreachable for 10 s in the middle of the upload
     healthy.s3.cut()
     await asyncio.sleep(10)
@@ -88,13 +93,8 @@ async def test_s3_unreachable_for_10_seconds_mid_upload_is_ridden_out(
 async def test_s3_unreachable_past_the_retry_budget_fails_readably_and_cleans_up(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
-    org = uuid.uuid4()
-    await seed_hours(db, org, models=20)
-    await db.execute("SELECT 1")
     # Given S3 is down for good once the upload has started
-    healthy.s3.set_rate(256 * 1024)
-    job_id = await post_export(http, healthy, org)
-    await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    org, job_id, _ = await export_in_flight(healthy, http, db, models=20, rate=256 * 1024)
     healthy.s3.cut()
     # Then every attempt gives up after the retry window and the job fails with a readable reason
     failed = await wait_finished(db, job_id, healthy, seconds=150)
@@ -134,11 +134,7 @@ async def test_broker_unreachable_at_post_still_accepts_and_completes_later(
 async def test_database_connection_killed_mid_stream_succeeds_on_retry(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
-    org = uuid.uuid4()
-    await seed_hours(db, org, models=200)
-    healthy.s3.set_rate(SLOW_S3)
-    job_id = await post_export(http, healthy, org)
-    await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    org, job_id, _ = await export_in_flight(healthy, http, db, models=200)
     # When PostgreSQL terminates the backend that is streaming the COPY
     killed = await db.fetchval(
         """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -207,11 +203,7 @@ async def test_a_job_that_kills_its_worker_fails_after_max_attempts(
 async def test_sigterm_hands_a_running_export_back_and_exits_in_bounded_time(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
-    org = uuid.uuid4()
-    await seed_hours(db, org, models=200)
-    healthy.s3.set_rate(SLOW_S3)
-    job_id = await post_export(http, healthy, org)
-    running = await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    org, job_id, running = await export_in_flight(healthy, http, db, models=200)
     worker = next(w for w in healthy.workers if w.pid == worker_pid(running))
     # When its worker is asked to stop
     started = time.monotonic()
@@ -288,11 +280,7 @@ async def test_cancelling_a_running_export_stops_it_and_leaves_no_parts(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
     # Given a large export streaming slowly
-    org = uuid.uuid4()
-    await seed_hours(db, org, models=200)
-    healthy.s3.set_rate(SLOW_S3)
-    job_id = await post_export(http, healthy, org)
-    await wait_until(db, job_id, "status = 'running' AND upload_id IS NOT NULL", healthy)
+    org, job_id, _ = await export_in_flight(healthy, http, db, models=200)
     # When finance cancels it
     url = f"{healthy.base}/analytics/v1/orgs/{org}/exports/{job_id}/cancel"
     async with http.post(url, headers=healthy.auth(org)) as reply:
