@@ -52,5 +52,9 @@ openapi: $(STAMP)
 openapi-check: $(STAMP)
 	$(BIN)/analytics-exports openapi --check
 
+## Benchmarks (not part of make test): our export path beside its baselines; see docs/performance.md.
+bench: $(STAMP) services
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
