@@ -108,6 +108,7 @@ class Exporter:
         except BaseException as exc:
             # BaseException too: a time limit or shutdown cancels the coroutine, and the job must
             # still end truthfully with nothing left behind. Cancellation is re-raised afterwards.
+            heartbeat.cancel()  # settling moves the job on; its lease needs no more renewing
             settled = await self._settle(attempt, exc)
             if not isinstance(exc, Exception):
                 raise
