@@ -180,6 +180,8 @@ class Exporter:
     async def _settle(self, attempt: _Attempt, exc: BaseException) -> Job | None:
         """Record how the attempt ended (compare-and-set), then clean up its upload."""
         job, ctx, upload = attempt.job, attempt.ctx, attempt.upload
+        if upload is not None:
+            await upload.discard()  # no part upload may outlive the attempt
         if isinstance(exc, LeaseLost):
             log.warning("attempt lost its job; stopping", extra={**ctx, "reason": str(exc)})
             await self._abort(upload, ctx)

@@ -112,6 +112,8 @@ class Settings:
     export_worker_concurrency: int = 2
     export_signed_url_ttl: float = 24 * 3600.0
     export_part_size: int = 8 * MIB
+    #: Part uploads on their way while the next part fills (1 = no overlap of reading and upload).
+    export_parts_in_flight: int = 2
     #: Attempts (claims not handed back cleanly) before a job is failed for good.
     export_max_attempts: int = 3
     #: A running job's lease; its worker renews it every third of this. Reclaimable once lapsed.
@@ -182,6 +184,8 @@ class Settings:
             if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
                 raise SettingsError("EXPORT_PART_SIZE", f"{v!r} must be between 5MiB and 5GiB")
             values["export_part_size"] = size
+        if (v := get("EXPORT_PARTS_IN_FLIGHT")) is not None:
+            values["export_parts_in_flight"] = parse_int("EXPORT_PARTS_IN_FLIGHT", v, minimum=1, maximum=8)
         if (v := get("EXPORT_MAX_ACTIVE_PER_ORG")) is not None:
             values["export_max_active_per_org"] = parse_int(
                 "EXPORT_MAX_ACTIVE_PER_ORG", v, minimum=1, maximum=10_000

@@ -9,6 +9,7 @@ help: missing bucket, access denied, bad request) or :class:`~service.errors.Ret
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -159,12 +160,22 @@ class UploadResult:
 class MultipartUpload:
     """One streaming multipart upload: ``write`` chunks, then ``complete`` or ``abort``.
 
-    Bytes are buffered until a part is full, so memory stays near one part whatever the export
-    size. SHA-256 and the byte count are computed over exactly the bytes sent.
+    Bytes are buffered until a part is full, so memory stays near ``parts_in_flight + 1`` parts
+    whatever the export size. SHA-256 and the byte count are computed over exactly the bytes sent,
+    in order. With ``parts_in_flight`` 2, a full part uploads while the next one fills (reading
+    and uploading overlap); ``write`` waits whenever that many parts are still on their way, which
+    is the backpressure the COPY stream feels. Call ``discard`` before abandoning an upload.
     """
 
     def __init__(
-        self, client: S3Client, bucket: str, key: str, upload_id: str, part_size: int, retrier: Retrier
+        self,
+        client: S3Client,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_size: int,
+        retrier: Retrier,
+        parts_in_flight: int = 1,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -176,6 +187,8 @@ class MultipartUpload:
         self._parts: list[dict[str, object]] = []
         self._sha256 = hashlib.sha256()
         self._bytes = 0
+        self._parts_in_flight = max(1, parts_in_flight)
+        self._in_flight: list[asyncio.Task[None]] = []
         #: True once CompleteMultipartUpload succeeded: from then on the object exists and
         #: cleaning up means deleting it, not aborting the upload.
         self.completed = False
@@ -198,18 +211,41 @@ class MultipartUpload:
         body, self._buffer = self._buffer, bytearray()
         self._sha256.update(body)
         self._bytes += len(body)
+        part: dict[str, object] = {"PartNumber": part_number}
+        self._parts.append(part)
+        self._in_flight.append(asyncio.create_task(self._send(part, body)))
+        await self._drain(keep=self._parts_in_flight - 1)
+
+    async def _send(self, part: dict[str, object], body: bytearray) -> None:
+        number = part["PartNumber"]
         response = await self._retrier(
-            f"upload of part {part_number}",
+            f"upload of part {number}",
             lambda: self.client.upload_part(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=part_number, Body=body
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
             ),
         )
-        self._parts.append({"ETag": response["ETag"], "PartNumber": part_number})
+        part["ETag"] = response["ETag"]
+
+    async def _drain(self, keep: int) -> None:
+        """Wait, oldest first, until at most ``keep`` part uploads are on their way; a failed
+        upload raises here."""
+        while len(self._in_flight) > keep:
+            await self._in_flight.pop(0)
+
+    async def discard(self) -> None:
+        """Stop any part upload still on its way (before an abort, or when the attempt fails)."""
+        pending, self._in_flight = self._in_flight, []
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                await task
 
     async def complete(self, metadata: Mapping[str, str], content_disposition: str) -> UploadResult:
         """Send the last part, complete the upload and attach the metadata; return the facts."""
         if self._buffer or not self._parts:
             await self._flush()  # the last part may be small; an empty export still has its header
+        await self._drain(keep=0)
         calls = 0
 
         async def complete() -> Mapping[str, object]:
@@ -256,10 +292,13 @@ class MultipartUpload:
 class ObjectStore:
     """Export objects in S3."""
 
-    def __init__(self, client: S3Client, part_size: int, retry_window: float = 30.0) -> None:
+    def __init__(
+        self, client: S3Client, part_size: int, retry_window: float = 30.0, parts_in_flight: int = 1
+    ) -> None:
         self._client = client
         self._part_size = part_size
         self._retrier = Retrier(retry_window)
+        self._parts_in_flight = parts_in_flight
 
     async def start_upload(self, bucket: str, key: str, content_disposition: str) -> MultipartUpload:
         response = await self._retrier(
@@ -269,7 +308,13 @@ class ObjectStore:
             ),
         )
         return MultipartUpload(
-            self._client, bucket, key, str(response["UploadId"]), self._part_size, self._retrier
+            self._client,
+            bucket,
+            key,
+            str(response["UploadId"]),
+            self._part_size,
+            self._retrier,
+            self._parts_in_flight,
         )
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:

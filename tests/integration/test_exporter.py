@@ -224,3 +224,22 @@ async def test_formula_cells_are_neutralised_and_negative_costs_stay_numbers(par
         ('\'=HYPERLINK("http://evil","x")', "-1.500000"),
         ("plain", "-0.250000"),
     ]
+
+
+async def test_overlapped_part_uploads_give_the_same_exact_object(parts: Parts) -> None:
+    # Given a multi-part export, run with three part uploads allowed on their way at once
+    org = uuid.uuid4()
+    await seed(parts.settings, org, 24 * 31, tuple(f"model-{i:03d}" for i in range(120)))
+    store = ObjectStore(parts.client, parts.settings.export_part_size, parts_in_flight=3)
+    exporter = Exporter(parts.repository, store, parts.settings)
+    job = (await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))).job
+
+    done = await exporter.run(job.job_id)
+
+    # Then the object is byte for byte what the checksum says, in order, and nothing is left over
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    data, _ = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
+    assert hashlib.sha256(data).hexdigest() == done.checksum
+    assert data.count(b"\n") == done.row_count + 1
+    assert await no_uploads_left(parts.client, BUCKET)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -347,3 +348,43 @@ def test_s3_uri_round_trip(bucket: str, key: str) -> None:
 def test_parse_s3_uri_rejects_other_uris(uri: str) -> None:
     with pytest.raises(ValueError, match="s3://"):
         parse_s3_uri(uri)
+
+
+async def test_with_two_parts_in_flight_uploads_overlap_and_bytes_stay_in_order(s3: FakeS3) -> None:
+    # Given an S3 whose part uploads take a while, counting how many run at once
+    real = s3.upload_part
+    running, most = 0, 0
+
+    async def slow(**kwargs: object) -> Mapping[str, object]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return await real(**kwargs)
+
+    s3.upload_part = slow  # type: ignore[method-assign]
+    upload = await ObjectStore(s3, PART, retry_window=0, parts_in_flight=2).start_upload(
+        BUCKET, KEY, DISPOSITION
+    )
+    data = b"".join(bytes([i]) * PART for i in range(7)) + b"tail"
+    # When seven full parts and a tail are written and the upload completed
+    for i in range(0, len(data), PART // 2):
+        await upload.write(data[i : i + PART // 2])
+    result = await upload.complete({}, DISPOSITION)
+    # Then two parts were on their way at once, never more, and the object is the bytes in order
+    assert most == 2
+    assert s3.objects[(BUCKET, KEY)]["Body"] == data
+    assert result.checksum == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_background_part_failure_surfaces_and_discard_stops_the_rest(s3: FakeS3) -> None:
+    s3.errors["upload_part"] = client_error("AccessDenied", 403)
+    upload = await ObjectStore(s3, PART, retry_window=0, parts_in_flight=2).start_upload(
+        BUCKET, KEY, DISPOSITION
+    )
+    await upload.write(b"x" * PART)  # part 1 goes out in the background
+    with pytest.raises(TerminalStorageError):
+        await upload.write(b"y" * PART)  # the next part waits for part 1, which failed
+    await upload.discard()
+    await upload.discard()  # idempotent
