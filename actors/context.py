@@ -86,9 +86,7 @@ class WorkerContext(Middleware):
             raise
         self._stack = stack
         repository = JobRepository(pool)
-        store = ObjectStore(
-            client, settings.export_part_size, settings.export_retry_window, settings.export_parts_in_flight
-        )
+        store = ObjectStore.from_settings(client, settings)
         log.info("worker resources opened")
         return Resources(Exporter(repository, store, settings), Housekeeper(repository, store, settings))
 

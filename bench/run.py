@@ -430,7 +430,7 @@ async def run_ours(spec: Spec, meter: Meter) -> dict[str, object]:
                 timed = TimedS3(await stack.enter_async_context(open_s3_client(settings)))
                 client = cast(S3Client, timed)
             repository = JobRepository(pool)
-            store = ObjectStore(client, settings.export_part_size, settings.export_retry_window)
+            store = ObjectStore.from_settings(client, settings)
             exporter = Exporter(repository, store, settings, worker_name=f"bench:{os.getpid()}")
             org = uuid.UUID(spec.org_id)
             request = ExportRequest(org, "bench", START, END, Granularity.HOURLY, None)

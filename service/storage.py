@@ -300,6 +300,13 @@ class ObjectStore:
         self._retrier = Retrier(retry_window)
         self._parts_in_flight = parts_in_flight
 
+    @classmethod
+    def from_settings(cls, client: S3Client, settings: Settings) -> ObjectStore:
+        """The store exactly as the worker runs it (part size, retry window, parts in flight)."""
+        return cls(
+            client, settings.export_part_size, settings.export_retry_window, settings.export_parts_in_flight
+        )
+
     async def start_upload(self, bucket: str, key: str, content_disposition: str) -> MultipartUpload:
         response = await self._retrier(
             "start of the multipart upload",

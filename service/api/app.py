@@ -33,7 +33,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     async with open_s3_client(settings) as client:
-        app[keys.STORE] = ObjectStore(client, settings.export_part_size)
+        app[keys.STORE] = ObjectStore.from_settings(client, settings)
         yield
 
 
