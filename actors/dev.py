@@ -14,13 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from actors.localdev import start_moto, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.migrations import migrate_up
 from service.repository import ensure_database, seed_demo
@@ -29,19 +28,6 @@ from service.storage import open_s3_client
 
 DEV_S3_PORT = 9000
 ROLES = ("api", "worker", "scheduler")
-
-
-def _wait_http(url: str, timeout: float, expect: int = 200) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL we built)
-                if response.status == expect:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    return False
 
 
 async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
@@ -70,14 +56,10 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
     bin_dir = Path(sys.executable).parent
     if settings.s3_endpoint is None:
         port = int(env.get("DEV_S3_PORT", DEV_S3_PORT))
-        moto = subprocess.Popen(
-            [str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        moto = start_moto(port)
         children.append(moto)
         env.update(S3_ENDPOINT=f"http://127.0.0.1:{port}", S3_ACCESS_KEY="dev", S3_SECRET_KEY="dev-secret")  # noqa: S106 (moto ignores credentials)
-        if not _wait_http(f"http://127.0.0.1:{port}/moto-api/", timeout=15):
+        if not wait_http(f"http://127.0.0.1:{port}/moto-api/", timeout=15):
             moto.terminate()
             print(f"local S3 (moto_server) did not start on port {port}", file=sys.stderr)
             return 1
@@ -88,7 +70,7 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
         for role in ROLES:
             children.append(subprocess.Popen([str(bin_dir / "analytics-exports"), role], env=env))
         base = f"http://127.0.0.1:{settings.http_port}"
-        if not _wait_http(base + "/readyz", timeout=30):
+        if not wait_http(base + "/readyz", timeout=30):
             print("the API did not become ready; see the logs above", file=sys.stderr)
             return 1
         token = mint_token(

@@ -18,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from yarl import URL
 
+from actors.localdev import free_port, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.settings import Settings
 from service.storage import open_s3_client
@@ -26,10 +27,8 @@ from tests.conftest import (
     BUCKET,
     OVERRIDE_BUCKET,
     delete_queues,
-    free_port,
     fresh_database,
     service_env,
-    wait_http,
 )
 
 SECRET = "e2e-secret-that-is-at-least-32-bytes-long!"
@@ -98,7 +97,7 @@ def _run_stack(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + "/healthz", timeout=30)
+        assert wait_http(base + "/healthz", timeout=30), "the API did not start"
         yield Stack(base, env, settings, logs)
     finally:
         for proc in processes.values():

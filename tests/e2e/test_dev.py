@@ -14,7 +14,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from tests.conftest import ADMIN_DATABASE_URL, BIN, RABBITMQ_URL, delete_queues, free_port
+from actors.localdev import free_port
+from tests.conftest import (
+    ADMIN_DATABASE_URL,
+    BIN,
+    RABBITMQ_URL,
+    delete_queues,
+)
 from tests.e2e.test_walkthrough import walkthrough_script
 
 

@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from botocore.exceptions import ClientError
 
+from actors.localdev import free_port, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.job import object_key
 from service.settings import Settings
@@ -33,10 +34,8 @@ from tests.conftest import (
     BUCKET,
     OVERRIDE_BUCKET,
     delete_queues,
-    free_port,
     fresh_database,
     service_env,
-    wait_http,
 )
 from tests.faults.proxy import FaultProxy
 
@@ -143,7 +142,7 @@ def _run_cluster(
     for role in ("api", "scheduler", "worker", "worker"):
         cluster.spawn(role)
     try:
-        wait_http(cluster.base + "/healthz", timeout=30)
+        assert wait_http(cluster.base + "/healthz", timeout=30), cluster.log_tail()
         yield cluster
     finally:
         for proc in cluster.workers + cluster.others:

@@ -1,0 +1,66 @@
+"""Local stand-ins for development, tests and benchmarks (never production): a free loopback
+port, waiting for an HTTP server to answer, and a moto S3 server as a child process."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float) -> bool:
+    """Poll ``url`` until it answers 2xx; ``False`` if it did not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URLs we build)
+                if 200 <= response.status < 300:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    """Start ``moto_server`` (from this interpreter's environment) on 127.0.0.1:``port``."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def moto_server(timeout: float = 30) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A moto S3 server on a free loopback port for the duration: ``(endpoint, process)``."""
+    port = free_port()
+    proc = start_moto(port)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_http(endpoint + "/moto-api/", timeout):
+            raise RuntimeError(f"moto_server did not answer on {endpoint} within {timeout:g} s")
+        yield endpoint, proc
+    finally:
+        stop(proc)
