@@ -1,8 +1,10 @@
 """Local stand-ins for development, tests and benchmarks (never production): a free loopback
-port, waiting for an HTTP server to answer, and a moto S3 server as a child process."""
+port, waiting for an HTTP server to answer, a moto S3 server as a child process, and a
+throwaway migrated database."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -10,8 +12,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from service.migrations import migrate_up
+from service.repository import ensure_database
 
 
 def free_port() -> int:
@@ -64,3 +73,25 @@ def moto_server(timeout: float = 30) -> Iterator[tuple[str, subprocess.Popen[byt
         yield endpoint, proc
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new database ``<prefix>_<hex>`` on the server of ``admin_url``, migrated, and dropped
+    afterwards (even if migrating fails)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(ensure_database(url))
+        asyncio.run(migrate_up(url))
+        yield url
+    finally:
+        asyncio.run(drop())

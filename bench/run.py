@@ -45,16 +45,16 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
 
+from actors.localdev import fresh_database
 from actors.localdev import moto_server as local_moto_server
 from service.exporter import Exporter
 from service.job import ExportRequest, Granularity, JobStatus, object_key
-from service.migrations import migrate_up
-from service.repository import JobRepository, create_pool, ensure_database
+from service.repository import JobRepository, create_pool
 from service.settings import MIB, Settings
 from service.sql import QUERIES
 from service.storage import CSV_CONTENT_TYPE, ObjectStore, S3Client, open_s3_client
@@ -583,25 +583,9 @@ def moto_server() -> Iterator[tuple[str, int]]:
         yield endpoint, proc.pid
 
 
-@contextlib.contextmanager
-def bench_database() -> Iterator[str]:
+def bench_database() -> contextlib.AbstractContextManager[str]:
     """A fresh migrated database ``analytics_bench_<hex>``, dropped afterwards."""
-    name = f"analytics_bench_{uuid.uuid4().hex[:10]}"
-    url = urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path="/" + name))
-    try:
-        asyncio.run(ensure_database(url))
-        asyncio.run(migrate_up(url))
-        yield url
-    finally:
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(ADMIN_DATABASE_URL)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+    return fresh_database(ADMIN_DATABASE_URL, "analytics_bench")
 
 
 async def prepare(database_url: str, s3_endpoint: str, orgs: Mapping[str, uuid.UUID]) -> dict[str, object]:

@@ -7,23 +7,20 @@ Nothing here starts unless a test asks for it: unit tests need none of it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 import pika
 import pytest
 
+from actors import localdev
 from actors.localdev import moto_server
-from service.migrations import migrate_up
-from service.repository import ensure_database
 from service.settings import Settings
 from service.storage import open_s3_client
 
@@ -43,26 +40,10 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
 
 
-@contextlib.contextmanager
-def fresh_database(prefix: str = "analytics_test") -> Iterator[str]:
+def fresh_database(prefix: str = "analytics_test") -> contextlib.AbstractContextManager[str]:
     """A new, migrated database of its own, dropped afterwards. Every stack of processes gets
     one, so one stack's sweep never touches another's jobs."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    url = urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path="/" + name))
-    asyncio.run(ensure_database(url))
-    asyncio.run(migrate_up(url))
-    try:
-        yield url
-    finally:
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(ADMIN_DATABASE_URL)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+    return localdev.fresh_database(ADMIN_DATABASE_URL, prefix)
 
 
 @pytest.fixture(scope="session")
