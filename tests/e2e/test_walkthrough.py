@@ -27,6 +27,22 @@ def walkthrough_script() -> str:
     return match.group(1)
 
 
+def run_walkthrough(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the README's walkthrough block with bash, as a user pasting it would; it must succeed
+    and end with the file checked against the API's checksum."""
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", walkthrough_script()],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "export.csv: OK" in result.stdout
+    return result
+
+
 def test_readme_walkthrough_works_verbatim(stack: Stack, tmp_path: Path) -> None:
     # Given demo data, as `make run` seeds it, and the three variables `make run` prints
     org = uuid.uuid4()
@@ -40,19 +56,8 @@ def test_readme_walkthrough_works_verbatim(stack: Stack, tmp_path: Path) -> None
     assert seeded.returncode == 0, seeded.stderr
     env = {**stack.env, "TOKEN": stack.token(org), "ORG": str(org), "API": stack.base}
 
-    # When the README's commands run in a shell
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", walkthrough_script()],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-    # Then every step works, and the file checks out against the API's checksum
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "export.csv: OK" in result.stdout
+    # When the README's commands run in a shell, then every step works and the file checks out
+    run_walkthrough(env, tmp_path)
     rows = list(csv.reader(io.StringIO((tmp_path / "export.csv").read_text("utf-8"), newline="")))
     assert rows[0][:3] == ["bucket_start", "organization_id", "model_id"]
     assert len(rows) > 1
