@@ -205,9 +205,6 @@ class JobRepository:
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
         return await self._one("get_job", org_id, job_id)
 
-    async def get_by_id(self, job_id: uuid.UUID) -> Job | None:
-        return await self._one("get_job_by_id", job_id)
-
     async def list_page(
         self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
     ) -> JobPage:

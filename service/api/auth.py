@@ -75,13 +75,6 @@ def principal_from_token(
     return Principal(subject=sub, orgs=org_ids, scopes=frozenset(scope.split()))
 
 
-def principal_from_header(
-    header: str | None, secret: str, *, issuer: str | None = None, audience: str | None = None
-) -> Principal:
-    """HS256 tokens signed with the shared secret."""
-    return principal_from_token(bearer_token(header), secret, ALGORITHM, issuer=issuer, audience=audience)
-
-
 class TokenVerifier:
     """HS256 tokens signed with AUTH_JWT_SECRET, and, when AUTH_JWKS_URL is set, RS256 tokens from
     an identity provider whose public keys are fetched from that JWKS URL (cached for 5 minutes,

@@ -48,10 +48,6 @@ ORDER BY e.event_id;
 -- One job of one org (another org's job is simply not found).
 SELECT * FROM analytics.export_jobs WHERE org_id = $1 AND job_id = $2;
 
--- name: get_job_by_id
--- One job by id, for workers.
-SELECT * FROM analytics.export_jobs WHERE job_id = $1;
-
 -- name: list_jobs
 -- An org's jobs, newest first, keyset-paginated on (initiated_at, job_id); optional status filter.
 SELECT * FROM analytics.export_jobs

@@ -148,7 +148,7 @@ async def test_duplicate_run_does_nothing(parts: Parts) -> None:
 
     assert await parts.exporter.run(job.job_id) is None
 
-    again = await parts.repository.get_by_id(job.job_id)
+    again = await parts.repository.get(org, job.job_id)
     assert again == first
 
 

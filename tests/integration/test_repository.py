@@ -79,7 +79,7 @@ async def test_nothing_moves_a_finished_job_back(repository: JobRepository) -> N
     assert await repository.claim(job.job_id, 60, "test-worker:1") is None
     assert await repository.complete(claimed, output(job.job_id), 60) is None
     assert await repository.expire(job.job_id) is None  # only succeeded jobs expire
-    final = await repository.get_by_id(job.job_id)
+    final = await repository.get(job.org_id, job.job_id)
     assert final is not None
     assert final.status is JobStatus.FAILED
     assert final.error_message == "boom"

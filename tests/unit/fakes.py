@@ -322,9 +322,6 @@ class FakeRepository:
             if j == job_id
         ]
 
-    async def get_by_id(self, job_id: uuid.UUID) -> Job | None:
-        return self.jobs.get(job_id)
-
     async def list_page(
         self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
     ) -> JobPage:

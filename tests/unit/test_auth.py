@@ -1,4 +1,4 @@
-"""Bearer tokens: what principal_from_header accepts and refuses, and what Principal.require allows."""
+"""Bearer tokens: what the HS256 path accepts and refuses, and what Principal.require allows."""
 
 from __future__ import annotations
 
@@ -12,16 +12,25 @@ import jwt
 import pytest
 
 from service.api.auth import (
+    ALGORITHM,
     LEEWAY_SECONDS,
     READ,
     WRITE,
     Principal,
+    bearer_token,
     mint_token,
-    principal_from_header,
+    principal_from_token,
 )
 from service.errors import Forbidden, Unauthenticated
 
 from .fakes import ORG_A, ORG_B, SECRET
+
+
+def principal_from_header(
+    header: str | None, secret: str, *, issuer: str | None = None, audience: str | None = None
+) -> Principal:
+    """The HS256 path of TokenVerifier, synchronously: the header's token against the secret."""
+    return principal_from_token(bearer_token(header), secret, ALGORITHM, issuer=issuer, audience=audience)
 
 
 def bearer(token: str) -> str:
