@@ -6,20 +6,23 @@ import base64
 import json
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
 import pytest
 
+from service.api import auth
 from service.api.auth import (
     ALGORITHM,
     LEEWAY_SECONDS,
     READ,
     WRITE,
     Principal,
+    TokenVerifier,
     bearer_token,
     mint_token,
-    principal_from_token,
+    verify_token,
 )
 from service.errors import Forbidden, Unauthenticated
 
@@ -30,7 +33,7 @@ def principal_from_header(
     header: str | None, secret: str, *, issuer: str | None = None, audience: str | None = None
 ) -> Principal:
     """The HS256 path of TokenVerifier, synchronously: the header's token against the secret."""
-    return principal_from_token(bearer_token(header), secret, ALGORITHM, issuer=issuer, audience=audience)
+    return verify_token(bearer_token(header), secret, ALGORITHM, issuer=issuer, audience=audience)[0]
 
 
 def bearer(token: str) -> str:
@@ -210,3 +213,64 @@ def test_issuer_and_audience_are_enforced_when_configured() -> None:
     ):
         with pytest.raises(Unauthenticated):
             principal_from_header(bearer(token), SECRET, issuer="https://idp", audience="exports")
+
+
+class TestVerifiedTokenMemory:
+    """TokenVerifier remembers tokens it verified, for VERIFIED_TOKEN_SECONDS and never past exp."""
+
+    @staticmethod
+    def counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        calls: list[str] = []
+        real = auth.verify_token
+
+        def spy(token: str, *args: Any, **kwargs: Any) -> tuple[Principal, float]:
+            calls.append(token)
+            return real(token, *args, **kwargs)
+
+        monkeypatch.setattr(auth, "verify_token", spy)
+        return calls
+
+    async def test_a_repeated_token_is_verified_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Given a verifier and a valid token
+        calls = self.counting(monkeypatch)
+        verifier = TokenVerifier(SECRET, issuer=None, audience=None)
+        token = mint_token(SECRET, subject="ana", orgs=[ORG_A], scopes=[READ])
+        # When it is presented three times
+        principals = [await verifier.verify(bearer(token)) for _ in range(3)]
+        # Then the signature was checked once and every call got the same caller
+        assert calls == [token]
+        assert {p.subject for p in principals} == {"ana"}
+
+    async def test_a_tampered_copy_is_not_served_from_memory(self) -> None:
+        # Given a token that verified
+        verifier = TokenVerifier(SECRET, issuer=None, audience=None)
+        token = mint_token(SECRET, subject="ana", orgs=[ORG_A], scopes=[READ])
+        await verifier.verify(bearer(token))
+        # When the same claims come with another signature, then they are checked and refused
+        forged = token.rsplit(".", 1)[0] + "." + base64.urlsafe_b64encode(b"x" * 32).rstrip(b"=").decode()
+        with pytest.raises(Unauthenticated):
+            await verifier.verify(bearer(forged))
+
+    async def test_memory_ends_at_the_tokens_expiry(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Given a token that expires (with the leeway) 5 seconds from now, verified once
+        calls = self.counting(monkeypatch)
+        verifier = TokenVerifier(SECRET, issuer=None, audience=None)
+        token = hs256({"sub": "ana", "orgs": [str(ORG_A)], "exp": int(time.time()) + 5 - LEEWAY_SECONDS})
+        await verifier.verify(bearer(token))
+        # When the verifier's clock moves past that expiry, then the token is checked again
+        later = time.time() + 6
+        monkeypatch.setattr(auth, "time", SimpleNamespace(time=lambda: later))
+        await verifier.verify(bearer(token))
+        assert calls == [token, token]
+
+    async def test_memory_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Given a verifier that has seen more distinct tokens than it may remember
+        monkeypatch.setattr(auth, "VERIFIED_TOKEN_CAPACITY", 3)
+        calls = self.counting(monkeypatch)
+        verifier = TokenVerifier(SECRET, issuer=None, audience=None)
+        tokens = [mint_token(SECRET, subject=f"user-{i}", orgs=[ORG_A], scopes=[READ]) for i in range(4)]
+        for token in tokens:
+            await verifier.verify(bearer(token))
+        # When the first (least recently used) comes back, then it is verified again
+        await verifier.verify(bearer(tokens[0]))
+        assert calls == [*tokens, tokens[0]]
