@@ -23,6 +23,7 @@ class Actors:
     run_export: Actor[[str], None]
     expire_exports: Actor[[], None]
     sweep_exports: Actor[[], None]
+    prune_rollups: Actor[[], None]
 
 
 def _sent_back(retries: int, exc: BaseException) -> bool:
@@ -90,4 +91,16 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         finally:
             queue.close()
 
-    return Actors(run_export, expire_exports, sweep_exports)
+    @dramatiq.actor(
+        broker=broker,
+        queue_name=settings.queue_name,
+        actor_name="prune_rollups",
+        max_retries=0,
+        max_age=tick_age_ms,
+        time_limit=5 * 60 * 1000,
+    )
+    async def prune_rollups() -> None:
+        resources = await worker_context().resources()
+        await resources.housekeeper.prune_rollups()
+
+    return Actors(run_export, expire_exports, sweep_exports, prune_rollups)

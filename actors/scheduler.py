@@ -1,4 +1,5 @@
-"""The scheduler process: every EXPORT_WORKER_INTERVAL, send the periodic housekeeping messages.
+"""The scheduler process: every EXPORT_WORKER_INTERVAL, send the periodic housekeeping messages
+(expire exports, sweep, prune rollups past the retention window).
 
 Run one. Two would only send duplicate ticks, which are harmless (each tick is idempotent).
 """
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 def run_scheduler(actors: Actors, interval: float, stop: threading.Event) -> None:
     log.info("scheduler started", extra={"interval_s": interval})
     while not stop.is_set():
-        for actor in (actors.expire_exports, actors.sweep_exports):
+        for actor in (actors.expire_exports, actors.sweep_exports, actors.prune_rollups):
             try:
                 actor.send()
             except DramatiqError as exc:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
+from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ from service.job import (
     JobStatus,
     Lease,
 )
+from service.retention import RollupTable
 from service.sql import QUERIES
 
 #: Errors that mean PostgreSQL is unreachable or the connection died, as opposed to a bad query.
@@ -51,6 +53,13 @@ CONNECTION_ERRORS: Final = (
 Sink = Callable[[bytes], Awaitable[None]]
 #: What a 429 tells the client to wait before trying again.
 RETRY_AFTER_SECONDS: Final = 30
+#: The retention delete of each rollup table.
+_PRUNE_STATEMENTS: Final = MappingProxyType(
+    {
+        RollupTable.HOURLY: QUERIES["prune_hourly_rollups"],
+        RollupTable.DAILY: QUERIES["prune_daily_rollups"],
+    }
+)
 
 
 async def create_pool(database_url: str, *, max_size: int) -> asyncpg.Pool:
@@ -87,7 +96,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 class JobRepository:
-    """Export jobs and the rollup rows they export."""
+    """Export jobs and the rollup rows they export (and prune past the retention window)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -333,6 +342,14 @@ class JobRepository:
     async def mark_enqueued(self, job_id: uuid.UUID) -> None:
         async with self._connection() as conn:
             await conn.execute(QUERIES["mark_enqueued"], job_id)
+
+    async def prune_rollups(self, table: RollupTable, cutoff: datetime, limit: int) -> int:
+        """Delete at most ``limit`` rows of ``table`` whose ``bucket_start`` is before ``cutoff``,
+        oldest first (one statement, one index range scan); return how many were deleted."""
+        async with self._connection() as conn:
+            status = await conn.execute(_PRUNE_STATEMENTS[table], cutoff, limit)
+        # The status string is "DELETE <rows>".
+        return int(status.split()[-1])
 
     async def copy_rows(self, job: Job, sink: Sink) -> int:
         """Stream the job's CSV (header included) into ``sink`` and return the number of data rows.

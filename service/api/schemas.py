@@ -14,6 +14,7 @@ from typing import Final
 
 from service.errors import ValidationFailed
 from service.job import MAX_TIME_RANGE, Event, ExportRequest, Granularity, Job, JobPage, JobStatus, rfc3339
+from service.retention import retention_cutoff
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -61,15 +62,6 @@ def _reject_unknown(body: Mapping[str, object], allowed: set[str], prefix: str =
         )
 
 
-def months_before(moment: datetime, months: int) -> datetime:
-    """The same day and time ``months`` calendar months earlier (clamped to the month's last day)."""
-    index = moment.year * 12 + moment.month - 1 - months
-    year, month = divmod(index, 12)
-    month += 1
-    days = (datetime(year + month // 12, month % 12 + 1, 1) - datetime(year, month, 1)).days
-    return moment.replace(year=year, month=month, day=min(moment.day, days))
-
-
 def parse_export_request(
     body: object,
     org_id: uuid.UUID,
@@ -99,7 +91,7 @@ def parse_export_request(
             f"timeRange may span at most {MAX_TIME_RANGE.days} days",
             errors={"timeRange": f"longer than {MAX_TIME_RANGE.days} days"},
         )
-    oldest = months_before(now or datetime.now(UTC), retention_months) if retention_months else None
+    oldest = retention_cutoff(now or datetime.now(UTC), retention_months) if retention_months else None
     if oldest is not None and start < oldest:
         raise ValidationFailed(
             f"timeRange.start is before the data retention window: rollups are kept for "

@@ -213,6 +213,28 @@ LIMIT $3;
 -- Note that a message for the pending job was published.
 UPDATE analytics.export_jobs SET enqueued_at = now() WHERE job_id = $1 AND status = 'pending';
 
+-- name: prune_hourly_rollups
+-- Delete at most $2 hourly rollups whose bucket_start is before $1 (the retention cutoff), oldest first.
+-- Written on bucket_start AT TIME ZONE 'UTC' so it uses hourly_rollups_retention_idx (see its migration).
+DELETE FROM analytics.hourly_rollups
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM analytics.hourly_rollups
+    WHERE (bucket_start AT TIME ZONE 'UTC') < ($1::timestamptz AT TIME ZONE 'UTC')
+    ORDER BY (bucket_start AT TIME ZONE 'UTC')
+    LIMIT $2
+));
+
+-- name: prune_daily_rollups
+-- Delete at most $2 daily rollups whose bucket_start is before $1 (the retention cutoff), oldest first.
+-- Written on bucket_start AT TIME ZONE 'UTC' so it uses daily_rollups_retention_idx (see its migration).
+DELETE FROM analytics.daily_rollups
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM analytics.daily_rollups
+    WHERE (bucket_start AT TIME ZONE 'UTC') < ($1::timestamptz AT TIME ZONE 'UTC')
+    ORDER BY (bucket_start AT TIME ZONE 'UTC')
+    LIMIT $2
+));
+
 -- name: export_hourly
 -- CSV rows of the hourly rollups in [start, end), optional model filter; COPY-able. Text cells
 -- go through csv_safe (formula injection); numbers are never touched; order is by the raw id.

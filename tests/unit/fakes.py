@@ -31,6 +31,7 @@ from service.job import (
     Lease,
 )
 from service.repository import decode_cursor, encode_cursor
+from service.retention import RollupTable
 
 ORG_A = uuid.UUID("0b6f3c2e-8f57-4a4e-9d1c-3a1f4f0e9a01")
 ORG_B = uuid.UUID("5d2a9e77-1c4b-4f0a-8b6e-7e3c2d1f0b02")
@@ -259,6 +260,8 @@ class FakeRepository:
         #: Events the API recorded (download_url_issued), as (job_id, event, caller, details).
         self.recorded: list[tuple[uuid.UUID, str, Caller, Mapping[str, object] | None]] = []
         self.ping_error: BaseException | None = None
+        #: The bucket_start of every rollup row, per table (what prune_rollups deletes from).
+        self.rollups: dict[RollupTable, list[datetime]] = {table: [] for table in RollupTable}
 
     def _record(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -551,6 +554,13 @@ class FakeRepository:
     ) -> list[uuid.UUID]:
         self._record("stale_pending", unpublished_after, unclaimed_after, limit)
         return self.stale[:limit]
+
+    async def prune_rollups(self, table: RollupTable, cutoff: datetime, limit: int) -> int:
+        self._record("prune_rollups", table, cutoff, limit)
+        rows = sorted(self.rollups[table])
+        doomed = [t for t in rows if t < cutoff][:limit]
+        self.rollups[table] = rows[len(doomed) :]
+        return len(doomed)
 
     async def mark_enqueued(self, job_id: uuid.UUID) -> None:
         self._record("mark_enqueued", job_id)

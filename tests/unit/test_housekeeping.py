@@ -1,7 +1,9 @@
-"""Housekeeper: expiry (object first, then the job) and re-publishing stale pending jobs."""
+"""Housekeeper: expiry (object first, then the job), re-publishing stale pending jobs, and rollup
+retention in bounded batches."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -10,6 +12,7 @@ import pytest
 
 from service.housekeeping import UNCLAIMED_AFTER_SECONDS, UNPUBLISHED_AFTER_SECONDS, Housekeeper, SweepReport
 from service.job import JobStatus
+from service.retention import PRUNE_GRACE, RollupTable
 from service.settings import Settings
 from service.storage import ObjectStore
 
@@ -188,3 +191,98 @@ async def test_sweep_aborts_old_unrecorded_uploads_in_every_bucket(
     # The old upload of no unfinished job is aborted; the young one and the running job's stay
     assert report.aborted == 1
     assert set(s3.uploads) == {young.upload_id, recorded.upload_id}
+
+
+# --- rollup retention ---------------------------------------------------------------------------
+
+#: With 13 months of retention (the default), a clock at this instant puts the cutoff at
+#: 2025-10-29T12:00:00Z.
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+#: A prune tick one grace period after NOW deletes what the API refused at NOW: before CUTOFF.
+TICK = NOW + PRUNE_GRACE
+CUTOFF = datetime(2025, 10, 29, 12, tzinfo=UTC)
+
+
+def rollups_around_cutoff(old: int, new: int) -> list[datetime]:
+    """``old`` bucket starts before CUTOFF (the newest 1 µs before it), and ``new`` from CUTOFF on."""
+    before = [CUTOFF - timedelta(microseconds=1)] + [CUTOFF - timedelta(hours=h) for h in range(1, old)]
+    return before[:old] + [CUTOFF + timedelta(hours=h) for h in range(new)]
+
+
+async def test_prune_deletes_rows_before_the_cutoff_in_batches_from_every_table(
+    repo: FakeRepository, s3: FakeS3
+) -> None:
+    # Given 25 hourly and 7 daily rows before the cutoff, and 5 of each from the cutoff on
+    repo.rollups[RollupTable.HOURLY] = rollups_around_cutoff(25, 5)
+    repo.rollups[RollupTable.DAILY] = rollups_around_cutoff(7, 5)
+    # When a tick prunes 10 rows per statement
+    deleted = await housekeeper(repo, s3).prune_rollups(TICK, batch=10, pause=0)
+    # Then every old row is gone, every newer one kept (the one exactly at the cutoff included)
+    assert deleted == 32
+    for table in RollupTable:
+        assert repo.rollups[table] == [CUTOFF + timedelta(hours=h) for h in range(5)]
+    # And each table was pruned until a statement found fewer than a batch, with the API's cutoff
+    assert repo.called("prune_rollups") == [
+        (RollupTable.HOURLY, CUTOFF, 10),
+        (RollupTable.HOURLY, CUTOFF, 10),
+        (RollupTable.HOURLY, CUTOFF, 10),
+        (RollupTable.DAILY, CUTOFF, 10),
+    ]
+
+
+async def test_prune_with_nothing_to_delete_is_one_statement_per_table_and_logs_nothing(
+    repo: FakeRepository, s3: FakeS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo.rollups[RollupTable.HOURLY] = rollups_around_cutoff(0, 3)
+    with caplog.at_level(logging.INFO, logger="service.housekeeping"):
+        assert await housekeeper(repo, s3).prune_rollups(TICK) == 0
+    assert repo.called("prune_rollups") == [(table, CUTOFF, 10_000) for table in RollupTable]
+    assert caplog.records == []
+
+
+async def test_one_tick_is_capped_and_the_next_goes_on(repo: FakeRepository, s3: FakeS3) -> None:
+    # Given a backlog of 50 old hourly rows
+    repo.rollups[RollupTable.HOURLY] = rollups_around_cutoff(50, 2)
+    sweeper = housekeeper(repo, s3)
+    # When a tick may run at most 3 statements of 10 rows per table
+    assert await sweeper.prune_rollups(TICK, batch=10, max_batches=3, pause=0) == 30
+    # Then 20 old rows wait for the next tick, which finishes them
+    assert len(repo.rollups[RollupTable.HOURLY]) == 22
+    assert await sweeper.prune_rollups(TICK, batch=10, max_batches=3, pause=0) == 20
+    assert repo.rollups[RollupTable.HOURLY] == [CUTOFF, CUTOFF + timedelta(hours=1)]
+
+
+async def test_prune_pauses_between_statements_only(
+    repo: FakeRepository, s3: FakeS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr("service.housekeeping.asyncio.sleep", sleep)
+    repo.rollups[RollupTable.HOURLY] = rollups_around_cutoff(25, 0)
+    await housekeeper(repo, s3).prune_rollups(TICK, batch=10, pause=0.25)
+    # Three hourly statements, one daily: a pause between the hourly ones, none after the last
+    assert pauses == [0.25, 0.25]
+
+
+async def test_prune_logs_the_count_and_the_cutoff(
+    repo: FakeRepository, s3: FakeS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo.rollups[RollupTable.HOURLY] = rollups_around_cutoff(4, 1)
+    repo.rollups[RollupTable.DAILY] = rollups_around_cutoff(2, 1)
+    with caplog.at_level(logging.INFO, logger="service.housekeeping"):
+        await housekeeper(repo, s3).prune_rollups(TICK, pause=0)
+    [record] = caplog.records
+    assert record.getMessage() == "pruned rollups"
+    assert (record.deleted, record.hourly_rollups, record.daily_rollups) == (6, 4, 2)  # type: ignore[attr-defined]
+    assert record.cutoff == "2025-10-29T12:00:00Z"  # type: ignore[attr-defined]
+    assert record.capped is False  # type: ignore[attr-defined]
+
+
+async def test_prune_uses_the_configured_retention(repo: FakeRepository, s3: FakeS3) -> None:
+    store = ObjectStore(s3, 8 * 1024 * 1024, retry_window=0)
+    sweeper = Housekeeper(repo, store, Settings(data_retention_months=2))  # type: ignore[arg-type]
+    await sweeper.prune_rollups(TICK)
+    assert {args[1] for args in repo.called("prune_rollups")} == {datetime(2026, 9, 29, 12, tzinfo=UTC)}

@@ -15,13 +15,13 @@ from service.api.schemas import (
     MAX_MODELS,
     SCHEMAS,
     job_json,
-    months_before,
     page_json,
     parse_export_request,
     parse_list_query,
 )
 from service.errors import ValidationFailed
 from service.job import Granularity, JobPage, JobStatus
+from service.retention import months_before
 
 from .fakes import ORG_A, make_job, schema_errors, succeeded_job
 

@@ -1,0 +1,66 @@
+"""The scheduler sends every periodic tick each interval, on a stub broker (no RabbitMQ)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from dramatiq import Message
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import DramatiqError
+
+from actors.exports import Actors, declare_actors
+from actors.scheduler import run_scheduler
+from service.settings import Settings
+
+TICKS = {"expire_exports", "sweep_exports", "prune_rollups"}
+
+
+class OneInterval(threading.Event):
+    """A stop event that ends the scheduler after its first round of ticks."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.set()
+        return True
+
+
+@pytest.fixture
+def broker() -> StubBroker:
+    return StubBroker()
+
+
+@pytest.fixture
+def actors(broker: StubBroker) -> Actors:
+    return declare_actors(broker, Settings(export_worker_interval=30), context=None)
+
+
+def sent(broker: StubBroker) -> list[str]:
+    queue = broker.queues[Settings().queue_name]
+    names = []
+    while not queue.empty():
+        names.append(Message.decode(queue.get_nowait()).actor_name)
+    return names
+
+
+def test_each_interval_sends_every_tick_once(broker: StubBroker, actors: Actors) -> None:
+    run_scheduler(actors, 30, OneInterval())
+    assert sorted(sent(broker)) == sorted(TICKS)
+
+
+def test_a_tick_that_cannot_be_sent_does_not_stop_the_others(
+    broker: StubBroker, actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse() -> None:
+        raise DramatiqError("broker unavailable")
+
+    monkeypatch.setattr(actors.expire_exports, "send", refuse)
+    run_scheduler(actors, 30, OneInterval())
+    assert sorted(sent(broker)) == sorted(TICKS - {"expire_exports"})
+
+
+def test_the_prune_tick_is_a_periodic_tick(actors: Actors) -> None:
+    # Like the other ticks: never retried, dropped when older than two intervals, time-limited
+    options = actors.prune_rollups.options
+    assert options["max_retries"] == 0
+    assert options["max_age"] == 60_000
+    assert options["time_limit"] == actors.sweep_exports.options["time_limit"]
