@@ -62,10 +62,23 @@ _PRUNE_STATEMENTS: Final = MappingProxyType(
 )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg's default sends ``SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL;``, one round trip per release (half of a GET job's). The
+    queries here leave nothing in the session to undo: locks are transaction-scoped and settings
+    transaction-local (the migration lock is taken on a connection of its own). An open
+    transaction is still rolled back by asyncpg before this runs."""
+
+
 async def create_pool(database_url: str, *, max_size: int) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
-            database_url, min_size=1, max_size=max_size, command_timeout=60, timeout=10
+            database_url,
+            min_size=1,
+            max_size=max_size,
+            command_timeout=60,
+            timeout=10,
+            reset=_keep_session,
         )
     except CONNECTION_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc

@@ -210,8 +210,13 @@ ORDER BY initiated_at
 LIMIT $3;
 
 -- name: mark_enqueued
--- Note that a message for the pending job was published.
-UPDATE analytics.export_jobs SET enqueued_at = now() WHERE job_id = $1 AND status = 'pending';
+-- Note that a message for the pending job was published. Committed without waiting for the WAL
+-- flush (synchronous_commit off for this one statement's implicit transaction): losing the note
+-- in a crash only makes the sweep publish the job again, which a duplicate-safe worker ignores,
+-- and it spares every POST a second fsync.
+UPDATE analytics.export_jobs SET enqueued_at = now()
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait
+WHERE job_id = $1 AND status = 'pending';
 
 -- name: prune_hourly_rollups
 -- Delete at most $2 hourly rollups whose bucket_start is before $1 (the retention cutoff), oldest first.

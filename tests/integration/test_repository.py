@@ -345,3 +345,38 @@ async def test_a_lapsed_job_asked_to_cancel_is_cancelled_not_retried(
     final = await repository.get(org, job.job_id)
     assert final is not None
     assert final.status is JobStatus.CANCELLED
+
+
+async def test_a_pooled_connection_comes_back_without_the_last_users_transaction(settings: Settings) -> None:
+    # Given a pool of one connection (released without asyncpg's reset query), whose last user
+    # began a transaction by hand, set transaction-local caller facts, and let go mid-transaction
+    pool = await create_pool(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("SELECT set_config('analytics.actor', 'mallory', true)")
+        # When the next user takes the same connection
+        async with pool.acquire() as conn:
+            # Then it is outside any transaction and the caller facts are gone
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT current_setting('analytics.actor', true)") in (None, "")
+    finally:
+        await pool.close()
+
+
+async def test_marking_a_job_enqueued_leaves_the_connection_committing_durably(settings: Settings) -> None:
+    # Given a pending job on a pool of one connection
+    pool = await create_pool(settings.database_url, max_size=1)
+    try:
+        repository = JobRepository(pool)
+        created = await repository.create(request(uuid.uuid4()))
+        # When it is marked enqueued (that one statement commits without waiting for the flush)
+        await repository.mark_enqueued(created.job.job_id)
+        # Then the note is stored, and the connection's next transactions commit durably again
+        async with pool.acquire() as conn:
+            assert await conn.fetchval(
+                "SELECT enqueued_at FROM analytics.export_jobs WHERE job_id = $1", created.job.job_id
+            )
+            assert await conn.fetchval("SELECT current_setting('synchronous_commit')") == "on"
+    finally:
+        await pool.close()
