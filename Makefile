@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck openapi openapi-check unit integration e2e faults services bench clean
+.PHONY: run test tools lint typecheck openapi openapi-check unit integration e2e faults services bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,15 +18,19 @@ venv: $(STAMP)
 services:
 	ops/start-services.sh
 
+## Machine tools the tests need beyond the venv (docker-compose, to validate docker-compose.yml).
+tools:
+	ops/install-tools.sh
+
 ## Everything on embedded defaults: local S3 (moto), database, migrations, demo data, API + worker + scheduler.
 run: $(STAMP) services
 	$(BIN)/analytics-exports dev
 
 ## The whole suite: lint, types, OpenAPI drift, unit, integration and end-to-end tests.
-test: $(STAMP) services lint typecheck openapi-check
+test: $(STAMP) tools services lint typecheck openapi-check
 	$(BIN)/pytest -q tests
 
-unit: $(STAMP)
+unit: $(STAMP) tools
 	$(BIN)/pytest -q tests/unit
 
 integration: $(STAMP) services
