@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -12,32 +11,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN
+from tests.docblocks import marked_block, run_bash
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def walkthrough_script() -> str:
-    text = README.read_text("utf-8")
-    match = re.search(
-        r"<!-- walkthrough:start -->\s*```sh\n(.*?)```\s*<!-- walkthrough:end -->", text, re.DOTALL
-    )
-    assert match, "README.md lost its walkthrough block"
-    return match.group(1)
-
-
 def run_walkthrough(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the README's walkthrough block with bash, as a user pasting it would; it must succeed
     and end with the file checked against the API's checksum."""
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", walkthrough_script()],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_bash(marked_block(README, "walkthrough"), env, cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "export.csv: OK" in result.stdout
     return result

@@ -1,0 +1,31 @@
+"""Shell blocks the docs mark for testing (`<!-- NAME:start -->`, a ```sh block, `<!-- NAME:end -->`),
+and running one verbatim with bash, as a user would."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def marked_block(path: Path, name: str) -> str:
+    """The one ```sh block of ``path`` between `<!-- name:start -->` and `<!-- name:end -->`."""
+    pattern = rf"<!-- {re.escape(name)}:start -->\s*```sh\n(.*?)```\s*<!-- {re.escape(name)}:end -->"
+    blocks = re.findall(pattern, path.read_text("utf-8"), re.DOTALL)
+    assert len(blocks) == 1, f"{path.name} must hold exactly one {name} block, found {len(blocks)}"
+    return str(blocks[0])
+
+
+def run_bash(
+    script: str, env: Mapping[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with `bash -euo pipefail`, so any failing command fails the run."""
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
