@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import uuid
@@ -14,12 +15,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import asyncpg
+import pika
+import pika.exceptions
 from aiohttp import web
 from dramatiq import Worker
 from dramatiq.asyncio import get_event_loop_thread
 
 from actors.broker import create_broker
+from actors.client import EXIT_USAGE, ExportCommand, ExportRequest
 from actors.context import WorkerContext
 from actors.exports import declare_actors
 from actors.queue import DramatiqJobQueue
@@ -27,7 +33,7 @@ from actors.scheduler import run_scheduler
 from service.api.app import create_app
 from service.api.auth import READ, WRITE, mint_token
 from service.api.openapi import build_openapi
-from service.errors import SettingsError
+from service.errors import DatabaseUnavailable, SettingsError
 from service.logs import configure_logging
 from service.migrations import migrate_down, migrate_up
 from service.repository import seed_demo
@@ -38,6 +44,10 @@ DEMO_ORG = uuid.UUID("5f0c6d3e-2b1a-4c8e-9f3d-7a6b5c4d3e21")
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 #: After draining, how long stopping the Dramatiq worker (threads, consumers) may take.
 WORKER_STOP_TIMEOUT_MS = 10_000
+#: How long the start-up check waits for PostgreSQL or RabbitMQ to answer.
+PROBE_TIMEOUT_S = 5.0
+#: A service the command needs is unreachable (or refuses us) at start.
+EXIT_UNAVAILABLE = 1
 
 
 def _stop_event() -> threading.Event:
@@ -50,6 +60,130 @@ def _stop_event() -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop
+
+
+# --- start-up checks: a missing service is one clear line, not a traceback ------------------------
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (in the user info or a ``password`` parameter) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = urlencode(
+        [
+            (k, "***" if k.lower() == "password" else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _address(url: str, default_port: int) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or default_port}"
+
+
+def _failure(exc: BaseException) -> str:
+    """Why a connection failed, in a few words: the OSError may sit deep in the driver's wrapping."""
+    pending: list[object] = [exc]
+    for _ in range(50):
+        if not pending:
+            break
+        item = pending.pop(0)
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(item, socket.gaierror):
+            return "unknown host"
+        if isinstance(item, TimeoutError):
+            return f"no answer within {PROBE_TIMEOUT_S:g} s"
+        if isinstance(item, BaseException):
+            pending.extend(item.args)
+            pending.extend(e for e in (item.__cause__, item.__context__) if e is not None)
+            # pika wraps the socket's error in ``exception`` (one attempt) or ``exceptions`` (all).
+            pending.append(getattr(item, "exception", None))
+            pending.extend(getattr(item, "exceptions", None) or ())
+    return str(exc) or type(exc).__name__
+
+
+def check_database(database_url: str, *, server_only: bool = False) -> str | None:
+    """None if PostgreSQL accepts a connection to the database (or, ``server_only``, to the
+    server: `dev` creates the database itself); otherwise what is wrong and what to do."""
+    url = urlunsplit(urlsplit(database_url)._replace(path="/postgres")) if server_only else database_url
+    where = f"{_address(url, 5432)} (DATABASE_URL={redact(database_url)})"
+
+    async def connect() -> None:
+        conn = await asyncpg.connect(url, timeout=PROBE_TIMEOUT_S)
+        await conn.close()
+
+    try:
+        asyncio.run(connect())
+    except asyncpg.InvalidCatalogNameError:
+        name = urlsplit(url).path.lstrip("/")
+        return (
+            f'PostgreSQL at {where} has no database "{name}": `make run` creates it; or create it'
+            " (createdb) and run `analytics-exports migrate up`"
+        )
+    except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+        return f"PostgreSQL at {where} refused the login: {exc}; check the user and password in DATABASE_URL"
+    except asyncpg.PostgresError as exc:
+        return f"PostgreSQL at {where} refused the connection: {exc}"
+    except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+        return (
+            f"PostgreSQL is not reachable at {where}: {_failure(exc)}. Start it with `make services`"
+            " (ops/start-services.sh), or set DATABASE_URL to a server that is running"
+        )
+    return None
+
+
+def check_broker(rabbitmq_url: str) -> str | None:
+    """None if RabbitMQ accepts an AMQP connection; otherwise what is wrong and what to do."""
+    where = f"{_address(rabbitmq_url, 5671 if rabbitmq_url.startswith('amqps') else 5672)}"
+    where += f" (RABBITMQ_URL={redact(rabbitmq_url)})"
+    params = pika.URLParameters(rabbitmq_url)
+    params.socket_timeout = PROBE_TIMEOUT_S
+    params.stack_timeout = 2 * PROBE_TIMEOUT_S
+    params.connection_attempts = 1
+    # pika logs every failed attempt at ERROR, with a traceback: this check says it in one line.
+    pika_log = logging.getLogger("pika")
+    level = pika_log.level
+    pika_log.setLevel(logging.CRITICAL)
+    try:
+        pika.BlockingConnection(params).close()
+    except pika.exceptions.ProbableAuthenticationError:
+        return f"RabbitMQ at {where} refused the login; check the user and password in RABBITMQ_URL"
+    except pika.exceptions.ProbableAccessDeniedError:
+        return f"RabbitMQ at {where} refused access to the virtual host in RABBITMQ_URL"
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        return (
+            f"RabbitMQ is not reachable at {where}: {_failure(exc)}. Start it with `make services`"
+            " (ops/start-services.sh), or set RABBITMQ_URL to a broker that is running"
+        )
+    finally:
+        pika_log.setLevel(level)
+    return None
+
+
+def unreachable_service(settings: Settings, command: str) -> str | None:
+    """What the command needs, checked once at start; the first problem, or None."""
+    if command in ("migrate", "seed-demo", "api", "worker", "dev"):
+        problem = check_database(settings.database_url, server_only=command == "dev")
+        if problem is not None:
+            return problem
+    if command in ("worker", "scheduler", "dev"):
+        problem = check_broker(settings.rabbitmq_url)
+        if problem is not None:
+            return problem
+    if command == "api" and (problem := check_broker(settings.rabbitmq_url)) is not None:
+        # By design the API accepts exports while RabbitMQ is down (the sweep publishes them).
+        log.warning("%s; accepting exports anyway: the scheduler's sweep publishes them later", problem)
+    return None
+
+
+# --- commands ---------------------------------------------------------------------------------------
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,6 +291,51 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     return run_dev(settings, DEMO_ORG)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A client of the REST API: it needs none of the service's settings or connections."""
+    missing = [
+        f"--{name} (or {variable})"
+        for name, variable in (("api", "API"), ("token", "TOKEN"), ("org", "ORG"))
+        if not getattr(args, name)
+    ]
+    if missing:
+        print(
+            f"analytics-exports export: missing {', '.join(missing)}; `make run` prints the"
+            " `export API=... TOKEN=... ORG=...` lines to paste",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    request = ExportRequest(args.start, args.end, args.granularity, tuple(args.model), args.idempotency_key)
+    command = ExportCommand(
+        args.api,
+        args.token,
+        args.org,
+        request,
+        wait=args.wait,
+        download=args.download,
+        interval=args.poll_interval,
+        timeout=args.timeout,
+    )
+    return command.run()
+
+
+def _seconds(raw: str) -> float:
+    try:
+        return parse_duration("value", raw)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+
+
+EXPORT_EPILOG = """\
+--api, --token and --org default to the API, TOKEN and ORG variables `make run` prints.
+
+exit status: 0 the export succeeded (without --wait: the API accepted it); 1 it failed, was
+cancelled or expired; 2 bad arguments, or the API refused the request (4xx: its title and detail
+are printed); 3 the API could not be reached or answered 429/5xx, the download failed or did not
+match the checksum, or --timeout passed (the export itself goes on); 130 interrupted.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="analytics-exports", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,18 +364,64 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
     openapi.set_defaults(func=cmd_openapi)
     sub.add_parser("dev", help="everything on one machine: what `make run` runs").set_defaults(func=cmd_dev)
+    export = sub.add_parser(
+        "export",
+        help="request an export over the REST API; --wait shows its progress, --download checks the file",
+        description="Request an export from the REST API, as any client would; with --wait, follow it\n"
+        "with a progress line; with --download, save the file and check it against the API's SHA-256.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--api", default=os.environ.get("API"), help="API base URL (default: $API)")
+    export.add_argument("--token", default=os.environ.get("TOKEN"), help="bearer token (default: $TOKEN)")
+    export.add_argument("--org", default=os.environ.get("ORG"), help="org UUID (default: $ORG)")
+    export.add_argument("--start", required=True, help="inclusive, RFC 3339: 2026-10-01T00:00:00Z")
+    export.add_argument("--end", required=True, help="exclusive, RFC 3339, at most 31 days after --start")
+    export.add_argument("--granularity", required=True, choices=["hourly", "daily", "monthly"])
+    export.add_argument(
+        "--model", action="append", default=[], help="only this model (repeatable; default: every model)"
+    )
+    export.add_argument("--idempotency-key", help="makes a retry safe: the same key returns the same job")
+    export.add_argument(
+        "--wait", action="store_true", help="wait until the export is finished, with progress"
+    )
+    export.add_argument(
+        "--download",
+        type=Path,
+        metavar="FILE",
+        help="then save the file here and check its SHA-256 (implies --wait)",
+    )
+    export.add_argument(
+        "--poll-interval", type=_seconds, default=0.5, metavar="DURATION", help="between polls (default 0.5s)"
+    )
+    export.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="DURATION",
+        help="stop waiting after this long, e.g. 10m (default: never)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "export":
+        return cmd_export(args)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:
         print(f"analytics-exports: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, args.command)
-    result: int = args.func(settings, args)
+    problem = unreachable_service(settings, args.command)
+    if problem is not None:
+        print(f"analytics-exports {args.command}: {problem}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        result: int = args.func(settings, args)
+    except DatabaseUnavailable as exc:  # it went away between the check and the start
+        print(f"analytics-exports {args.command}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return result
 
 

@@ -1,8 +1,9 @@
 """``analytics-exports dev``: the whole service on one machine, for `make run`.
 
 Starts a local S3 (moto server) when S3_ENDPOINT is unset, creates the database and buckets,
-migrates, seeds demo rollups, runs API + worker + scheduler as child processes and prints a
-walkthrough. Ctrl-C stops everything.
+migrates, seeds demo rollups, runs API + worker + scheduler as child processes and prints the
+next steps. Ctrl-C stops everything. (The CLI has already checked that PostgreSQL and RabbitMQ
+answer.) Whatever stops it early is one line on stderr naming what failed and what to do.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from botocore.exceptions import ClientError
+import asyncpg
+from botocore.exceptions import BotoCoreError, ClientError
 
-from actors.localdev import start_moto, wait_http
+from actors.localdev import port_in_use, start_moto, stop, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.migrations import migrate_up
 from service.repository import ensure_database, seed_demo
@@ -28,21 +31,43 @@ from service.storage import open_s3_client
 
 DEV_S3_PORT = 9000
 ROLES = ("api", "worker", "scheduler")
+#: How long the local S3 stand-in and the API may take to answer.
+S3_START_TIMEOUT_S = 15
+API_READY_TIMEOUT_S = 30
+#: moto ignores credentials, but the S3 client wants some.
+LOCAL_S3_KEYS = {"S3_ACCESS_KEY": "dev", "S3_SECRET_KEY": "dev-secret"}
+
+
+class DevError(Exception):
+    """`make run` cannot go on; the message says what failed and what to do, in one line."""
 
 
 async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    created = await ensure_database(settings.database_url)
-    print(f"database: {'created' if created else 'exists'}; migrations: ", end="")
-    print(", ".join(await migrate_up(settings.database_url)) or "up to date")
-    async with open_s3_client(settings) as client:
-        for bucket in sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()}):
-            try:
-                await client.create_bucket(Bucket=bucket)
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    raise
+    try:
+        created = await ensure_database(settings.database_url)
+        print(f"database: {'created' if created else 'exists'}; migrations: ", end="")
+        print(", ".join(await migrate_up(settings.database_url)) or "up to date")
+    except asyncpg.PostgresError as exc:
+        raise DevError(f"PostgreSQL refused to prepare the database: {exc}") from exc
+    where = settings.s3_endpoint or "AWS"
+    try:
+        async with open_s3_client(settings) as client:
+            for bucket in sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()}):
+                try:
+                    await client.create_bucket(Bucket=bucket)
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] not in (
+                        "BucketAlreadyOwnedByYou",
+                        "BucketAlreadyExists",
+                    ):
+                        raise
+    except ClientError as exc:
+        raise DevError(f"S3 at {where} refused to create the buckets: {exc}") from exc
+    except BotoCoreError as exc:
+        raise DevError(
+            f"S3 is not reachable at {where} (S3_ENDPOINT): {exc}; unset S3_ENDPOINT to use the local"
+            " stand-in, or start that S3"
+        ) from exc
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     rows = await seed_demo(
         settings.database_url, demo_org, 8, (end - timedelta(days=40)).replace(hour=0), end
@@ -50,29 +75,66 @@ async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
     print(f"demo data: {rows} new hourly rollup rows for org {demo_org}")
 
 
+def _start_local_s3(bin_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """The moto S3 server on 127.0.0.1:``port``, answering; or a DevError saying why not."""
+    elsewhere = "or set S3_ENDPOINT (with S3_ACCESS_KEY, S3_SECRET_KEY) to an S3 you run"
+    if not (bin_dir / "moto_server").exists():
+        raise DevError(
+            f"the local S3 stand-in (moto_server) is not installed in {bin_dir}: `make run` installs"
+            f" it (pip install -e '.[dev]'), {elsewhere}"
+        )
+    if port_in_use("127.0.0.1", port):
+        raise DevError(
+            f"the local S3 stand-in cannot start: port {port} is already in use (another `make run`?);"
+            f" stop that, set DEV_S3_PORT to a free port, {elsewhere}"
+        )
+    moto = start_moto(port)
+    if not wait_http(f"http://127.0.0.1:{port}/moto-api/", timeout=S3_START_TIMEOUT_S, process=moto):
+        code = moto.poll()
+        stop(moto)
+        why = (
+            f"it exited with status {code}"
+            if code is not None
+            else f"no answer within {S3_START_TIMEOUT_S} s"
+        )
+        raise DevError(
+            f"the local S3 stand-in (moto_server) did not start on 127.0.0.1:{port}: {why};"
+            f" set DEV_S3_PORT to another port, {elsewhere}"
+        )
+    return moto
+
+
 def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
     env = dict(os.environ)
-    children: list[subprocess.Popen[bytes]] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
     bin_dir = Path(sys.executable).parent
-    if settings.s3_endpoint is None:
-        port = int(env.get("DEV_S3_PORT", DEV_S3_PORT))
-        moto = start_moto(port)
-        children.append(moto)
-        env.update(S3_ENDPOINT=f"http://127.0.0.1:{port}", S3_ACCESS_KEY="dev", S3_SECRET_KEY="dev-secret")  # noqa: S106 (moto ignores credentials)
-        if not wait_http(f"http://127.0.0.1:{port}/moto-api/", timeout=15):
-            moto.terminate()
-            print(f"local S3 (moto_server) did not start on port {port}", file=sys.stderr)
-            return 1
-        print(f"local S3: moto server on http://127.0.0.1:{port} (objects live in memory)")
-    settings = Settings.from_env(env)
     try:
+        if settings.s3_endpoint is None:
+            raw_port = env.get("DEV_S3_PORT") or str(DEV_S3_PORT)
+            if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+                raise DevError(f"DEV_S3_PORT must be a port number, not {raw_port!r}")
+            port = int(raw_port)
+            children["local S3"] = _start_local_s3(bin_dir, port)
+            env.update(S3_ENDPOINT=f"http://127.0.0.1:{port}", **LOCAL_S3_KEYS)
+            print(f"local S3: moto server on http://127.0.0.1:{port} (objects live in memory)")
+        settings = Settings.from_env(env)
+        if port_in_use(settings.http_host, settings.http_port):
+            raise DevError(
+                f"port {settings.http_port} is already in use (another `make run`?): stop that, or set"
+                " HTTP_PORT to a free port"
+            )
         asyncio.run(_prepare(settings, demo_org))
         for role in ROLES:
-            children.append(subprocess.Popen([str(bin_dir / "analytics-exports"), role], env=env))
+            children[role] = subprocess.Popen([str(bin_dir / "analytics-exports"), role], env=env)
         base = f"http://127.0.0.1:{settings.http_port}"
-        if not wait_http(base + "/readyz", timeout=30):
-            print("the API did not become ready; see the logs above", file=sys.stderr)
-            return 1
+        if not wait_http(base + "/readyz", timeout=API_READY_TIMEOUT_S, process=children["api"]):
+            code = children["api"].poll()
+            raise DevError(
+                f"the API exited with status {code}; its message is above"
+                if code is not None
+                else f"the API was not ready within {API_READY_TIMEOUT_S} s; GET {base}/readyz says which"
+                " check fails, and the log lines above say why"
+            )
         token = mint_token(
             settings.auth_jwt_secret,
             subject="finance@example.com",
@@ -82,33 +144,63 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             audience=settings.auth_jwt_audience,
             ttl_seconds=12 * 3600,
         )
-        print(WALKTHROUGH.format(base=base, org=demo_org, token=token, steps=walkthrough_steps()), flush=True)
+        print(next_steps(base, demo_org, token, bin_dir), flush=True)
         stopping = False
 
-        def stop(signum: int, frame: object) -> None:
+        def on_signal(signum: int, frame: object) -> None:
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
         while not stopping:
-            if any(child.poll() is not None for child in children):
-                print("a child process exited; stopping everything", file=sys.stderr)
-                return 1
+            for name, child in children.items():
+                if (code := child.poll()) is not None:
+                    print(
+                        f"analytics-exports dev: the {name} exited (status {code}); stopping everything",
+                        file=sys.stderr,
+                    )
+                    return 1
             time.sleep(0.5)
         return 0
+    except DevError as exc:
+        print(f"analytics-exports dev: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("analytics-exports dev: interrupted; stopping everything", file=sys.stderr)
+        return 130
     finally:
-        for child in reversed(children):
+        for child in reversed(children.values()):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in reversed(children):
+        for child in reversed(children.values()):
             try:
                 child.wait(timeout=70)
             except subprocess.TimeoutExpired:
                 child.kill()
 
 
-WALKTHROUGH = """
+def export_command(bin_dir: Path, now: datetime | None = None) -> str:
+    """The `analytics-exports export` line to paste: month to date, daily, with progress and the file."""
+    now = now or datetime.now(UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    program = bin_dir / "analytics-exports"
+    relative = os.path.relpath(program)
+    shown = relative if not relative.startswith("..") else str(program)
+    return (
+        f"{shown} export --start {start:%Y-%m-%dT%H:%M:%SZ} --end {end:%Y-%m-%dT%H:%M:%SZ}"
+        " --granularity daily --wait --download export.csv"
+    )
+
+
+def next_steps(base: str, org: uuid.UUID, token: str, bin_dir: Path) -> str:
+    return NEXT_STEPS.format(
+        base=base, org=org, token=token, export=export_command(bin_dir), steps=walkthrough_steps()
+    )
+
+
+NEXT_STEPS = """
 analytics-exports is running: API {base} (API, worker and scheduler log JSON lines above).
 
 In another shell, from this directory:
@@ -116,6 +208,13 @@ In another shell, from this directory:
   export TOKEN={token}
   export ORG={org}
   export API={base}
+
+Then ask for month-to-date cost per model, daily: a progress line shows the job running, and the
+file is saved and checked against the SHA-256 the API vouches for:
+
+  {export}
+
+Or do the same by hand with curl (README.md, "Walkthrough"):
 {steps}
 Ctrl-C stops everything.
 """

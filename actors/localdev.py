@@ -29,10 +29,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float) -> bool:
-    """Poll ``url`` until it answers 2xx; ``False`` if it did not within ``timeout`` seconds."""
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already accepts connections on ``host``:``port`` (0.0.0.0: loopback)."""
+    try:
+        with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "") else host, port), timeout=1):  # noqa: S104
+            return True
+    except OSError:
+        return False
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll ``url`` until it answers 2xx; ``False`` if it did not within ``timeout`` seconds, or
+    if ``process`` (the server being waited for) exited meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URLs we build)
                 if 200 <= response.status < 300:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
 from actors.localdev import free_port
 from tests.conftest import (
@@ -38,7 +40,7 @@ def test_dev_starts_everything_prints_a_working_walkthrough_and_stops_cleanly(tm
     }
     log = (tmp_path / "dev.log").open("w+")
     proc = subprocess.Popen(
-        [str(BIN / "analytics-exports"), "dev"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [str(BIN / "analytics-exports"), "dev"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
     )
     try:
         # When it is up, it prints the three variables the walkthrough needs
@@ -56,6 +58,22 @@ def test_dev_starts_everything_prints_a_working_walkthrough_and_stops_cleanly(tm
 
         # Then the README walkthrough works against it, verbatim
         run_walkthrough({**env, **printed}, tmp_path)
+
+        # And so does the `analytics-exports export` line it prints, pasted into a shell
+        commands = re.findall(r"^\s*(\S*analytics-exports export .*)$", output, re.M)
+        assert len(commands) == 1, output
+        (tmp_path / "cli").mkdir()
+        pasted = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", commands[0]],
+            env={**env, **printed},
+            cwd=tmp_path / "cli",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+        assert "SHA-256 matches the API's checksum" in pasted.stdout
+        assert (tmp_path / "cli" / "export.csv").stat().st_size > 0
     finally:
         # And Ctrl-C stops every child cleanly
         proc.send_signal(signal.SIGINT)
@@ -67,6 +85,36 @@ def test_dev_starts_everything_prints_a_working_walkthrough_and_stops_cleanly(tm
             delete_queues(queue)
             asyncio.run(drop(name))
     assert code == 0, (tmp_path / "dev.log").read_text()[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("variable", "names"), [("DEV_S3_PORT", "the local S3 stand-in"), ("HTTP_PORT", "port")]
+)
+def test_dev_says_in_one_line_which_port_is_taken_and_what_to_do(variable: str, names: str) -> None:
+    # Given another program already listens on the port `make run` would use
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("S3_", "EXPORT_", "AUTH_"))},
+            "DATABASE_URL": urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path="/analytics_dev_unused")),
+            "RABBITMQ_URL": RABBITMQ_URL,
+            "HTTP_PORT": str(free_port()),
+            "DEV_S3_PORT": str(free_port()),
+            variable: str(port),
+        }
+        # When `make run` starts
+        result = subprocess.run(
+            [str(BIN / "analytics-exports"), "dev"], env=env, capture_output=True, text=True, timeout=60
+        )
+    # Then it stops with one line naming the port and the variable that moves it, and no traceback
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"analytics-exports dev: {names}"), result.stderr
+    assert f"port {port} is already in use" in last
+    assert f"set {variable} to a free port" in last
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 async def drop(name: str) -> None:

@@ -1,0 +1,106 @@
+"""`analytics-exports export --wait --download` against the real processes, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import BIN
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.usefixtures("clean_state")
+
+
+def seed(stack: Stack, org: uuid.UUID) -> None:
+    seeded = subprocess.run(
+        [str(BIN / "analytics-exports"), "seed-demo", "--org", str(org), "--days", "10", "--models", "3"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+
+
+def export(stack: Stack, env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "analytics-exports"), "export", *args],
+        env={**stack.env, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_export_waits_with_progress_downloads_and_verifies_the_file(
+    stack: Stack, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # Given demo data and the three variables `make run` prints
+    org = uuid.uuid4()
+    seed(stack, org)
+    env = {"API": stack.base, "TOKEN": stack.token(org), "ORG": str(org)}
+
+    # When the command line client asks for a daily export, waits for it and downloads it
+    result = export(
+        stack,
+        env,
+        tmp_path,
+        *("--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T00:00:00Z"),
+        "--granularity",
+        "daily",
+    )
+    # (a request the API refuses is one clear line and exit status 2)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(
+        "analytics-exports export: the API answered 400 Request validation failed"
+    )
+    assert "Traceback" not in result.stderr
+
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = (end - timedelta(days=7)).replace(hour=0)
+    result = export(
+        stack,
+        env,
+        tmp_path,
+        *("--start", f"{start:%Y-%m-%dT%H:%M:%SZ}", "--end", f"{end:%Y-%m-%dT%H:%M:%SZ}"),
+        *("--granularity", "daily", "--wait", "--download", "export.csv", "--timeout", "90s"),
+    )
+
+    # Then it succeeds, and the file it saved is the one the API vouches for
+    assert result.returncode == 0, result.stdout + result.stderr
+    job_id = result.stdout.splitlines()[0].split()[1].rstrip(":")
+    async with http.get(f"{stack.exports_url(org)}/{job_id}", headers=stack.auth(org)) as reply:
+        assert reply.status == 200
+        job = await reply.json()
+    assert job["status"] == "succeeded"
+    data = (tmp_path / "export.csv").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == job["checksum"]
+    assert len(data) == job["byteCount"]
+    assert data.count(b"\n") - 1 == job["rowCount"] > 0
+
+    # And the output says what happened, in the words a finance user needs
+    out = result.stdout
+    assert out.splitlines()[0] == f"export {job_id}: pending"
+    assert f"export {job_id}: succeeded after" in out
+    assert f"rows      {job['rowCount']:,}" in out
+    assert f"checksum  sha256 {job['checksum']}" in out
+    assert f"download  {stack.settings.s3_endpoint}/" in out
+    assert f"saved     export.csv: {len(data):,} bytes, SHA-256 matches the API's checksum" in out
+    # with, not on a terminal, one progress line per change of status or attempt, on stderr
+    progress = [line.split("  ") for line in result.stderr.splitlines()]
+    assert all(line[0] == f"export {job_id[:8]}" for line in progress), result.stderr
+    changes = [(line[1], line[2] if line[2].startswith("attempt") else None) for line in progress]
+    assert changes[0] == ("pending", None), result.stderr
+    assert changes[-1] == ("succeeded", "attempt 1"), result.stderr
+    assert all(a != b for a, b in itertools.pairwise(changes)), result.stderr
+    assert f"{job['rowCount']:,} rows" in progress[-1], result.stderr
+    assert "\r" not in result.stderr
+    assert not (tmp_path / "export.csv.part").exists()

@@ -1,0 +1,97 @@
+"""A command whose database or broker is unreachable says so in one line and exits 1.
+
+The processes run as from a shell, pointed at closed loopback ports: no service is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.cli import check_broker, check_database, redact
+from actors.localdev import free_port
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def closed() -> dict[str, str]:
+    """An environment whose PostgreSQL and RabbitMQ are closed ports, with passwords in the URLs."""
+    pg, amqp = free_port(), free_port()
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "RABBITMQ_", "S3_"))},
+        "DATABASE_URL": f"postgresql://exports:pg-secret@127.0.0.1:{pg}/analytics",
+        "RABBITMQ_URL": f"amqp://guest:mq-secret@127.0.0.1:{amqp}/%2F",
+        "HTTP_PORT": str(free_port()),
+    }
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "analytics-exports"), *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["migrate", "up"], ["migrate", "down"], ["api"], ["worker"], ["seed-demo"], ["dev"]]
+)
+def test_an_unreachable_database_is_one_line_naming_it_and_how_to_start_it(
+    closed: dict[str, str], command: list[str]
+) -> None:
+    # Given nothing listens where DATABASE_URL points
+    port = closed["DATABASE_URL"].split(":")[3].split("/")[0]
+    # When the command starts
+    result = run(closed, *command)
+    # Then it stops at once with one line: which service, where (no password), what to do
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"analytics-exports {command[0]}: PostgreSQL is not reachable at 127.0.0.1:{port}"
+        f" (DATABASE_URL=postgresql://exports:***@127.0.0.1:{port}/analytics): connection refused."
+        " Start it with `make services` (ops/start-services.sh), or set DATABASE_URL to a server"
+        " that is running\n"
+    )
+    assert result.stdout == ""
+
+
+def test_an_unreachable_broker_stops_the_scheduler_with_one_line(closed: dict[str, str]) -> None:
+    port = closed["RABBITMQ_URL"].split(":")[3].split("/")[0]
+    result = run(closed, "scheduler")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"analytics-exports scheduler: RabbitMQ is not reachable at 127.0.0.1:{port}"
+        f" (RABBITMQ_URL=amqp://guest:***@127.0.0.1:{port}/%2F): connection refused."
+        " Start it with `make services` (ops/start-services.sh), or set RABBITMQ_URL to a broker"
+        " that is running\n"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_commands_that_need_no_service_do_not_check_any(closed: dict[str, str]) -> None:
+    result = run(closed, "token", "--org", "5f0c6d3e-2b1a-4c8e-9f3d-7a6b5c4d3e21", "--sub", "me")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(".") == 2  # a JWT
+
+
+def test_the_checks_pass_nothing_when_they_fail_and_name_a_missing_host() -> None:
+    assert "unknown host" in (check_database("postgresql://u@no-such-host.invalid:5432/x") or "")
+    assert "connection refused" in (check_broker(f"amqp://u:p@127.0.0.1:{free_port()}/%2F") or "")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/analytics", "postgresql://postgres@127.0.0.1:5432/analytics"),
+        ("postgresql://u:p%40ss@db:5432/a", "postgresql://u:***@db:5432/a"),
+        (
+            "postgresql://u@db/a?password=hunter2&sslmode=require",
+            "postgresql://u@db/a?password=***&sslmode=require",
+        ),
+        ("amqp://guest:guest@127.0.0.1:5672/%2F", "amqp://guest:***@127.0.0.1:5672/%2F"),
+    ],
+)
+def test_urls_are_shown_without_their_passwords(url: str, shown: str) -> None:
+    assert redact(url) == shown
