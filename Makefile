@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test tools lint typecheck openapi openapi-check unit integration e2e faults services bench clean
+.PHONY: run test tools lint typecheck openapi openapi-check unit integration e2e faults services bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ openapi-check: $(STAMP)
 ## Benchmarks (not part of make test): our export path beside its baselines; see docs/performance.md.
 bench: $(STAMP) services
 	$(BIN)/python -m bench.run
+
+## Scale-out (not part of make test): 40 mid-size exports through the API with 1, then 2 worker processes.
+bench-scale: $(STAMP) services
+	$(BIN)/python -m bench.scale_out
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
