@@ -1,18 +1,21 @@
-"""Per-worker-process resources (pool, S3 client, services), opened once on the worker's loop."""
+"""Per-worker-process resources (pool, S3 client, services), opened once on the worker's loop,
+and the worker's metrics, served on METRICS_PORT from boot to shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from dramatiq import Broker, Middleware, Worker
 from dramatiq.asyncio import get_event_loop_thread
+from prometheus_client import start_http_server
 
 from service.exporter import Exporter
 from service.housekeeping import Housekeeper
+from service.metrics import ExportMetrics
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
 from service.storage import ObjectStore, open_s3_client
@@ -32,6 +35,8 @@ class WorkerContext(Middleware):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.metrics = ExportMetrics()
+        self._metrics_server: Callable[[], None] | None = None
         self._stack: AsyncExitStack | None = None
         self._resources: Resources | None = None
         self._lock: asyncio.Lock | None = None
@@ -86,16 +91,34 @@ class WorkerContext(Middleware):
             raise
         self._stack = stack
         repository = JobRepository(pool)
-        store = ObjectStore.from_settings(client, settings)
+        store = ObjectStore.from_settings(client, settings, self.metrics)
         log.info("worker resources opened")
-        return Resources(Exporter(repository, store, settings), Housekeeper(repository, store, settings))
+        return Resources(
+            Exporter(repository, store, settings, metrics=self.metrics),
+            Housekeeper(repository, store, settings, self.metrics),
+        )
 
     async def _close(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()
             self._stack, self._resources = None, None
 
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        port = self.settings.metrics_port
+        if not port:
+            return
+        # A worker that cannot serve metrics still exports: it logs, and the scrape's `up` is 0.
+        try:
+            server, _ = start_http_server(port, self.settings.http_host, registry=self.metrics.registry)
+        except OSError as exc:
+            log.error("cannot serve /metrics", extra={"port": port, "reason": str(exc)})
+            return
+        self._metrics_server = server.shutdown
+        log.info("metrics served", extra={"host": self.settings.http_host, "port": port})
+
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         thread = get_event_loop_thread()
         if thread is not None:
             thread.run_coroutine(self._close())
+        if self._metrics_server is not None:
+            self._metrics_server()

@@ -144,7 +144,7 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             audience=settings.auth_jwt_audience,
             ttl_seconds=12 * 3600,
         )
-        print(next_steps(base, demo_org, token, bin_dir), flush=True)
+        print(next_steps(base, demo_org, token, bin_dir, settings.metrics_port), flush=True)
         stopping = False
 
         def on_signal(signum: int, frame: object) -> None:
@@ -194,9 +194,15 @@ def export_command(bin_dir: Path, now: datetime | None = None) -> str:
     )
 
 
-def next_steps(base: str, org: uuid.UUID, token: str, bin_dir: Path) -> str:
+def next_steps(base: str, org: uuid.UUID, token: str, bin_dir: Path, metrics_port: int = 0) -> str:
+    worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off (METRICS_PORT=0)"
     return NEXT_STEPS.format(
-        base=base, org=org, token=token, export=export_command(bin_dir), steps=walkthrough_steps()
+        base=base,
+        org=org,
+        token=token,
+        export=export_command(bin_dir),
+        steps=walkthrough_steps(),
+        worker_metrics=worker_metrics,
     )
 
 
@@ -216,6 +222,7 @@ file is saved and checked against the SHA-256 the API vouches for:
 
 Or do the same by hand with curl (README.md, "Walkthrough"):
 {steps}
+Metrics (Prometheus text): API {base}/metrics, worker {worker_metrics}.
 Ctrl-C stops everything.
 """
 README = Path(__file__).resolve().parent.parent / "README.md"

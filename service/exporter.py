@@ -13,11 +13,14 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 
 from service.errors import ExportCancelled, ExportFailed, LeaseLost, Retryable
 from service.job import ExportOutput, Job, Lease, object_key
+from service.logs import log_context
+from service.metrics import ExportMetrics
 from service.repository import JobRepository
 from service.settings import Settings
 from service.storage import MultipartUpload, ObjectStore, s3_uri
@@ -80,11 +83,13 @@ class Exporter:
         store: ObjectStore,
         settings: Settings,
         worker_name: str | None = None,
+        metrics: ExportMetrics | None = None,
     ) -> None:
         self._repository = repository
         self._store = store
         self._settings = settings
         self._worker_name = worker_name or default_worker_name()
+        self._metrics = metrics or ExportMetrics()
         self._draining = False
 
     def start_draining(self) -> None:
@@ -101,20 +106,43 @@ class Exporter:
         attempt = _Attempt(
             job, {"job_id": str(job.job_id), "org_id": str(job.org_id), "attempt": job.attempt}
         )
-        log.info("export started", extra={**attempt.ctx, "granularity": job.granularity.value})
+        # Every line of the attempt (storage retries included) carries the job and the request
+        # that created it.
+        with log_context(**attempt.ctx, request_id=job.request_id):
+            return await self._attempt(attempt)
+
+    async def _attempt(self, attempt: _Attempt) -> Job | None:
+        log.info("export started", extra={**attempt.ctx, "granularity": attempt.job.granularity.value})
+        started = time.monotonic()
+        self._metrics.running.inc()
         heartbeat = asyncio.create_task(self._heartbeat(attempt))
+        outcome = "lost"
         try:
-            return await self._export(attempt)
+            done = await self._export(attempt)
+            if done is not None:
+                outcome = "succeeded"
+                self._metrics.rows.inc(done.row_count or 0)
+                self._metrics.bytes.inc(done.byte_count or 0)
+            return done
         except BaseException as exc:
             # BaseException too: a time limit or shutdown cancels the coroutine, and the job must
             # still end truthfully with nothing left behind. Cancellation is re-raised afterwards.
             heartbeat.cancel()  # settling moves the job on; its lease needs no more renewing
-            settled = await self._settle(attempt, exc)
+            settled, outcome = await self._settle(attempt, exc)
             if not isinstance(exc, Exception):
                 raise
             return settled
         finally:
             heartbeat.cancel()
+            self._metrics.running.dec()
+            self._count(outcome, time.monotonic() - started)
+
+    def _count(self, outcome: str, seconds: float) -> None:
+        """One attempt ended: its outcome, its duration and, if final, the job's status."""
+        self._metrics.attempts.labels(outcome).inc()
+        self._metrics.duration.labels(outcome).observe(seconds)
+        if outcome in ("succeeded", "failed", "cancelled"):
+            self._metrics.finished.labels(outcome).inc()
 
     async def _export(self, attempt: _Attempt) -> Job | None:
         job, ctx = attempt.job, attempt.ctx
@@ -177,21 +205,23 @@ class Exporter:
             log.info("cancel requested; stopping at the next part", extra=attempt.ctx)
             attempt.cancel.set()
 
-    async def _settle(self, attempt: _Attempt, exc: BaseException) -> Job | None:
-        """Record how the attempt ended (compare-and-set), then clean up its upload."""
+    async def _settle(self, attempt: _Attempt, exc: BaseException) -> tuple[Job | None, str]:
+        """Record how the attempt ended (compare-and-set), then clean up its upload. Returns the
+        job as settled (``None`` if the attempt no longer owned it) and the outcome for the
+        metrics: failed, retrying, cancelled, handed_back or lost."""
         job, ctx, upload = attempt.job, attempt.ctx, attempt.upload
         if upload is not None:
             await upload.discard()  # no part upload may outlive the attempt
         if isinstance(exc, LeaseLost):
             log.warning("attempt lost its job; stopping", extra={**ctx, "reason": str(exc)})
             await self._abort(upload, ctx)
-            return None
+            return None, "lost"
         reason = describe(exc)
         try:
             if isinstance(exc, ExportCancelled):
-                settled, outcome = await self._repository.cancel_running(job), "cancelled"
+                settled, outcome, said = await self._repository.cancel_running(job), "cancelled", "cancelled"
             elif isinstance(exc, asyncio.CancelledError) and self._draining:
-                settled, outcome = await self._repository.hand_back(job), "handed back"
+                settled, outcome, said = await self._repository.hand_back(job), "handed_back", "handed back"
             elif is_retryable(exc) and job.charged_attempts < self._settings.export_max_attempts:
                 backoff = min(
                     self._settings.export_worker_interval * 2 ** (job.charged_attempts - 1),
@@ -200,29 +230,29 @@ class Exporter:
                 settled = await self._repository.retry(
                     job, f"attempt {job.attempt} failed: {reason}", backoff
                 )
-                outcome = f"retrying in {backoff:g}s"
+                outcome, said = "retrying", f"retrying in {backoff:g}s"
             else:
                 if is_retryable(exc):
                     reason = f"gave up after {job.charged_attempts} attempts: {reason}"
-                settled, outcome = await self._repository.fail(job, reason), "failed"
+                settled, outcome, said = await self._repository.fail(job, reason), "failed", "failed"
         except Exception:
             # The database is away too: the lease will lapse and the sweep will reclaim the job.
             log.exception("could not record how the attempt ended", extra={**ctx, "reason": reason})
             await self._abort(upload, ctx)
-            return None
+            return None, "lost"
         log.log(
             logging.ERROR if outcome == "failed" else logging.WARNING,
-            f"export {outcome}",
+            f"export {said}",
             extra={**ctx, "reason": reason},
             exc_info=not (is_retryable(exc) or isinstance(exc, ExportFailed | ExportCancelled)),
         )
         if settled is None:
             await self._abort(upload, ctx)  # fenced: only our own upload is ours to clean
-            return None
+            return None, "lost"
         if await self._clean(settled, upload, ctx) and upload is not None:
             await self._repository.clear_upload_id(job.job_id, upload.upload_id)
             settled = replace(settled, upload_id=None)
-        return settled
+        return settled, outcome
 
     async def _clean(self, job: Job, upload: MultipartUpload | None, ctx: dict[str, object]) -> bool:
         """After this attempt settled the job (so nobody else writes its key right now): abort

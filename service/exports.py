@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from service.errors import Conflict, Gone, NotFound, QueueUnavailable
+from service.errors import Conflict, DatabaseUnavailable, Gone, NotFound, QueueUnavailable
 from service.job import (
     Caller,
     Created,
@@ -18,10 +18,12 @@ from service.job import (
     ExportRequest,
     IdempotencyKey,
     Job,
+    JobBacklog,
     JobPage,
     JobStatus,
     rfc3339,
 )
+from service.metrics import Backlog
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.storage import ObjectStore, parse_s3_uri
@@ -87,6 +89,23 @@ class ExportService:
             await self._repository.mark_enqueued(job.job_id)
             log.info("export enqueued", extra={**ctx, "granularity": job.granularity.value})
         return created
+
+    async def backlog(self) -> Backlog:
+        """What /metrics reports about waiting work: jobs from the database, messages from the
+        broker; a source that does not answer is ``None`` (the scrape itself still succeeds)."""
+        jobs: JobBacklog | None
+        queues: dict[str, int] | None
+        try:
+            jobs = await self._repository.backlog()
+        except DatabaseUnavailable as exc:
+            log.warning("backlog: database unavailable", extra={"reason": str(exc)})
+            jobs = None
+        try:
+            queues = await self._queue.depths()
+        except QueueUnavailable as exc:
+            log.warning("backlog: broker unavailable", extra={"reason": str(exc)})
+            queues = None
+        return Backlog(jobs, queues)
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:
         job = await self._repository.get(org_id, job_id)

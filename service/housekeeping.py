@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from service.errors import QueueUnavailable, StorageError
 from service.job import object_key, rfc3339
+from service.metrics import ExportMetrics
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.retention import RollupTable, prune_cutoff
@@ -48,7 +49,14 @@ class SweepReport:
 
 
 class Housekeeper:
-    def __init__(self, repository: JobRepository, store: ObjectStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        repository: JobRepository,
+        store: ObjectStore,
+        settings: Settings,
+        metrics: ExportMetrics | None = None,
+    ) -> None:
+        self._metrics = metrics or ExportMetrics()
         self._repository = repository
         self._store = store
         self._settings = settings
@@ -71,6 +79,7 @@ class Housekeeper:
             if await self._repository.expire(job.job_id) is not None:
                 expired += 1
                 log.info("export expired", extra=ctx)
+        self._metrics.housekeeping.labels("expired").inc(expired)
         return expired
 
     async def prune_rollups(
@@ -108,6 +117,7 @@ class Housekeeper:
                 "pruned rollups",
                 extra={"deleted": total, **counts, "cutoff": rfc3339(cutoff), "capped": capped},
             )
+        self._metrics.housekeeping.labels("pruned_rows").inc(total)
         return total
 
     async def sweep(
@@ -142,6 +152,11 @@ class Housekeeper:
         report = SweepReport(len(requeued), len(failed), cleaned, published, aborted, len(cancelled))
         if report != SweepReport():
             log.info("sweep", extra=asdict(report))
+        for action, count in asdict(report).items():
+            self._metrics.housekeeping.labels(action).inc(count)
+        # Jobs the sweep ended for good count with the ones attempts ended (the failure-rate alert)
+        self._metrics.finished.labels("failed").inc(report.failed)
+        self._metrics.finished.labels("cancelled").inc(report.cancelled)
         return report
 
     async def _clean_leftovers(self, batch: int) -> int:

@@ -85,6 +85,8 @@ class Job:
     handbacks: int
     available_at: datetime | None
     cancel_requested_at: datetime | None
+    #: The API request that created the job (its X-Request-ID), for following it through the logs.
+    request_id: str | None
 
     @property
     def charged_attempts(self) -> int:
@@ -117,12 +119,23 @@ class IdempotencyKey:
 
 
 @dataclass(frozen=True, slots=True)
+class JobBacklog:
+    """Work waiting or under way, across every org."""
+
+    pending: int
+    running: int
+    #: How long the oldest pending job has been due to run; 0 when none is waiting.
+    oldest_pending_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who made an API call, as the audit trail records it."""
 
     subject: str
     client_ip: str | None
     user_agent: str | None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

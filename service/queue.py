@@ -12,3 +12,7 @@ class JobQueue(Protocol):
 
     async def ping(self) -> None:
         """Raise QueueUnavailable unless the broker is reachable."""
+
+    async def depths(self) -> dict[str, int]:
+        """Messages waiting in each of the export queues (by queue name); raises
+        QueueUnavailable unless the broker answers."""

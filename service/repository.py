@@ -29,6 +29,7 @@ from service.job import (
     ExportRequest,
     IdempotencyKey,
     Job,
+    JobBacklog,
     JobPage,
     JobStatus,
     Lease,
@@ -127,6 +128,12 @@ class JobRepository:
             row = await conn.fetchrow(QUERIES[name], *args)
         return Job.from_row(row) if row is not None else None
 
+    async def backlog(self) -> JobBacklog:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(QUERIES["job_backlog"])
+        assert row is not None
+        return JobBacklog(row["pending"], row["running"], row["oldest_pending_seconds"])
+
     async def ping(self) -> None:
         async with self._connection() as conn:
             await conn.fetchval(QUERIES["ping"])
@@ -180,6 +187,7 @@ class JobRepository:
                 request.end,
                 request.granularity.value,
                 list(request.models) if request.models else None,
+                caller.request_id if caller is not None else None,
             )
             assert row is not None
             if idempotency is not None:

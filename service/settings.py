@@ -89,6 +89,26 @@ def parse_bucket_overrides(variable: str, raw: str) -> Mapping[uuid.UUID, str]:
     return MappingProxyType(overrides)
 
 
+def parse_previous_secrets(variable: str, raw: str) -> tuple[str, ...]:
+    """Parse ``secret,secret``: former HS256 keys, each held to AUTH_JWT_SECRET's rule (at least 32
+    bytes). Surrounding spaces and empty items are ignored, so a secret cannot contain a comma or
+    begin or end with a space. Errors never echo a secret."""
+    items = [item.strip() for item in raw.split(",")]
+    secrets = [item for item in items if item]
+    for number, secret in enumerate(secrets, 1):
+        if len(secret.encode()) < 32:
+            raise SettingsError(
+                variable,
+                f"secret {number} of {len(secrets)} is shorter than 32 bytes (HS256 needs 32 or more)",
+            )
+        if secret == DEV_JWT_SECRET:
+            raise SettingsError(
+                variable,
+                f"secret {number} of {len(secrets)} is the public development secret; never accept it",
+            )
+    return tuple(dict.fromkeys(secrets))
+
+
 def parse_url(variable: str, raw: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in schemes or not parts.hostname:
@@ -126,7 +146,14 @@ class Settings:
     export_max_active_per_org: int = 5
     http_host: str = "127.0.0.1"
     http_port: int = 8084
+    #: Where a worker serves /metrics (on HTTP_HOST); 0 turns it off. The API serves its own on
+    #: HTTP_PORT.
+    metrics_port: int = 9191
     auth_jwt_secret: str = DEV_JWT_SECRET
+    #: Former HS256 keys, still accepted for verification (never used to mint) while tokens signed
+    #: with them run out: what makes rotating AUTH_JWT_SECRET possible without downtime. Kept out
+    #: of repr.
+    auth_jwt_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
     #: When set, tokens must carry exactly this ``iss`` / this ``aud``.
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
@@ -205,10 +232,14 @@ class Settings:
             values["http_host"] = v
         if (v := get("HTTP_PORT")) is not None:
             values["http_port"] = parse_int("HTTP_PORT", v, minimum=0, maximum=65535)
+        if (v := get("METRICS_PORT")) is not None:
+            values["metrics_port"] = parse_int("METRICS_PORT", v, minimum=0, maximum=65535)
         if (v := get("AUTH_JWT_SECRET")) is not None:
             if len(v.encode()) < 32:
                 raise SettingsError("AUTH_JWT_SECRET", "must be at least 32 bytes for HS256")
             values["auth_jwt_secret"] = v
+        if (v := get("AUTH_JWT_PREVIOUS_SECRETS")) is not None:
+            values["auth_jwt_previous_secrets"] = parse_previous_secrets("AUTH_JWT_PREVIOUS_SECRETS", v)
         values["auth_jwt_issuer"] = get("AUTH_JWT_ISSUER")
         values["auth_jwt_audience"] = get("AUTH_JWT_AUDIENCE")
         if (v := get("AUTH_JWKS_URL")) is not None:

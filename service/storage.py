@@ -25,6 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
 from service.errors import RetryableStorageError, StorageError, TerminalStorageError
+from service.metrics import ExportMetrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,18 @@ class Retrier:
     """Retries one S3 call on retryable failures, with exponential backoff, for up to ``window``
     seconds (on top of botocore's own three quick tries). Terminal failures raise at once."""
 
-    def __init__(self, window: float, first_delay: float = 0.25, max_delay: float = 4.0) -> None:
+    def __init__(
+        self,
+        window: float,
+        first_delay: float = 0.25,
+        max_delay: float = 4.0,
+        on_retry: Callable[[], object] | None = None,
+    ) -> None:
         self.window = window
         self.first_delay = first_delay
         self.max_delay = max_delay
+        #: Called before each retry (the metrics count them).
+        self._on_retry = on_retry
 
     async def __call__(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
         deadline = time.monotonic() + self.window
@@ -146,6 +155,8 @@ class Retrier:
                 log.warning(
                     "S3 call failed; retrying", extra={"action": action, "reason": str(error), "try": tries}
                 )
+                if self._on_retry is not None:
+                    self._on_retry()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_delay)
 
@@ -176,6 +187,7 @@ class MultipartUpload:
         part_size: int,
         retrier: Retrier,
         parts_in_flight: int = 1,
+        on_part: Callable[[float], object] | None = None,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -189,6 +201,8 @@ class MultipartUpload:
         self._bytes = 0
         self._parts_in_flight = max(1, parts_in_flight)
         self._in_flight: list[asyncio.Task[None]] = []
+        #: Called with each part's upload time in seconds, retries included (the metrics).
+        self._on_part = on_part
         #: True once CompleteMultipartUpload succeeded: from then on the object exists and
         #: cleaning up means deleting it, not aborting the upload.
         self.completed = False
@@ -218,6 +232,7 @@ class MultipartUpload:
 
     async def _send(self, part: dict[str, object], body: bytearray) -> None:
         number = part["PartNumber"]
+        started = time.monotonic()
         response = await self._retrier(
             f"upload of part {number}",
             lambda: self.client.upload_part(
@@ -225,6 +240,8 @@ class MultipartUpload:
             ),
         )
         part["ETag"] = response["ETag"]
+        if self._on_part is not None:
+            self._on_part(time.monotonic() - started)
 
     async def _drain(self, keep: int) -> None:
         """Wait, oldest first, until at most ``keep`` part uploads are on their way; a failed
@@ -293,18 +310,30 @@ class ObjectStore:
     """Export objects in S3."""
 
     def __init__(
-        self, client: S3Client, part_size: int, retry_window: float = 30.0, parts_in_flight: int = 1
+        self,
+        client: S3Client,
+        part_size: int,
+        retry_window: float = 30.0,
+        parts_in_flight: int = 1,
+        metrics: ExportMetrics | None = None,
     ) -> None:
         self._client = client
         self._part_size = part_size
-        self._retrier = Retrier(retry_window)
+        self._retrier = Retrier(retry_window, on_retry=metrics.storage_retries.inc if metrics else None)
         self._parts_in_flight = parts_in_flight
+        self._on_part = metrics.part_upload.observe if metrics else None
 
     @classmethod
-    def from_settings(cls, client: S3Client, settings: Settings) -> ObjectStore:
+    def from_settings(
+        cls, client: S3Client, settings: Settings, metrics: ExportMetrics | None = None
+    ) -> ObjectStore:
         """The store exactly as the worker runs it (part size, retry window, parts in flight)."""
         return cls(
-            client, settings.export_part_size, settings.export_retry_window, settings.export_parts_in_flight
+            client,
+            settings.export_part_size,
+            settings.export_retry_window,
+            settings.export_parts_in_flight,
+            metrics,
         )
 
     async def start_upload(self, bucket: str, key: str, content_disposition: str) -> MultipartUpload:
@@ -322,6 +351,7 @@ class ObjectStore:
             self._part_size,
             self._retrier,
             self._parts_in_flight,
+            self._on_part,
         )
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:

@@ -83,6 +83,8 @@ def service_env(database_url: str, s3_endpoint: str, queue_name: str, **extra: s
         # Test data sits at fixed dates in 2026; a wide window keeps the tests true in later years
         # (the retention rule itself is tested with an explicit clock).
         "DATA_RETENTION_MONTHS": "240",
+        # Many workers run at once in the tests: none serves metrics unless a test gives it a port.
+        "METRICS_PORT": "0",
         **S3_KEYS,
         **extra,
     }

@@ -12,7 +12,9 @@ from service.api.auth import TokenVerifier
 from service.api.handlers import add_routes
 from service.api.openapi import build_openapi
 from service.api.problems import problem_middleware
+from service.api.telemetry import telemetry_middleware
 from service.exports import ExportService
+from service.metrics import ApiMetrics
 from service.queue import JobQueue
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
@@ -48,8 +50,22 @@ async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, queue: JobQueue) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    """The API: routes and middleware, and a cleanup context per resource (pool, S3 client)."""
+    app = wired_app(settings, queue)
+    app.cleanup_ctx.extend([database_ctx, storage_ctx, exports_ctx])
+    if settings.uses_dev_secret:
+        log.warning("AUTH_JWT_SECRET is not set: using the development secret; never do this in production")
+    return app
+
+
+def wired_app(settings: Settings, queue: JobQueue) -> web.Application:
+    """Everything but the resources: unit tests add fakes of the repository, store and service."""
+    # Outermost first: telemetry sees the final response, problem+json ones included.
+    app = web.Application(
+        middlewares=[telemetry_middleware, problem_middleware], client_max_size=MAX_BODY_BYTES
+    )
     app[keys.SETTINGS] = settings
+    app[keys.METRICS] = ApiMetrics()
     app[keys.QUEUE] = queue
     app[keys.OPENAPI] = build_openapi()
     app[keys.VERIFIER] = TokenVerifier(
@@ -57,9 +73,7 @@ def create_app(settings: Settings, queue: JobQueue) -> web.Application:
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
         jwks_url=settings.auth_jwks_url,
+        previous_secrets=settings.auth_jwt_previous_secrets,
     )
-    app.cleanup_ctx.extend([database_ctx, storage_ctx, exports_ctx])
     add_routes(app)
-    if settings.uses_dev_secret:
-        log.warning("AUTH_JWT_SECRET is not set: using the development secret; never do this in production")
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -14,6 +15,7 @@ import jwt
 
 from service.errors import Forbidden, ServiceUnavailable, Unauthenticated
 
+log = logging.getLogger(__name__)
 READ: Final = "exports:read"
 WRITE: Final = "exports:write"
 ALGORITHM: Final = "HS256"
@@ -88,14 +90,26 @@ class TokenVerifier:
     refetched for an unknown ``kid``).
 
     The algorithm decides the key, never the other way round: an HS256 token is only ever
-    checked against the shared secret and an RS256 token only against the provider's RSA keys,
+    checked against the shared secrets and an RS256 token only against the provider's RSA keys,
     so a token cannot pick a public key as its HMAC secret; anything else is refused.
+
+    ``previous_secrets`` (AUTH_JWT_PREVIOUS_SECRETS) are former HS256 keys, for rotating the
+    secret without downtime: a token that does not verify under ``secret`` is tried under each of
+    them in turn, and refused with the error ``secret`` gave if none verifies it. Tokens are only
+    ever minted with ``secret``.
     """
 
     def __init__(
-        self, secret: str, *, issuer: str | None, audience: str | None, jwks_url: str | None = None
+        self,
+        secret: str,
+        *,
+        issuer: str | None,
+        audience: str | None,
+        jwks_url: str | None = None,
+        previous_secrets: tuple[str, ...] = (),
     ) -> None:
         self._secret = secret
+        self._previous_secrets = tuple(previous_secrets)
         self._issuer = issuer
         self._audience = audience
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5) if jwks_url else None
@@ -125,8 +139,8 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
         if algorithm == ALGORITHM:
-            key: object = self._secret
-        elif algorithm == "RS256" and self._jwks is not None:
+            return self._verify_hs256(token)
+        if algorithm == "RS256" and self._jwks is not None:
             try:
                 # PyJWKClient fetches with urllib: keep that off the event loop.
                 key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
@@ -137,6 +151,28 @@ class TokenVerifier:
         else:
             raise Unauthenticated(f"invalid token: algorithm {algorithm!r} is not accepted")
         return verify_token(token, key, str(algorithm), issuer=self._issuer, audience=self._audience)
+
+    def _verify_hs256(self, token: str) -> tuple[Principal, float]:
+        """The current secret first, then each previous one; the current secret's error if none
+        verifies the token."""
+        try:
+            return verify_token(token, self._secret, ALGORITHM, issuer=self._issuer, audience=self._audience)
+        except Unauthenticated:
+            for number, previous in enumerate(self._previous_secrets, 1):
+                try:
+                    principal, expires = verify_token(
+                        token, previous, ALGORITHM, issuer=self._issuer, audience=self._audience
+                    )
+                except Unauthenticated:
+                    continue
+                # Once a minute per token at most (verified tokens are remembered): when these
+                # stop, no live token needs the previous secret any more.
+                log.info(
+                    "token verified with a previous secret",
+                    extra={"previous_secret": number, "subject": principal.subject},
+                )
+                return principal, expires
+            raise
 
 
 def mint_token(

@@ -21,6 +21,7 @@ from service.api.schemas import (
 )
 from service.errors import ExportsError, UnsupportedMediaType, ValidationFailed
 from service.job import Caller
+from service.metrics import CONTENT_TYPE
 
 BASE = "/analytics/v1"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -43,7 +44,9 @@ async def authorize(request: web.Request, scope: str) -> tuple[Principal, uuid.U
 def caller_of(request: web.Request, principal: Principal) -> Caller:
     """The audit trail's view of a request: the token's subject, the peer address (behind a proxy,
     the proxy's: see docs/security.md) and the user agent."""
-    return Caller(principal.subject, request.remote, request.headers.get("User-Agent"))
+    return Caller(
+        principal.subject, request.remote, request.headers.get("User-Agent"), request.get(keys.REQUEST_ID)
+    )
 
 
 def idempotency_key(request: web.Request) -> str | None:
@@ -121,6 +124,13 @@ async def openapi_document(request: web.Request) -> web.Response:
     return json_response(request.app[keys.OPENAPI])
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: this process's request metrics and the backlog read just now."""
+    registry = request.app[keys.METRICS]
+    registry.observe_backlog(await request.app[keys.EXPORTS].backlog())
+    return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -161,5 +171,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(org + "/{job_id}/events", list_events, name="list_events")
     app.router.add_post(org + "/{job_id}/cancel", cancel_export, name="cancel_export")
     app.router.add_get(BASE + "/openapi.json", openapi_document, name="openapi")
+    app.router.add_get("/metrics", metrics, name="metrics")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from service.api.auth import TokenVerifier
 from service.exports import ExportService
+from service.metrics import ApiMetrics
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.settings import Settings
@@ -18,3 +19,6 @@ QUEUE = web.AppKey("queue", JobQueue)
 EXPORTS = web.AppKey("exports", ExportService)
 OPENAPI = web.AppKey("openapi", dict[str, object])
 VERIFIER = web.AppKey("verifier", TokenVerifier)
+METRICS = web.AppKey("metrics", ApiMetrics)
+#: Per request (on the request, not the app): the id its log lines and its job carry.
+REQUEST_ID = web.RequestKey("request_id", str)

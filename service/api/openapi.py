@@ -232,6 +232,22 @@ def build_openapi() -> dict[str, object]:
         },
     )
     spec.path(
+        path="/metrics",
+        operations={
+            "get": {
+                "operationId": "metrics",
+                "security": [],
+                "summary": "Prometheus metrics: requests, latency, the export backlog (text format 0.0.4).",
+                "responses": {
+                    "200": {
+                        "description": "Metrics in Prometheus text format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    )
+    spec.path(
         path="/readyz",
         operations={
             "get": {

@@ -23,8 +23,8 @@ SELECT count(*) FROM analytics.export_jobs WHERE org_id = $1 AND status IN ('pen
 -- name: create_job
 -- Insert a new pending export job and return it.
 INSERT INTO analytics.export_jobs
-    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING *;
 
 -- name: set_caller
@@ -276,6 +276,17 @@ FROM (
     GROUP BY 1, org_id, model_id
 ) AS monthly
 ORDER BY month, model_id COLLATE "C";
+
+-- name: job_backlog
+-- Pending and running jobs of every org, and how long the oldest pending job has been due (a job
+-- waiting out a retry backoff is due from available_at): the /metrics backlog gauges.
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       coalesce(extract(epoch FROM now() - min(coalesce(available_at, initiated_at))
+                FILTER (WHERE status = 'pending' AND coalesce(available_at, initiated_at) <= now())), 0)::float8
+           AS oldest_pending_seconds
+FROM analytics.export_jobs
+WHERE status IN ('pending', 'running');
 
 -- name: ping
 -- Readiness probe.

@@ -41,6 +41,8 @@ class Stack:
     env: dict[str, str]
     settings: Settings
     logs: Path
+    #: The worker's /metrics.
+    worker_metrics: str
 
     def token(
         self, *orgs: uuid.UUID, scope: str = f"{READ} {WRITE}", sub: str = "finance@example.com"
@@ -83,6 +85,7 @@ def _run_stack(
         **os.environ,
         **service_env(database_url, s3_endpoint, queue),
         "HTTP_PORT": str(port),
+        "METRICS_PORT": str(free_port()),
         "EXPORT_WORKER_INTERVAL": "1s",
         "AUTH_JWT_SECRET": SECRET,
     }
@@ -98,7 +101,7 @@ def _run_stack(
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_http(base + "/healthz", timeout=30), "the API did not start"
-        yield Stack(base, env, settings, logs)
+        yield Stack(base, env, settings, logs, f"http://127.0.0.1:{settings.metrics_port}/metrics")
     finally:
         for proc in processes.values():
             proc.send_signal(signal.SIGTERM)

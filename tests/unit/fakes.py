@@ -26,6 +26,7 @@ from service.job import (
     Granularity,
     IdempotencyKey,
     Job,
+    JobBacklog,
     JobPage,
     JobStatus,
     Lease,
@@ -67,6 +68,7 @@ def make_job(**changes: Any) -> Job:
         handbacks=0,
         available_at=None,
         cancel_requested_at=None,
+        request_id=None,
     )
     return replace(job, **changes)
 
@@ -224,6 +226,8 @@ class FakeQueue:
         self.enqueued: list[uuid.UUID] = []
         self.down_after = down_after
         self.ping_error: BaseException | None = None
+        #: What ``depths`` answers: messages per queue, or an error to raise.
+        self.queue_depths: dict[str, int] | BaseException = {"exports": 0, "exports.DQ": 0, "exports.XQ": 0}
 
     async def enqueue_export(self, job_id: uuid.UUID) -> None:
         if self.down_after is not None and len(self.enqueued) >= self.down_after:
@@ -233,6 +237,11 @@ class FakeQueue:
     async def ping(self) -> None:
         if self.ping_error is not None:
             raise self.ping_error
+
+    async def depths(self) -> dict[str, int]:
+        if isinstance(self.queue_depths, BaseException):
+            raise self.queue_depths
+        return dict(self.queue_depths)
 
 
 # --- repository ---------------------------------------------------------------------------------
@@ -246,6 +255,7 @@ class FakeRepository:
     def __init__(self, jobs: tuple[Job, ...] | list[Job] = ()) -> None:
         self.jobs: dict[uuid.UUID, Job] = {job.job_id: job for job in jobs}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.backlog_error: BaseException | None = None
         #: The CSV chunks ``copy_rows`` sends to the sink, and the row count it reports.
         self.chunks: list[bytes] = [b"header\n"]
         self.row_count = 0
@@ -300,11 +310,23 @@ class FakeRepository:
             granularity=request.granularity,
             models=request.models,
             initiated_at=datetime.now(UTC),
+            request_id=caller.request_id if caller is not None else None,
         )
         self.jobs[job.job_id] = job
         if idempotency is not None:
             self.idempotency[idempotency.key] = (idempotency.request_hash, job.job_id)
         return Created(job, new=True)
+
+    async def backlog(self) -> JobBacklog:
+        self._record("backlog")
+        if self.backlog_error is not None:
+            raise self.backlog_error
+        now = datetime.now(UTC)
+        pending = [j for j in self.jobs.values() if j.status is JobStatus.PENDING]
+        due = [j.available_at or j.initiated_at for j in pending if (j.available_at or j.initiated_at) <= now]
+        running = sum(j.status is JobStatus.RUNNING for j in self.jobs.values())
+        oldest = (now - min(due)).total_seconds() if due else 0.0
+        return JobBacklog(len(pending), running, oldest)
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
         self._record("get", org_id, job_id)

@@ -13,11 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.api import keys
-from service.api.app import MAX_BODY_BYTES
-from service.api.auth import READ, WRITE, TokenVerifier, mint_token
-from service.api.handlers import add_routes
-from service.api.openapi import build_openapi
-from service.api.problems import PROBLEM_TYPE_BASE, problem_middleware
+from service.api.app import MAX_BODY_BYTES, wired_app
+from service.api.auth import READ, WRITE, mint_token
+from service.api.problems import PROBLEM_TYPE_BASE
 from service.api.schemas import SCHEMAS
 from service.errors import DatabaseUnavailable, QueueUnavailable
 from service.exports import ExportService
@@ -81,15 +79,10 @@ async def client(
 ) -> Client:
     # The app create_app builds, with fakes in place of the pool, the S3 client and the broker.
     store = ObjectStore(s3, settings.export_part_size)
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
-    app[keys.SETTINGS] = settings
+    app = wired_app(settings, queue)
     app[keys.REPOSITORY] = cast(JobRepository, repo)
     app[keys.STORE] = store
-    app[keys.QUEUE] = queue
     app[keys.EXPORTS] = ExportService(cast(JobRepository, repo), store, queue)
-    app[keys.OPENAPI] = build_openapi()
-    app[keys.VERIFIER] = TokenVerifier(SECRET, issuer=None, audience=None)
-    add_routes(app)
     return await aiohttp_client(app)  # type: ignore[no-any-return]
 
 
@@ -498,12 +491,9 @@ async def test_events_of_another_orgs_job_are_a_404(client: Client, repo: FakeRe
 async def test_the_per_org_limit_is_a_429_with_retry_after(
     aiohttp_client: Any, settings: Settings, repo: FakeRepository, s3: FakeS3, queue: FakeQueue
 ) -> None:
-    app = web.Application(middlewares=[problem_middleware])
+    app = wired_app(settings, queue)
     store = ObjectStore(s3, settings.export_part_size)
-    app[keys.SETTINGS] = settings
     app[keys.EXPORTS] = ExportService(cast(JobRepository, repo), store, queue, max_active_per_org=2)
-    app[keys.VERIFIER] = TokenVerifier(SECRET, issuer=None, audience=None)
-    add_routes(app)
     client = await aiohttp_client(app)
     statuses = [(await client.post(EXPORTS_A, json=BODY, headers=auth())).status for _ in range(2)]
     assert statuses == [202, 202]

@@ -274,3 +274,123 @@ class TestVerifiedTokenMemory:
         # When the first (least recently used) comes back, then it is verified again
         await verifier.verify(bearer(tokens[0]))
         assert calls == [*tokens, tokens[0]]
+
+
+class TestPreviousSecrets:
+    """AUTH_JWT_PREVIOUS_SECRETS: tokens signed with a former secret still verify while the secret
+    is rotated; the current secret is tried first, and a token no secret verifies gets the error
+    it gets today."""
+
+    #: 64 bytes and more, so that signing the HS512 token below draws no key-length warning.
+    OLD = "the-previous-signing-secret-of-at-least-32-bytes-long-enough-for-hs512"
+    OLDER = "an-even-older-signing-secret-of-at-least-32-bytes"
+    UNKNOWN = "a-secret-this-service-has-never-been-told-about!"
+
+    @staticmethod
+    def keys_tried(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+        tried: list[object] = []
+        real = auth.verify_token
+
+        def spy(token: str, key: object, *args: Any, **kwargs: Any) -> tuple[Principal, float]:
+            tried.append(key)
+            return real(token, key, *args, **kwargs)
+
+        monkeypatch.setattr(auth, "verify_token", spy)
+        return tried
+
+    def rotated(self, **kwargs: Any) -> TokenVerifier:
+        """A verifier after a rotation: SECRET is the new secret, OLD and OLDER the former ones."""
+        return TokenVerifier(
+            SECRET, issuer=None, audience=None, previous_secrets=(self.OLD, self.OLDER), **kwargs
+        )
+
+    async def test_a_token_signed_with_a_previous_secret_is_accepted(self) -> None:
+        for secret in (self.OLD, self.OLDER):
+            token = mint_token(secret, subject="ana", orgs=[ORG_A], scopes=[READ])
+            principal = await self.rotated().verify(bearer(token))
+            assert principal == Principal(subject="ana", orgs=frozenset({ORG_A}), scopes=frozenset({READ}))
+
+    async def test_the_current_secret_is_tried_first(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        tried = self.keys_tried(monkeypatch)
+        # A token signed with the current secret is checked against it alone
+        await self.rotated().verify(bearer(mint_token(SECRET, subject="ana", orgs=[ORG_A], scopes=[READ])))
+        assert tried == [SECRET]
+        # A token of the older secret is tried against the current one, then the previous in order
+        tried.clear()
+        await self.rotated().verify(
+            bearer(mint_token(self.OLDER, subject="ana", orgs=[ORG_A], scopes=[READ]))
+        )
+        assert tried == [SECRET, self.OLD, self.OLDER]
+
+    async def test_a_token_no_secret_verifies_gets_the_error_it_gets_without_rotation(self) -> None:
+        # Given a token signed with a secret the service does not know
+        token = mint_token(self.UNKNOWN, subject="ana", orgs=[ORG_A], scopes=[READ])
+        # When a verifier without previous secrets and one with them check it
+        with pytest.raises(Unauthenticated) as without:
+            await TokenVerifier(SECRET, issuer=None, audience=None).verify(bearer(token))
+        with pytest.raises(Unauthenticated) as rotated:
+            await self.rotated().verify(bearer(token))
+        # Then both refuse it, with the same problem
+        assert rotated.value.detail == without.value.detail
+        assert type(rotated.value) is type(without.value)
+
+    async def test_without_previous_secrets_an_old_token_is_refused(self) -> None:
+        token = mint_token(self.OLD, subject="ana", orgs=[ORG_A], scopes=[READ])
+        with pytest.raises(Unauthenticated):
+            await TokenVerifier(SECRET, issuer=None, audience=None).verify(bearer(token))
+
+    async def test_an_expired_token_of_a_previous_secret_is_refused(self) -> None:
+        token = hs256(valid_claims(exp=int(time.time()) - LEEWAY_SECONDS - 60), secret=self.OLD)
+        with pytest.raises(Unauthenticated):
+            await self.rotated().verify(bearer(token))
+
+    async def test_an_expired_token_of_the_current_secret_is_still_refused_as_expired(self) -> None:
+        token = hs256(valid_claims(exp=int(time.time()) - LEEWAY_SECONDS - 60))
+        with pytest.raises(Unauthenticated, match="expired"):
+            await self.rotated().verify(bearer(token))
+
+    async def test_previous_secrets_accept_only_hs256(self) -> None:
+        token = jwt.encode(valid_claims(), self.OLD, algorithm="HS512")
+        with pytest.raises(Unauthenticated, match="not accepted"):
+            await self.rotated().verify(bearer(token))
+
+    async def test_issuer_and_audience_apply_to_previous_secrets_too(self) -> None:
+        verifier = TokenVerifier(
+            SECRET, issuer="https://idp", audience="exports", previous_secrets=(self.OLD,)
+        )
+        good = mint_token(
+            self.OLD, subject="a", orgs=[ORG_A], scopes=[READ], issuer="https://idp", audience="exports"
+        )
+        assert (await verifier.verify(bearer(good))).subject == "a"
+        wrong_audience = mint_token(
+            self.OLD, subject="a", orgs=[ORG_A], scopes=[READ], issuer="https://idp", audience="billing"
+        )
+        with pytest.raises(Unauthenticated):
+            await verifier.verify(bearer(wrong_audience))
+
+    async def test_a_tampered_token_of_a_previous_secret_is_refused(self) -> None:
+        header, _, signature = mint_token(self.OLD, subject="a", orgs=[ORG_A], scopes=[READ]).split(".")
+        forged = f"{header}.{b64url(valid_claims(orgs=[str(ORG_B)]))}.{signature}"
+        with pytest.raises(Unauthenticated):
+            await self.rotated().verify(bearer(forged))
+
+    async def test_a_previous_secrets_token_is_remembered_like_any_other(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tried = self.keys_tried(monkeypatch)
+        verifier = self.rotated()
+        token = mint_token(self.OLD, subject="ana", orgs=[ORG_A], scopes=[READ])
+        for _ in range(3):
+            await verifier.verify(bearer(token))
+        assert tried == [SECRET, self.OLD]
+
+    async def test_using_a_previous_secret_is_logged_without_the_secret(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        token = mint_token(self.OLDER, subject="ana", orgs=[ORG_A], scopes=[READ])
+        with caplog.at_level("INFO", logger=auth.__name__):
+            await self.rotated().verify(bearer(token))
+        [record] = [r for r in caplog.records if r.name == auth.__name__]
+        assert record.getMessage() == "token verified with a previous secret"
+        assert record.__dict__["previous_secret"] == 2
+        assert self.OLDER not in str(record.__dict__)

@@ -190,3 +190,52 @@ def test_settings_are_frozen() -> None:
 def test_dev_secret_is_long_enough_for_its_own_rule() -> None:
     # The built-in development secret must itself pass the AUTH_JWT_SECRET check.
     assert Settings.from_env({"AUTH_JWT_SECRET": DEV_JWT_SECRET}).uses_dev_secret
+
+
+OLD_SECRET = "o" * 32
+OLDER_SECRET = "p" * 40
+
+
+def test_previous_jwt_secrets_default_to_none() -> None:
+    assert Settings.from_env({}).auth_jwt_previous_secrets == ()
+    assert Settings.from_env({"AUTH_JWT_PREVIOUS_SECRETS": ""}).auth_jwt_previous_secrets == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (OLD_SECRET, (OLD_SECRET,)),
+        (f"{OLD_SECRET},{OLDER_SECRET}", (OLD_SECRET, OLDER_SECRET)),
+        (f" {OLD_SECRET} , {OLDER_SECRET} ,", (OLD_SECRET, OLDER_SECRET)),  # spaces, a trailing comma
+        (f"{OLD_SECRET},{OLD_SECRET}", (OLD_SECRET,)),  # a repeat is dropped
+        ("ü" * 16, ("ü" * 16,)),  # 32 bytes in UTF-8, like AUTH_JWT_SECRET counts them
+    ],
+)
+def test_previous_jwt_secrets_parse_in_order(raw: str, expected: tuple[str, ...]) -> None:
+    settings = Settings.from_env({"AUTH_JWT_SECRET": "n" * 32, "AUTH_JWT_PREVIOUS_SECRETS": raw})
+    assert settings.auth_jwt_previous_secrets == expected
+    # Tokens are minted with the current secret only; the previous ones only verify.
+    assert settings.auth_jwt_secret == "n" * 32
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "too-short",
+        "x" * 31,
+        f"{OLD_SECRET},short-one",
+        f"{OLD_SECRET},{DEV_JWT_SECRET}",  # the public development secret must never verify anything
+    ],
+)
+def test_bad_previous_jwt_secrets_name_the_variable_and_not_the_secret(raw: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"AUTH_JWT_PREVIOUS_SECRETS": raw})
+    assert caught.value.variable == "AUTH_JWT_PREVIOUS_SECRETS"
+    assert "AUTH_JWT_PREVIOUS_SECRETS" in str(caught.value)
+    for secret in filter(None, raw.split(",")):
+        assert secret not in str(caught.value)
+
+
+def test_previous_jwt_secrets_stay_out_of_repr() -> None:
+    settings = Settings.from_env({"AUTH_JWT_PREVIOUS_SECRETS": OLD_SECRET})
+    assert OLD_SECRET not in repr(settings)

@@ -1,0 +1,1 @@
+ALTER TABLE analytics.export_jobs DROP COLUMN request_id;

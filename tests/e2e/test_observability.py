@@ -1,0 +1,123 @@
+"""What operators see of the real processes: /metrics on the API and the worker, and one request
+id from the API call through every log line the worker writes for that export."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+
+import aiohttp
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.repository import seed_demo
+from tests.e2e.conftest import Stack, wait_for_job
+
+pytestmark = pytest.mark.usefixtures("clean_state")
+BODY = {
+    "timeRange": {"start": "2026-10-01T00:00:00Z", "end": "2026-10-02T00:00:00Z"},
+    "granularity": "hourly",
+}
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> Samples:
+    async with http.get(url) as reply:
+        assert reply.status == 200, await reply.text()
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = await reply.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def log_lines(stack: Stack, role: str) -> list[dict[str, object]]:
+    lines = []
+    for raw in (stack.logs / f"{role}.log").read_bytes().splitlines():
+        try:
+            lines.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue  # a library's plain line
+    return lines
+
+
+async def finished_export(http: aiohttp.ClientSession, stack: Stack, org: uuid.UUID, request_id: str) -> str:
+    """An hourly export of a day of demo rollups (3 models), created with ``request_id``."""
+    start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, tzinfo=UTC)
+    assert await seed_demo(stack.settings.database_url, org, 3, start, end) == 72
+    headers = {**stack.auth(org), "X-Request-ID": request_id}
+    async with http.post(stack.exports_url(org), json=BODY, headers=headers) as reply:
+        assert reply.status == 202, await reply.text()
+        assert reply.headers["X-Request-ID"] == request_id
+        job_id = str((await reply.json())["jobId"])
+    assert (await wait_for_job(http, stack, org, job_id))["status"] == "succeeded"
+    return job_id
+
+
+async def test_one_request_id_follows_an_export_from_the_api_into_the_worker(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    # Given an export created with the caller's request id
+    org, request_id = uuid.uuid4(), f"e2e-{uuid.uuid4().hex[:12]}"
+    job_id = await finished_export(http, stack, org, request_id)
+    # Then the API's lines for the call carry it
+    api = [line for line in log_lines(stack, "api") if line.get("request_id") == request_id]
+    assert any(line.get("msg") == "export enqueued" and line.get("job_id") == job_id for line in api), api
+    # And so does every worker line about that job, with the org and the attempt
+    deadline = time.monotonic() + 10
+    while not (worker := [line for line in log_lines(stack, "worker") if line.get("job_id") == job_id]):
+        assert time.monotonic() < deadline, "no worker line for the job"
+        await asyncio.sleep(0.2)
+    assert {line["msg"] for line in worker} >= {"export started", "export succeeded"}
+    for line in worker:
+        assert line.get("request_id") == request_id, line
+        assert line.get("org_id") == str(org), line
+        assert line.get("attempt") == 1, line
+
+
+async def test_metrics_on_the_api_and_the_worker_count_what_happened(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    # Given the counters before, and then one export created and finished
+    api_before, worker_before = (
+        await scrape(http, f"{stack.base}/metrics"),
+        await scrape(http, stack.worker_metrics),
+    )
+    org = uuid.uuid4()
+    await finished_export(http, stack, org, f"e2e-{uuid.uuid4().hex[:12]}")
+    api, worker = await scrape(http, f"{stack.base}/metrics"), await scrape(http, stack.worker_metrics)
+
+    # Then the API counted the POST under its route template, and reports the backlog it read
+    create = {"route": "/analytics/v1/orgs/{org_id}/exports", "method": "POST", "status": "202"}
+    assert (
+        value(api, "exports_http_requests_total", **create)
+        == value(api_before, "exports_http_requests_total", **create) + 1
+    )
+    assert ("exports_jobs", frozenset({("status", "pending")})) in api
+    assert ("exports_oldest_pending_job_age_seconds", frozenset()) in api
+    queue = stack.settings.queue_name
+    for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+        assert ("exports_queue_messages", frozenset({("queue", name)})) in api, name
+    assert value(api, "exports_backlog_read_errors_total", source="database") == 0
+    assert value(api, "exports_backlog_read_errors_total", source="broker") == 0
+
+    # And the worker counted the succeeded attempt, its rows, bytes and parts
+    def grew(name: str, **labels: str) -> float:
+        return value(worker, name, **labels) - value(worker_before, name, **labels)
+
+    assert grew("exports_attempts_total", outcome="succeeded") == 1
+    assert grew("exports_jobs_finished_total", status="succeeded") == 1
+    assert grew("exports_export_duration_seconds_count", outcome="succeeded") == 1
+    assert grew("exports_rows_total") > 0
+    assert grew("exports_bytes_total") > 0
+    assert grew("exports_part_upload_duration_seconds_count") >= 1
+    assert value(worker, "exports_running_exports") == 0

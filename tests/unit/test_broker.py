@@ -1,0 +1,64 @@
+"""The broker's middleware: stale ticks are dropped, not dead-lettered."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis
+from dramatiq.middleware import AgeLimit
+
+from actors.broker import DropStale, create_broker
+from service.settings import Settings
+
+
+def test_a_stale_tick_is_dropped_without_a_dead_letter() -> None:
+    # Given a broker with DropStale, and a tick actor with a max_age
+    broker = StubBroker(middleware=[DropStale()])
+    ran: list[str] = []
+
+    @dramatiq.actor(broker=broker, queue_name="exports", actor_name="tick", max_age=1000)
+    def tick(label: str) -> None:
+        ran.append(label)
+
+    # When one tick waited longer than its max_age and another is fresh
+    stale = tick.message("stale").copy(message_timestamp=current_millis() - 5000)
+    broker.enqueue(stale)
+    tick.send("fresh")
+    worker = Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join("exports", fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+    # Then only the fresh one ran, and nothing went to the dead-letter queue
+    assert ran == ["fresh"]
+    assert broker.dead_letters == []
+
+
+def test_dramatiqs_own_age_limit_would_have_dead_lettered_it() -> None:
+    # The reason DropStale exists: with AgeLimit the same stale tick lands in the dead letters
+    broker = StubBroker(middleware=[AgeLimit()])
+
+    @dramatiq.actor(broker=broker, queue_name="exports", actor_name="tick", max_age=1000)
+    def tick() -> None:
+        raise AssertionError("a stale tick must not run")
+
+    broker.enqueue(tick.message().copy(message_timestamp=current_millis() - 5000))
+    worker = Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join("exports", fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+    assert len(broker.dead_letters) == 1
+
+
+def test_the_service_broker_uses_drop_stale_instead_of_age_limit() -> None:
+    broker = create_broker(Settings())
+    kinds = [type(m) for m in broker.middleware]
+    assert DropStale in kinds
+    assert AgeLimit not in kinds
+    broker.close()
