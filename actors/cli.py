@@ -204,7 +204,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     app = create_app(settings, queue)
 
     async def close_queue(_: web.Application) -> None:
-        queue.close()
+        await queue.close()
         broker.close()
 
     app.on_cleanup.append(close_queue)

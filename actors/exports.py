@@ -89,7 +89,7 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         try:
             await resources.housekeeper.sweep(queue)
         finally:
-            queue.close()
+            await queue.close()
 
     @dramatiq.actor(
         broker=broker,
