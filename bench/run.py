@@ -843,6 +843,12 @@ def bench_main(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown size(s) {unknown}; choose from {', '.join(SIZES)}")
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()] if args.paths else list(PATHS)
+    if unknown_paths := [p for p in paths if p not in PATHS]:
+        raise SystemExit(f"unknown path(s) {unknown_paths}; choose from {', '.join(PATHS)}")
+    part_size = int(args.part_size * MIB)
+    if part_size < 5 * MIB:
+        raise SystemExit("--part-size must be at least 5 (MiB; S3's smallest part)")
 
     def terminated(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally blocks: child, database, moto
@@ -870,13 +876,13 @@ def bench_main(args: argparse.Namespace) -> int:
                 moto_pid,
                 str(orgs[size]),
                 SIZES[size] * HOURS,
-                PART_SIZE,
+                part_size,
             )
 
         for size in sizes:
             spawn_child(spec("A_null", size))  # warm-up, not recorded: rollups into the page cache
             for repeat in range(args.repeat):
-                for path in PATHS:
+                for path in paths:
                     result = spawn_child(spec(path, size))
                     result["repeat"] = repeat + 1
                     found = asyncio.run(check_and_clear_bucket(database_url, endpoint, result, repeat == 0))
@@ -909,7 +915,8 @@ def bench_main(args: argparse.Namespace) -> int:
         "config": {
             "sizes": sizes,
             "repeat": args.repeat,
-            "part_size": PART_SIZE,
+            "part_size": part_size,
+            "paths": paths,
             "range": [START.isoformat(), END.isoformat()],
             "cursor_prefetch": CURSOR_PREFETCH,
             "seeded": seeded,
@@ -933,6 +940,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="small,large", help="comma-separated: small, large")
     parser.add_argument("--repeat", type=int, default=3, help="measurements per path and size")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument("--paths", default="", help=f"comma-separated subset of: {', '.join(PATHS)}")
+    parser.add_argument("--part-size", type=float, default=PART_SIZE / MIB, help="MiB per part, every path")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
