@@ -67,6 +67,7 @@ class Housekeeper:
         The object goes first: a job is only marked expired once nothing is left in the bucket
         (deleting a missing key succeeds, so a repeat after a crash is harmless).
         """
+        self._metrics.ticks.labels("expire").inc()
         expired = 0
         for job in await self._repository.due_for_expiry(batch):
             ctx = {"job_id": str(job.job_id), "org_id": str(job.org_id)}
@@ -97,6 +98,7 @@ class Housekeeper:
         seconds between two statements, so one tick stays bounded; what is left (a backlog after a
         first deploy or a shortened DATA_RETENTION_MONTHS) goes on at the next tick.
         """
+        self._metrics.ticks.labels("prune").inc()
         cutoff = prune_cutoff(now or datetime.now(UTC), self._settings.data_retention_months)
         counts: dict[str, int] = {}
         capped = False
@@ -133,6 +135,7 @@ class Housekeeper:
         4. incomplete uploads under the export prefix that nobody recorded (a worker killed
            between starting an upload and writing its id): abort them once they are old.
         """
+        self._metrics.ticks.labels("sweep").inc()
         max_attempts = self._settings.export_max_attempts
         cancelled = await self._repository.cancel_lapsed(batch)
         requeued = await self._repository.requeue_lapsed(max_attempts, batch)

@@ -34,6 +34,8 @@ OUTCOMES: Final = ("succeeded", "failed", "retrying", "cancelled", "handed_back"
 #: The final statuses a worker brings jobs to (the ``status`` label of exports_jobs_finished_total).
 FINAL_STATUSES: Final = ("succeeded", "failed", "cancelled")
 #: What the periodic ticks count (the ``action`` label).
+#: The periodic ticks a worker runs (the ``tick`` label).
+TICKS: Final = ("expire", "sweep", "prune")
 HOUSEKEEPING_ACTIONS: Final = (
     "expired",
     "requeued",
@@ -171,6 +173,13 @@ class ExportMetrics:
             ["action"],
             registry=registry,
         )
+        self.ticks = Counter(
+            "exports_housekeeping_ticks",
+            "Periodic ticks this worker ran, by tick: expire, sweep, prune. They come from the "
+            "scheduler: none at all means the scheduler is not running.",
+            ["tick"],
+            registry=registry,
+        )
         # Every known label value is exported at 0 from the start, so a rate or increase() over
         # a restart counts the first event after it.
         for outcome in OUTCOMES:
@@ -180,6 +189,8 @@ class ExportMetrics:
             self.finished.labels(status)
         for action in HOUSEKEEPING_ACTIONS:
             self.housekeeping.labels(action)
+        for tick in TICKS:
+            self.ticks.labels(tick)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.repository import seed_demo
 from tests.e2e.conftest import Stack, wait_for_job
+from tests.unit.test_observability import DASHBOARD, alert_exprs, dashboard_exprs, load_alerts, metric_names
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 BODY = {
@@ -121,3 +122,20 @@ async def test_metrics_on_the_api_and_the_worker_count_what_happened(
     assert grew("exports_bytes_total") > 0
     assert grew("exports_part_upload_duration_seconds_count") >= 1
     assert value(worker, "exports_running_exports") == 0
+
+
+async def test_the_live_endpoints_expose_every_metric_the_alerts_and_dashboard_use(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    # Given what the API and a worker of the running stack serve (after one export, so every
+    # family has been touched)
+    await finished_export(http, stack, uuid.uuid4(), f"e2e-{uuid.uuid4().hex[:12]}")
+    served = {name for name, _ in await scrape(http, f"{stack.base}/metrics")}
+    served |= {name for name, _ in await scrape(http, stack.worker_metrics)}
+    # Then every series the alert rules and the dashboard query is among them (Prometheus's own
+    # `up` aside)
+    used = set()
+    for _, expr in alert_exprs(load_alerts()) + dashboard_exprs(orjson.loads(DASHBOARD.read_bytes())):
+        used |= metric_names(expr)
+    assert used - {"up"}, "no metric names found: the extraction is broken"
+    assert sorted(used - served - {"up"}) == []

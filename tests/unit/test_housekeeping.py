@@ -12,6 +12,7 @@ import pytest
 
 from service.housekeeping import UNCLAIMED_AFTER_SECONDS, UNPUBLISHED_AFTER_SECONDS, Housekeeper, SweepReport
 from service.job import JobStatus
+from service.metrics import ExportMetrics
 from service.retention import PRUNE_GRACE, RollupTable
 from service.settings import Settings
 from service.storage import ObjectStore
@@ -286,3 +287,37 @@ async def test_prune_uses_the_configured_retention(repo: FakeRepository, s3: Fak
     sweeper = Housekeeper(repo, store, Settings(data_retention_months=2))  # type: ignore[arg-type]
     await sweeper.prune_rollups(TICK)
     assert {args[1] for args in repo.called("prune_rollups")} == {datetime(2026, 9, 29, 12, tzinfo=UTC)}
+
+
+async def test_every_tick_and_what_it_did_is_counted(repo: FakeRepository, s3: FakeS3) -> None:
+    # Given a housekeeper with metrics, one expired export and one lapsed lease on its last attempt
+    metrics = ExportMetrics()
+    store = ObjectStore(s3, 8 * 1024 * 1024, retry_window=0)  # type: ignore[arg-type]
+    keeper = Housekeeper(repo, store, Settings(), metrics)  # type: ignore[arg-type]
+    due = succeeded_job(expires_in=-timedelta(minutes=1))
+    lapsed = make_job(
+        status=JobStatus.RUNNING,
+        attempt=Settings().export_max_attempts,
+        lease_expires_at=datetime.now(UTC) - timedelta(minutes=1),
+        started_at=datetime.now(UTC) - timedelta(minutes=5),
+    )
+    repo.jobs.update({due.job_id: due, lapsed.job_id: lapsed})
+    # When each tick runs once
+    await keeper.expire_due()
+    await keeper.sweep(FakeQueue())
+    await keeper.prune_rollups(pause=0)
+
+    # Then the ticks, the expiry and the sweep's final failure are counted
+    def sample(name: str, **labels: str) -> float:
+        value = metrics.registry.get_sample_value(name, labels)
+        assert value is not None, (name, labels)
+        return value
+
+    assert [sample("exports_housekeeping_ticks_total", tick=t) for t in ("expire", "sweep", "prune")] == [
+        1,
+        1,
+        1,
+    ]
+    assert sample("exports_housekeeping_actions_total", action="expired") == 1
+    assert sample("exports_housekeeping_actions_total", action="failed") == 1
+    assert sample("exports_jobs_finished_total", status="failed") == 1
