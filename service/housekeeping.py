@@ -113,6 +113,15 @@ class Housekeeper:
                     break
             else:
                 capped = True  # the tick's share for this table is used up; the next tick goes on
+        # Idempotency keys live 24 hours; past that they only take space (same batching).
+        keys = 0
+        for n in range(max_batches):
+            if n:
+                await asyncio.sleep(pause)
+            forgotten = await self._repository.forget_idempotency_keys(batch)
+            keys += forgotten
+            if forgotten < batch:
+                break
         total = sum(counts.values())
         if total:
             log.info(
@@ -120,6 +129,8 @@ class Housekeeper:
                 extra={"deleted": total, **counts, "cutoff": rfc3339(cutoff), "capped": capped},
             )
         self._metrics.housekeeping.labels("pruned_rows").inc(total)
+        if keys:
+            log.info("forgot expired idempotency keys", extra={"deleted": keys})
         return total
 
     async def sweep(

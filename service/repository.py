@@ -372,6 +372,12 @@ class JobRepository:
         # The status string is "DELETE <rows>".
         return int(status.split()[-1])
 
+    async def forget_idempotency_keys(self, limit: int) -> int:
+        """Delete at most ``limit`` idempotency keys older than 24 hours; return how many."""
+        async with self._connection() as conn:
+            status = await conn.execute(QUERIES["forget_idempotency_keys"], limit)
+        return int(status.split()[-1])
+
     async def copy_rows(self, job: Job, sink: Sink) -> int:
         """Stream the job's CSV (header included) into ``sink`` and return the number of data rows.
 

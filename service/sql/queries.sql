@@ -229,6 +229,17 @@ WHERE ctid = ANY (ARRAY(
     LIMIT $2
 ));
 
+-- name: forget_idempotency_keys
+-- Delete at most $1 idempotency keys past their 24 hours (a later use of the key creates a new
+-- job anyway), oldest first, on export_idempotency_created_idx.
+DELETE FROM analytics.export_idempotency
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM analytics.export_idempotency
+    WHERE created_at <= now() - interval '24 hours'
+    ORDER BY created_at
+    LIMIT $1
+));
+
 -- name: prune_daily_rollups
 -- Delete at most $2 daily rollups whose bucket_start is before $1 (the retention cutoff), oldest first.
 -- Written on bucket_start AT TIME ZONE 'UTC' so it uses daily_rollups_retention_idx (see its migration).

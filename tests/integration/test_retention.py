@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from service.housekeeping import Housekeeper
+from service.job import ExportRequest, Granularity, IdempotencyKey
 from service.repository import JobRepository, create_pool
 from service.retention import PRUNE_GRACE, RollupTable, retention_cutoff
 from service.settings import Settings
@@ -153,3 +154,38 @@ async def test_a_prune_statement_is_an_index_range_scan(settings: Settings, tabl
     assert f"Index Scan using {table.value}_retention_idx" in plan, plan
     assert "Index Cond" in plan, plan
     assert "Tid Scan" in plan, plan
+
+
+async def test_the_prune_tick_forgets_idempotency_keys_past_their_24_hours(
+    housekeeper: Housekeeper, settings: Settings
+) -> None:
+    # Given two jobs created with Idempotency-Keys, one of them used 25 hours ago
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        repository = JobRepository(pool)
+        org = uuid.uuid4()
+        request = ExportRequest(
+            org,
+            "ana",
+            datetime(2026, 10, 1, tzinfo=UTC),
+            datetime(2026, 10, 2, tzinfo=UTC),
+            Granularity.DAILY,
+            None,
+        )
+        for key in ("old-key", "fresh-key"):
+            await repository.create(request, idempotency=IdempotencyKey(key, "hash-" + key))
+    finally:
+        await pool.close()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "UPDATE analytics.export_idempotency SET created_at = now() - interval '25 hours' "
+            "WHERE key = 'old-key'"
+        )
+        # When a prune tick runs (one key per statement, so the batching is exercised)
+        await housekeeper.prune_rollups(batch=1, pause=0)
+        # Then only the expired key is gone; the live one still guards its request
+        keys = await conn.fetch("SELECT key FROM analytics.export_idempotency WHERE org_id = $1", org)
+    finally:
+        await conn.close()
+    assert [row["key"] for row in keys] == ["fresh-key"]

@@ -317,6 +317,10 @@ class FakeRepository:
             self.idempotency[idempotency.key] = (idempotency.request_hash, job.job_id)
         return Created(job, new=True)
 
+    async def forget_idempotency_keys(self, limit: int) -> int:
+        self._record("forget_idempotency_keys", limit)
+        return 0
+
     async def backlog(self) -> JobBacklog:
         self._record("backlog")
         if self.backlog_error is not None:
