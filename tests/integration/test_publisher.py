@@ -5,7 +5,6 @@ publisher) is a QueueUnavailable in bounded time, after which the next publish w
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import threading
 import time
@@ -30,7 +29,6 @@ from tests.conftest import RABBITMQ_URL, delete_queues
 from tests.faults.proxy import FaultProxy
 
 TIMEOUT = 5.0
-needs_rabbitmqctl = pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 
 
 class Recorder(Middleware):
@@ -277,7 +275,6 @@ async def test_acks_and_nacks_settle_their_tags_singly_or_up_to_a_tag() -> None:
         await late
 
 
-@needs_rabbitmqctl
 async def test_a_message_the_broker_refuses_fails_with_queue_unavailable(
     rabbit: Rabbit, publisher: Publisher
 ) -> None:
@@ -311,7 +308,6 @@ async def test_an_unroutable_message_fails_and_the_queue_is_declared_again(
 # Connection failures ------------------------------------------------------------------------
 
 
-@needs_rabbitmqctl
 async def test_a_connection_killed_by_the_broker_fails_pending_publishes_then_reconnects(
     rabbit: Rabbit, publisher: Publisher, openings: list[object]
 ) -> None:
