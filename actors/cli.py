@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import uuid
@@ -15,11 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import asyncpg
-import pika
-import pika.exceptions
 from aiohttp import web
 from dramatiq import Worker
 from dramatiq.asyncio import get_event_loop_thread
@@ -28,6 +23,7 @@ from actors.broker import create_broker
 from actors.client import EXIT_USAGE, ExportCommand, ExportRequest
 from actors.context import WorkerContext
 from actors.exports import declare_actors
+from actors.preflight import EXIT_UNAVAILABLE, unreachable_service
 from actors.queue import DramatiqJobQueue
 from actors.scheduler import run_scheduler
 from service.api.app import create_app
@@ -44,10 +40,6 @@ DEMO_ORG = uuid.UUID("5f0c6d3e-2b1a-4c8e-9f3d-7a6b5c4d3e21")
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 #: After draining, how long stopping the Dramatiq worker (threads, consumers) may take.
 WORKER_STOP_TIMEOUT_MS = 10_000
-#: How long the start-up check waits for PostgreSQL or RabbitMQ to answer.
-PROBE_TIMEOUT_S = 5.0
-#: A service the command needs is unreachable (or refuses us) at start.
-EXIT_UNAVAILABLE = 1
 
 
 def _stop_event() -> threading.Event:
@@ -60,127 +52,6 @@ def _stop_event() -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop
-
-
-# --- start-up checks: a missing service is one clear line, not a traceback ------------------------
-
-
-def redact(url: str) -> str:
-    """``url`` with its password (in the user info or a ``password`` parameter) replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-    query = urlencode(
-        [
-            (k, "***" if k.lower() == "password" else v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="*",
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _address(url: str, default_port: int) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or default_port}"
-
-
-def _failure(exc: BaseException) -> str:
-    """Why a connection failed, in a few words: the OSError may sit deep in the driver's wrapping."""
-    pending: list[object] = [exc]
-    for _ in range(50):
-        if not pending:
-            break
-        item = pending.pop(0)
-        if isinstance(item, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(item, socket.gaierror):
-            return "unknown host"
-        if isinstance(item, TimeoutError):
-            return f"no answer within {PROBE_TIMEOUT_S:g} s"
-        if isinstance(item, BaseException):
-            pending.extend(item.args)
-            pending.extend(e for e in (item.__cause__, item.__context__) if e is not None)
-            # pika wraps the socket's error in ``exception`` (one attempt) or ``exceptions`` (all).
-            pending.append(getattr(item, "exception", None))
-            pending.extend(getattr(item, "exceptions", None) or ())
-    return str(exc) or type(exc).__name__
-
-
-def check_database(database_url: str, *, server_only: bool = False) -> str | None:
-    """None if PostgreSQL accepts a connection to the database (or, ``server_only``, to the
-    server: `dev` creates the database itself); otherwise what is wrong and what to do."""
-    url = urlunsplit(urlsplit(database_url)._replace(path="/postgres")) if server_only else database_url
-    where = f"{_address(url, 5432)} (DATABASE_URL={redact(database_url)})"
-
-    async def connect() -> None:
-        conn = await asyncpg.connect(url, timeout=PROBE_TIMEOUT_S)
-        await conn.close()
-
-    try:
-        asyncio.run(connect())
-    except asyncpg.InvalidCatalogNameError:
-        name = urlsplit(url).path.lstrip("/")
-        return (
-            f'PostgreSQL at {where} has no database "{name}": `make run` creates it; or create it'
-            " (createdb) and run `analytics-exports migrate up`"
-        )
-    except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
-        return f"PostgreSQL at {where} refused the login: {exc}; check the user and password in DATABASE_URL"
-    except asyncpg.PostgresError as exc:
-        return f"PostgreSQL at {where} refused the connection: {exc}"
-    except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
-        return (
-            f"PostgreSQL is not reachable at {where}: {_failure(exc)}. Start it with `make services`"
-            " (ops/start-services.sh), or set DATABASE_URL to a server that is running"
-        )
-    return None
-
-
-def check_broker(rabbitmq_url: str) -> str | None:
-    """None if RabbitMQ accepts an AMQP connection; otherwise what is wrong and what to do."""
-    where = f"{_address(rabbitmq_url, 5671 if rabbitmq_url.startswith('amqps') else 5672)}"
-    where += f" (RABBITMQ_URL={redact(rabbitmq_url)})"
-    params = pika.URLParameters(rabbitmq_url)
-    params.socket_timeout = PROBE_TIMEOUT_S
-    params.stack_timeout = 2 * PROBE_TIMEOUT_S
-    params.connection_attempts = 1
-    # pika logs every failed attempt at ERROR, with a traceback: this check says it in one line.
-    pika_log = logging.getLogger("pika")
-    level = pika_log.level
-    pika_log.setLevel(logging.CRITICAL)
-    try:
-        pika.BlockingConnection(params).close()
-    except pika.exceptions.ProbableAuthenticationError:
-        return f"RabbitMQ at {where} refused the login; check the user and password in RABBITMQ_URL"
-    except pika.exceptions.ProbableAccessDeniedError:
-        return f"RabbitMQ at {where} refused access to the virtual host in RABBITMQ_URL"
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        return (
-            f"RabbitMQ is not reachable at {where}: {_failure(exc)}. Start it with `make services`"
-            " (ops/start-services.sh), or set RABBITMQ_URL to a broker that is running"
-        )
-    finally:
-        pika_log.setLevel(level)
-    return None
-
-
-def unreachable_service(settings: Settings, command: str) -> str | None:
-    """What the command needs, checked once at start; the first problem, or None."""
-    if command in ("migrate", "seed-demo", "api", "worker", "dev"):
-        problem = check_database(settings.database_url, server_only=command == "dev")
-        if problem is not None:
-            return problem
-    if command in ("worker", "scheduler", "dev"):
-        problem = check_broker(settings.rabbitmq_url)
-        if problem is not None:
-            return problem
-    if command == "api" and (problem := check_broker(settings.rabbitmq_url)) is not None:
-        # By design the API accepts exports while RabbitMQ is down (the sweep publishes them).
-        log.warning("%s; accepting exports anyway: the scheduler's sweep publishes them later", problem)
-    return None
 
 
 # --- commands ---------------------------------------------------------------------------------------

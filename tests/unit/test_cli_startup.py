@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.cli import check_broker, check_database, redact
 from actors.localdev import free_port
+from actors.preflight import check_broker, check_database, redact
 
 BIN = Path(sys.executable).parent
 
