@@ -55,6 +55,19 @@ class Stack:
     def exports_url(self, org: uuid.UUID) -> str:
         return f"{self.base}/analytics/v1/orgs/{org}/exports"
 
+    def seed_demo(self, *options: str) -> uuid.UUID:
+        """A new org with demo rollups, seeded as `make run` does (`seed-demo` and its options)."""
+        org = uuid.uuid4()
+        seeded = subprocess.run(
+            [str(BIN / "analytics-exports"), "seed-demo", "--org", str(org), *options],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert seeded.returncode == 0, seeded.stderr
+        return org
+
 
 async def _create_buckets(settings: Settings) -> None:
     async with open_s3_client(settings) as client:

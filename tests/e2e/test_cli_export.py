@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import subprocess
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,17 +15,6 @@ from tests.conftest import BIN
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.usefixtures("clean_state")
-
-
-def seed(stack: Stack, org: uuid.UUID) -> None:
-    seeded = subprocess.run(
-        [str(BIN / "analytics-exports"), "seed-demo", "--org", str(org), "--days", "10", "--models", "3"],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert seeded.returncode == 0, seeded.stderr
 
 
 def export(stack: Stack, env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,8 +32,7 @@ async def test_export_waits_with_progress_downloads_and_verifies_the_file(
     stack: Stack, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     # Given demo data and the three variables `make run` prints
-    org = uuid.uuid4()
-    seed(stack, org)
+    org = stack.seed_demo("--days", "10", "--models", "3")
     env = {"API": stack.base, "TOKEN": stack.token(org), "ORG": str(org)}
 
     # When the command line client asks for a daily export, waits for it and downloads it

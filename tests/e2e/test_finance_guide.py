@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,7 +19,6 @@ import asyncpg
 import pytest
 
 from service.api.auth import READ
-from tests.conftest import BIN
 from tests.docblocks import marked_block, run_bash
 from tests.e2e.conftest import Stack
 from tests.rollups import HEADER
@@ -42,20 +40,6 @@ def guide_env(stack: Stack, org: uuid.UUID, token: str | None = None, **extra: s
     """What `make run` prints (API, TOKEN, ORG), and nothing else the script would read."""
     env = {k: v for k, v in stack.env.items() if k not in OPTIONAL_VARIABLES}
     return {**env, "API": stack.base, "TOKEN": token or stack.token(org), "ORG": str(org), **extra}
-
-
-def seed_demo(stack: Stack) -> uuid.UUID:
-    """A new org with the demo rollups `make run` seeds (the last 40 days, 8 models)."""
-    org = uuid.uuid4()
-    seeded = subprocess.run(
-        [str(BIN / "analytics-exports"), "seed-demo", "--org", str(org)],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert seeded.returncode == 0, seeded.stderr
-    return org
 
 
 def run_guide(env: dict[str, str], cwd: Path) -> dict[str, str]:
@@ -114,7 +98,7 @@ def file_cost(path: Path) -> tuple[int, Decimal]:
 
 def test_month_end_script_reconciles_exactly_in_every_granularity(stack: Stack, tmp_path: Path) -> None:
     # Given demo data, as `make run` seeds it, and only the three variables `make run` prints
-    org = seed_demo(stack)
+    org = stack.seed_demo()
     env = guide_env(stack, org)
     month_before = last_month()
 
@@ -166,7 +150,7 @@ def test_month_end_script_reconciles_exactly_in_every_granularity(stack: Stack, 
 
 def test_an_empty_month_reconciles_to_zero(stack: Stack, tmp_path: Path) -> None:
     # Given an org whose usage covers only the last 40 days, and a month half a year ago
-    org = seed_demo(stack)
+    org = stack.seed_demo()
     month = (datetime.now(UTC) - timedelta(days=180)).strftime("%Y-%m")
     # When the script exports that month
     empty = run_guide(guide_env(stack, org, MONTH=month), tmp_path)

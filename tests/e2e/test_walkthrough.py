@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN
 from tests.docblocks import marked_block, run_bash
 from tests.e2e.conftest import Stack
 
@@ -29,15 +27,7 @@ def run_walkthrough(env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
 
 def test_readme_walkthrough_works_verbatim(stack: Stack, tmp_path: Path) -> None:
     # Given demo data, as `make run` seeds it, and the three variables `make run` prints
-    org = uuid.uuid4()
-    seeded = subprocess.run(
-        [str(BIN / "analytics-exports"), "seed-demo", "--org", str(org)],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert seeded.returncode == 0, seeded.stderr
+    org = stack.seed_demo()
     env = {**stack.env, "TOKEN": stack.token(org), "ORG": str(org), "API": stack.base}
 
     # When the README's commands run in a shell, then every step works and the file checks out

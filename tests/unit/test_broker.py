@@ -12,6 +12,17 @@ from actors.broker import DropStale, create_broker
 from service.settings import Settings
 
 
+def drain(broker: StubBroker) -> None:
+    """Run a worker until the ``exports`` queue is empty."""
+    worker = Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join("exports", fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+
+
 def test_a_stale_tick_is_dropped_without_a_dead_letter() -> None:
     # Given a broker with DropStale, and a tick actor with a max_age
     broker = StubBroker(middleware=[DropStale()])
@@ -25,13 +36,7 @@ def test_a_stale_tick_is_dropped_without_a_dead_letter() -> None:
     stale = tick.message("stale").copy(message_timestamp=current_millis() - 5000)
     broker.enqueue(stale)
     tick.send("fresh")
-    worker = Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        broker.join("exports", fail_fast=False)
-        worker.join()
-    finally:
-        worker.stop()
+    drain(broker)
     # Then only the fresh one ran, and nothing went to the dead-letter queue
     assert ran == ["fresh"]
     assert broker.dead_letters == []
@@ -46,13 +51,7 @@ def test_dramatiqs_own_age_limit_would_have_dead_lettered_it() -> None:
         raise AssertionError("a stale tick must not run")
 
     broker.enqueue(tick.message().copy(message_timestamp=current_millis() - 5000))
-    worker = Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        broker.join("exports", fail_fast=False)
-        worker.join()
-    finally:
-        worker.stop()
+    drain(broker)
     assert len(broker.dead_letters) == 1
 
 

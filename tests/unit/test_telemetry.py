@@ -29,16 +29,6 @@ AUTH = {"Authorization": f"Bearer {mint_token(SECRET, subject='ana', orgs=[ORG_A
 
 
 @pytest.fixture
-def repo() -> FakeRepository:
-    return FakeRepository()
-
-
-@pytest.fixture
-def queue() -> FakeQueue:
-    return FakeQueue()
-
-
-@pytest.fixture
 async def client(aiohttp_client: Any, repo: FakeRepository, queue: FakeQueue) -> Client:
     settings = Settings(auth_jwt_secret=SECRET, data_retention_months=240)
     store = ObjectStore(FakeS3(), settings.export_part_size)  # type: ignore[arg-type]
