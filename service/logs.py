@@ -34,11 +34,6 @@ def log_context(**fields: object) -> Iterator[None]:
         _bound.reset(token)
 
 
-def bound_fields() -> Mapping[str, object]:
-    """The fields :func:`log_context` has bound here."""
-    return _bound.get()
-
-
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {

@@ -191,6 +191,3 @@ class ExportMetrics:
             self.housekeeping.labels(action)
         for tick in TICKS:
             self.ticks.labels(tick)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
