@@ -298,20 +298,32 @@ class Publisher:
             raise QueueUnavailable("publisher closed")
         if queue_name not in self._declared:
             await self._declare(queue_name)
-        link = self._link
-        if link is None or link.dead:
-            link = self._link = _Link(asyncio.get_running_loop(), self._parameters, self._timeout)
-        elif link.loop is not asyncio.get_running_loop():
-            raise QueueUnavailable("publisher used from another event loop than its connection's")
-        try:
-            await asyncio.shield(link.ready)
-        except QueueUnavailable as exc:
-            # The failure is shared by every publish that waited for this opening: raise a copy
-            # each, so concurrent tasks do not all grow one exception's traceback.
-            raise QueueUnavailable(str(exc)) from None
-        if self._closed:
-            raise QueueUnavailable("publisher closed")
-        return link
+        # A publish may join an opening that began before it (a concurrent publish's, or that of a
+        # publish which has already timed out). If that opening fails, this publish has not had a
+        # try of its own yet: it opens one more link, within its own deadline, and gives up only
+        # if that one fails too.
+        retried = False
+        while True:
+            joined = False
+            link = self._link
+            if link is None or link.dead:
+                link = self._link = _Link(asyncio.get_running_loop(), self._parameters, self._timeout)
+            elif link.loop is not asyncio.get_running_loop():
+                raise QueueUnavailable("publisher used from another event loop than its connection's")
+            elif not link.ready.done():
+                joined = True
+            try:
+                await asyncio.shield(link.ready)
+            except QueueUnavailable as exc:
+                if joined and not retried and not self._closed:
+                    retried = True
+                    continue
+                # The failure is shared by every publish that waited for this opening: raise a copy
+                # each, so concurrent tasks do not all grow one exception's traceback.
+                raise QueueUnavailable(str(exc)) from None
+            if self._closed:
+                raise QueueUnavailable("publisher closed")
+            return link
 
     async def _declare(self, queue_name: str) -> None:
         """``broker.declare_queue(name, ensure=True)`` once, in a thread (it is blocking): the

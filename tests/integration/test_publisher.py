@@ -460,6 +460,33 @@ async def test_a_connection_gone_silent_is_dropped_after_one_timeout(
         await publisher.close()
 
 
+async def test_a_publish_that_joined_an_opening_which_then_fails_opens_its_own(
+    rabbit: Rabbit, proxy: FaultProxy, openings: list[object]
+) -> None:
+    # The queue is declared through the real broker; only the publisher's connection is proxied
+    publisher = rabbit.publisher(proxy.url_for(RABBITMQ_URL), timeout=3)
+    try:
+        proxy.blackhole()
+        first = asyncio.create_task(publisher.publish(rabbit.actor.message("first")))
+        deadline = time.monotonic() + 2
+        while not openings:  # its opening is stuck behind the partition
+            assert time.monotonic() < deadline, "the first publish never opened a connection"
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(publisher.publish(rabbit.actor.message("second")))
+        await asyncio.sleep(0.2)  # waiting on the same opening
+        assert len(openings) == 1
+        await asyncio.to_thread(proxy.restore)  # which resets the stuck connection
+        # The publish that started the opening fails with it; the one that only joined it gets a
+        # try of its own on a new connection, well within its deadline
+        with pytest.raises(QueueUnavailable, match="connection failed"):
+            await first
+        await second
+        assert len(openings) == 2
+    finally:
+        await publisher.close()
+    assert [Message.decode(body).args[0] for _, _, body in drain(rabbit.queue)] == ["second"]
+
+
 async def test_publishing_after_close_is_queue_unavailable(
     rabbit: Rabbit, publisher: Publisher, openings: list[object]
 ) -> None:
