@@ -7,6 +7,8 @@ publish keeps a future under its tag, and a confirm settles the futures it cover
 
 The bytes and properties are exactly those of ``RabbitmqBroker.enqueue`` (no delay), and the
 queue is declared by the broker itself, so workers cannot tell these messages from ``send()``'s.
+Queue depths (for /metrics and /readyz) are read over the same connection, with passive declares
+on a short-lived second channel, so a scrape never opens a connection of its own.
 Every failure (refused, reset, unroutable, nacked, closed, too slow) is a ``QueueUnavailable``.
 """
 
@@ -16,9 +18,11 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import pika
+import pika.exceptions
 import pika.spec
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -164,6 +168,65 @@ class _Link:
         _settle(self.ready, QueueUnavailable(f"RabbitMQ connection failed: {reason}"))
         self._unconfirmed.fail_all(reason)
 
+    async def depths(self, queue_names: Sequence[str]) -> dict[str, int]:
+        """Messages ready in each queue (0 for a queue that does not exist), read with passive
+        declares on a channel of its own on this connection, closed afterwards. A declare of a
+        missing queue closes the channel (404), so the next name gets a new one."""
+        depths: dict[str, int] = {}
+        channel: Any = None
+        closed: asyncio.Future[BaseException] | None = None
+        try:
+            for name in queue_names:
+                if channel is None:
+                    channel, closed = await self._open_side_channel()
+                assert closed is not None
+                declared: asyncio.Future[int] = self.loop.create_future()
+
+                def answered(frame: Any, declared: asyncio.Future[int] = declared) -> None:
+                    if not declared.done():
+                        declared.set_result(frame.method.message_count)
+
+                channel.queue_declare(queue=name, passive=True, callback=answered)
+                await self._first_of(declared, closed)
+                if declared.done():
+                    depths[name] = declared.result()
+                    continue
+                error = closed.result()
+                if not (isinstance(error, pika.exceptions.ChannelClosedByBroker) and error.reply_code == 404):
+                    raise QueueUnavailable(f"RabbitMQ queue declaration failed: {_reason(error)}")
+                depths[name] = 0
+                channel = None
+        finally:
+            if channel is not None and channel.is_open:
+                channel.close()
+        return depths
+
+    async def _open_side_channel(self) -> tuple[Any, asyncio.Future[BaseException]]:
+        """A new channel on this connection, and a future that settles with why it closed."""
+        opened: asyncio.Future[Any] = self.loop.create_future()
+        closed: asyncio.Future[BaseException] = self.loop.create_future()
+
+        def on_close(channel: Any, error: BaseException) -> None:
+            if not closed.done():
+                closed.set_result(error)
+
+        def on_open(channel: Any) -> None:
+            channel.add_on_close_callback(on_close)
+            if not opened.done():
+                opened.set_result(channel)
+
+        if self.dead:
+            raise QueueUnavailable("RabbitMQ connection closed")
+        self._connection.channel(on_open_callback=on_open)
+        await self._first_of(opened)
+        return opened.result(), closed
+
+    async def _first_of(self, *futures: asyncio.Future[Any]) -> None:
+        """Wait until one of ``futures`` settles; QueueUnavailable if the connection ends first."""
+        await asyncio.wait([*futures, self.finished], return_when=asyncio.FIRST_COMPLETED)
+        if not any(future.done() for future in futures):
+            raise QueueUnavailable("RabbitMQ connection lost while reading queue depths")
+
     # pika's callbacks (they run on the loop and must not raise) ---------------------------------
 
     def _opening_too_slow(self) -> None:
@@ -267,17 +330,35 @@ class Publisher:
                 link.unroutable.discard(message.queue_name)
                 self._forget_declared(message.queue_name)
             raise
-        except TimeoutError as exc:
-            if link is not None and link.ready.done():
-                # No confirm in time on an open link: treat it as dead rather than let every next
-                # publish wait on it too (a half-open TCP connection is only noticed by heartbeats).
-                link.fail(f"no confirm within {self._timeout:g} s")
-            raise QueueUnavailable(f"RabbitMQ publish timed out after {self._timeout:g} s") from exc
         except Exception as exc:
             # Whatever pika or the network raises (AMQPError, OSError, even ValueError from a reset
             # handshake) means "not published"; the caller's job row stays the truth.
-            raise QueueUnavailable(f"RabbitMQ publish failed: {_reason(exc)}") from exc
+            raise self._unavailable("publish", link, exc) from exc
         self._broker.emit_after("enqueue", message, None)
+
+    async def queue_depths(self, queue_names: Sequence[str]) -> dict[str, int]:
+        """Messages ready in each queue (0 for one not declared yet), read over the publishing
+        connection (a short-lived channel, no connection of its own): a round trip to the broker
+        within ``timeout``, or ``QueueUnavailable``."""
+        link: _Link | None = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                link = await self._open_link()
+                return await link.depths(queue_names)
+        except QueueUnavailable:
+            raise
+        except Exception as exc:
+            raise self._unavailable("queue depth read", link, exc) from exc
+
+    def _unavailable(self, what: str, link: _Link | None, exc: Exception) -> QueueUnavailable:
+        """The QueueUnavailable for a call that raised ``exc``. A call that timed out on an open
+        link ends that link, rather than let every next call wait on it too (a half-open TCP
+        connection is otherwise noticed only by heartbeats)."""
+        if not isinstance(exc, TimeoutError):
+            return QueueUnavailable(f"RabbitMQ {what} failed: {_reason(exc)}")
+        if link is not None and link.ready.done():
+            link.fail(f"no answer within {self._timeout:g} s")
+        return QueueUnavailable(f"RabbitMQ {what} timed out after {self._timeout:g} s")
 
     async def close(self) -> None:
         """Fail publishes still waiting, close the connection; later publishes fail at once."""
@@ -298,6 +379,12 @@ class Publisher:
             raise QueueUnavailable("publisher closed")
         if queue_name not in self._declared:
             await self._declare(queue_name)
+        return await self._open_link()
+
+    async def _open_link(self) -> _Link:
+        """The open link, opening one if there is none (concurrent callers share the opening)."""
+        if self._closed:
+            raise QueueUnavailable("publisher closed")
         # A publish may join an opening that began before it (a concurrent publish's, or that of a
         # publish which has already timed out). If that opening fails, this publish has not had a
         # try of its own yet: it opens one more link, within its own deadline, and gives up only

@@ -19,6 +19,7 @@ import pika
 import pytest
 from dramatiq import Message, Middleware, Worker
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import dq_name, xq_name
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 import actors.publisher as publisher_module
@@ -509,3 +510,93 @@ async def test_closing_fails_the_publishes_still_waiting(rabbit: Rabbit, publish
     assert time.monotonic() - began < 1  # failed by the close, not by their timeout
     assert all(result is None or isinstance(result, QueueUnavailable) for result in results), results
     assert any(isinstance(result, QueueUnavailable) for result in results)
+
+
+# Queue depths (what /metrics and /readyz read) ------------------------------------------------
+
+
+async def test_queue_depths_count_ready_messages_over_the_publishing_connection(
+    rabbit: Rabbit, publisher: Publisher, openings: list[object]
+) -> None:
+    missing = f"{rabbit.queue}-never-declared"
+    for i in range(3):
+        await publisher.publish(rabbit.actor.message(str(i)))
+    names = [rabbit.queue, missing, dq_name(rabbit.queue), xq_name(rabbit.queue)]
+    for _ in range(5):  # a scrape every so often
+        assert await publisher.queue_depths(names) == {
+            rabbit.queue: 3,
+            missing: 0,  # its 404 closed a channel, not the connection
+            dq_name(rabbit.queue): 0,
+            xq_name(rabbit.queue): 0,
+        }
+    assert not queue_exists(missing)  # passive: reading never declares
+    # Reads and publishes share the one connection, concurrently
+    reads = [publisher.queue_depths([rabbit.queue]) for _ in range(10)]
+    publishes = [publisher.publish(rabbit.actor.message(str(i))) for i in range(3, 50)]
+    results = await asyncio.gather(*reads, *publishes)
+    assert all(3 <= depths[rabbit.queue] <= 50 for depths in results[:10]), results[:10]
+    assert len(openings) == 1
+    assert await publisher.queue_depths([rabbit.queue]) == {rabbit.queue: 50}
+    assert len(drain(rabbit.queue)) == 50
+
+
+async def test_queue_depths_on_a_silent_network_are_unavailable_then_read_on_a_new_connection(
+    rabbit: Rabbit, proxy: FaultProxy, openings: list[object]
+) -> None:
+    publisher = rabbit.publisher(proxy.url_for(RABBITMQ_URL), timeout=1.5)
+    try:
+        await publisher.publish(rabbit.actor.message("queued"))
+        assert await publisher.queue_depths([rabbit.queue]) == {rabbit.queue: 1}
+        proxy.blackhole()
+        with pytest.raises(QueueUnavailable, match="queue depth read timed out"):
+            await publisher.queue_depths([rabbit.queue])
+        await asyncio.to_thread(proxy.restore)
+        assert await publisher.queue_depths([rabbit.queue]) == {rabbit.queue: 1}
+        assert len(openings) == 2  # the silent connection was given up
+    finally:
+        await publisher.close()
+
+
+async def test_queue_depths_after_the_broker_closed_the_connection_open_a_new_one(
+    rabbit: Rabbit, publisher: Publisher, openings: list[object]
+) -> None:
+    await publisher.publish(rabbit.actor.message("queued"))
+    await close_connection_named(rabbit.connection_name)
+    deadline = time.monotonic() + 10
+    while True:  # the close reaches the client asynchronously; a read in between may fail
+        try:
+            depths = await publisher.queue_depths([rabbit.queue])
+        except QueueUnavailable:
+            assert time.monotonic() < deadline, "no new connection"
+            await asyncio.sleep(0.05)
+            continue
+        if len(openings) == 2:
+            break
+        await asyncio.sleep(0.05)
+        assert time.monotonic() < deadline, "the closed connection was never noticed"
+    assert depths == {rabbit.queue: 1}
+
+
+async def test_the_job_queue_reads_its_three_queues_and_pings_and_says_so_when_the_broker_is_away(
+    rabbit: Rabbit,
+) -> None:
+    queue = DramatiqJobQueue(rabbit.actor, RABBITMQ_URL)
+    away = DramatiqJobQueue(rabbit.actor, url_to(closed_port()))
+    try:
+        await queue.enqueue_export(uuid.uuid4())
+        await queue.ping()
+        assert await queue.depths() == {rabbit.queue: 1, dq_name(rabbit.queue): 0, xq_name(rabbit.queue): 0}
+        with pytest.raises(QueueUnavailable):
+            await away.ping()
+        with pytest.raises(QueueUnavailable):
+            await away.depths()
+    finally:
+        await queue.close()
+        await away.close()
+
+
+async def test_queue_depths_from_a_closed_publisher_are_unavailable(rabbit: Rabbit) -> None:
+    publisher = rabbit.publisher()
+    await publisher.close()
+    with pytest.raises(QueueUnavailable, match="closed"):
+        await publisher.queue_depths([rabbit.queue])
