@@ -16,6 +16,7 @@ import asyncpg
 from actors.broker import create_broker
 from actors.exports import declare_actors
 from service.storage import S3Client
+from tests.e2e.test_observability import scrape, value
 from tests.faults.conftest import (
     Cluster,
     eventually_no_uploads,
@@ -129,6 +130,34 @@ async def test_broker_unreachable_at_post_still_accepts_and_completes_later(
     done = await wait_finished(db, job_id, healthy, seconds=120)
     assert done["status"] == "succeeded", (done["error_message"], dict(done))
     await assert_one_true_object(bucket, org, done)
+
+
+async def broker_read_errors(http: aiohttp.ClientSession, cluster: Cluster) -> float:
+    """What the API's /metrics says now: scrapes that could not read the queue depths."""
+    samples = await scrape(http, f"{cluster.base}/metrics")
+    return value(samples, "exports_backlog_read_errors_total", source="broker")
+
+
+async def test_broker_unreachable_readiness_and_metrics_say_so_then_recover(
+    healthy: Cluster, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{healthy.base}/readyz") as reply:
+        assert reply.status == 200, await reply.text()
+    missed = await broker_read_errors(http, healthy)
+    # Given RabbitMQ is unreachable (the API's open connection reset, new ones refused)
+    healthy.rabbit.cut()
+    # Then readiness names the broker, and a scrape still answers, counting the miss
+    async with http.get(f"{healthy.base}/readyz") as reply:
+        body = await reply.json()
+        assert reply.status == 503, body
+    assert body["checks"]["broker"].startswith("error: RabbitMQ"), body
+    assert body["checks"]["database"] == "ok", body
+    assert await broker_read_errors(http, healthy) == missed + 1
+    # And once it is back, both recover on a new connection
+    healthy.rabbit.restore()
+    async with http.get(f"{healthy.base}/readyz") as reply:
+        assert reply.status == 200, await reply.text()
+    assert await broker_read_errors(http, healthy) == missed + 1
 
 
 async def test_database_connection_killed_mid_stream_succeeds_on_retry(
