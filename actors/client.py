@@ -90,6 +90,8 @@ class JobView:
     checksum: str | None = None
     error_message: str | None = None
     expires_at: str | None = None
+    #: Attempts a worker has made so far (the running one included).
+    attempts: int = 0
 
     @classmethod
     def from_json(cls, data: object) -> JobView:
@@ -115,6 +117,7 @@ class JobView:
             checksum=text("checksum"),
             error_message=text("errorMessage"),
             expires_at=text("expiresAt"),
+            attempts=integer("attempts") or 0,
         )
 
 
@@ -173,19 +176,6 @@ class ExportsClient:
         reply = await self._send("GET", f"{self._exports}/{quote(job_id, safe='')}", self._auth)
         self._expect(reply, 200)
         return JobView.from_json(_json(reply))
-
-    async def latest_attempt(self, job_id: str) -> int | None:
-        """The attempt of the job's newest audit event (every claim is one), if any."""
-        reply = await self._send("GET", f"{self._exports}/{quote(job_id, safe='')}/events", self._auth)
-        self._expect(reply, 200)
-        data = _json(reply)
-        items = data.get("items") if isinstance(data, dict) else None
-        attempts = [
-            item["attempt"]
-            for item in (items if isinstance(items, list) else [])
-            if isinstance(item, dict) and isinstance(item.get("attempt"), int)
-        ]
-        return attempts[-1] if attempts else None
 
     async def download_link(self, job_id: str) -> str:
         """A fresh presigned link to the file (the API answers 302 to it)."""
@@ -306,11 +296,11 @@ def format_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def progress_line(job: JobView, attempt: int | None, elapsed: float) -> str:
+def progress_line(job: JobView, elapsed: float) -> str:
     """``export 1b2c3d4e  running  attempt 1  12s``, with rows and size once the job has them."""
     parts = [f"export {job.job_id[:8]}", job.status]
-    if attempt:
-        parts.append(f"attempt {attempt}")
+    if job.attempts:
+        parts.append(f"attempt {job.attempts}")
     parts.append(f"{elapsed:.0f}s")
     if job.row_count is not None:
         parts.append(f"{job.row_count:,} rows")
@@ -328,16 +318,16 @@ class ProgressDisplay:
         self._tty = tty
         self._width = width or (lambda: shutil.get_terminal_size().columns)
         self._drawn = 0
-        self._last: tuple[str, int | None, int | None] | None = None
+        self._last: tuple[str, int, int | None] | None = None
 
-    def update(self, job: JobView, attempt: int | None, elapsed: float) -> None:
-        line = progress_line(job, attempt, elapsed)
+    def update(self, job: JobView, elapsed: float) -> None:
+        line = progress_line(job, elapsed)
         if self._tty:
             line = line[: max(self._width() - 1, 20)]
             self._stream.write("\r" + line + " " * max(self._drawn - len(line), 0))
             self._drawn = len(line)
         else:
-            key = (job.status, attempt, job.row_count)
+            key = (job.status, job.attempts, job.row_count)
             if key == self._last:
                 return
             self._last = key
@@ -360,18 +350,15 @@ async def follow(
     interval: float,
     give_up_after: float | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> tuple[JobView, int | None]:
-    """Poll the job until it is finished, showing progress; the final job and its attempt."""
+) -> JobView:
+    """Poll the job until it is finished, showing progress; the final job."""
     started = clock()
     while True:
-        # Read after the job, so the attempt is never older than the status. A pending job shows
-        # none: the count read a moment later may already be the next claim's.
-        attempt = None if job.status == "pending" else await client.latest_attempt(job.job_id)
         elapsed = clock() - started
-        display.update(job, attempt, elapsed)
+        display.update(job, elapsed)
         if job.status in TERMINAL_STATUSES:
             display.finish()
-            return job, attempt
+            return job
         if give_up_after is not None and elapsed >= give_up_after:
             display.finish()
             raise CommandError(
@@ -440,10 +427,8 @@ class ExportCommand:
             tty = self.err.isatty() if self.tty is None else self.tty
             self._display = ProgressDisplay(self.err, tty=tty)
             started = time.monotonic()
-            job, attempt = await follow(
-                client, job, self._display, interval=self.interval, give_up_after=self.timeout
-            )
-            self._report(job, attempt, time.monotonic() - started)
+            job = await follow(client, job, self._display, interval=self.interval, give_up_after=self.timeout)
+            self._report(job, time.monotonic() - started)
             if job.status != "succeeded":
                 return EXIT_UNSUCCESSFUL
             link = await client.download_link(job.job_id)
@@ -453,8 +438,8 @@ class ExportCommand:
                 await self._fetch(client, job, link, self.download)
             return EXIT_SUCCEEDED
 
-    def _report(self, job: JobView, attempt: int | None, elapsed: float) -> None:
-        tried = f", attempt {attempt}" if attempt else ""
+    def _report(self, job: JobView, elapsed: float) -> None:
+        tried = f", attempt {job.attempts}" if job.attempts else ""
         line = f"export {job.job_id}: {job.status} after {elapsed:.0f}s{tried}"
         if job.error_message:
             line += f": {job.error_message}"

@@ -185,6 +185,9 @@ def job_json(job: Job) -> dict[str, object]:
         "outputUri": job.output_uri,
         "errorMessage": job.error_message,
         "cancelRequestedAt": opt(job.cancel_requested_at),
+        "attempts": job.charged_attempts,
+        # Only a pending job waits for a retry; the column outlives the wait (a cancel keeps it).
+        "nextAttemptAt": opt(job.available_at) if job.status is JobStatus.PENDING else None,
     }
 
 
@@ -266,6 +269,8 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "outputUri",
             "errorMessage",
             "cancelRequestedAt",
+            "attempts",
+            "nextAttemptAt",
         ],
         "properties": {
             "jobId": {"type": "string", "format": "uuid"},
@@ -290,6 +295,22 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "cancelRequestedAt": {
                 **_NULLABLE_TIMESTAMP,
                 "description": "When a cancel was asked for (a running export stops at its next part).",
+            },
+            "attempts": {
+                "type": "integer",
+                "minimum": 0,
+                "description": (
+                    "Attempts a worker has made at this export so far, the running one included "
+                    "(an attempt handed back at a worker shutdown does not count). The export "
+                    "fails after EXPORT_MAX_ATTEMPTS (3) attempts that hit a passing fault."
+                ),
+            },
+            "nextAttemptAt": {
+                **_NULLABLE_TIMESTAMP,
+                "description": (
+                    "Set while a pending export waits to be retried after a failed attempt "
+                    "(errorMessage says why): no worker starts it before this time. Null otherwise."
+                ),
             },
         },
     },

@@ -14,6 +14,8 @@ from tests.e2e.conftest import Stack, create_export, wait_for_job
 pytestmark = pytest.mark.usefixtures("clean_state")
 BODY = {"timeRange": {"start": "2026-10-01T00:00:00Z", "end": "2026-10-02T00:00:00Z"}, "granularity": "daily"}
 JOB_FIELDS = {
+    "attempts",
+    "nextAttemptAt",
     "cancelRequestedAt",
     "jobId",
     "orgId",

@@ -91,16 +91,44 @@ async def test_s3_unreachable_for_10_seconds_mid_upload_is_ridden_out(
     await eventually_no_uploads(bucket)
 
 
+async def job_states_until_finished(
+    http: aiohttp.ClientSession, cluster: Cluster, org: uuid.UUID, job_id: uuid.UUID
+) -> list[dict[str, object]]:
+    """Every distinct state the API showed for the job, polled every 0.1 s until it finished."""
+    url = f"{cluster.base}/analytics/v1/orgs/{org}/exports/{job_id}"
+    keys = ("status", "attempts", "nextAttemptAt", "errorMessage")
+    states: list[dict[str, object]] = []
+    while True:
+        async with http.get(url, headers=cluster.auth(org)) as reply:
+            assert reply.status == 200, await reply.text()
+            job = await reply.json()
+        state = {key: job[key] for key in keys}
+        if not states or states[-1] != state:
+            states.append(state)
+        if job["status"] not in ("pending", "running"):
+            return states
+        await asyncio.sleep(0.1)
+
+
 async def test_s3_unreachable_past_the_retry_budget_fails_readably_and_cleans_up(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
     # Given S3 is down for good once the upload has started
     org, job_id, _ = await export_in_flight(healthy, http, db, models=20, rate=256 * 1024)
     healthy.s3.cut()
+    seen = asyncio.create_task(job_states_until_finished(http, healthy, org, job_id))
     # Then every attempt gives up after the retry window and the job fails with a readable reason
     failed = await wait_finished(db, job_id, healthy, seconds=150)
     assert failed["status"] == "failed"
     assert failed["error_message"].startswith("gave up after 3 attempts: S3 "), failed["error_message"]
+    # And the API said so all along: between attempts the job was pending, with how many attempts
+    # it had had, why the last failed and when the next would start
+    states = await asyncio.wait_for(seen, 10)
+    waiting = [state for state in states if state["status"] == "pending"]
+    assert {state["attempts"] for state in waiting} == {1, 2}, states
+    assert all(str(state["errorMessage"]).startswith("attempt ") for state in waiting), waiting
+    assert all(state["nextAttemptAt"] is not None for state in waiting), waiting
+    assert (states[-1]["status"], states[-1]["attempts"], states[-1]["nextAttemptAt"]) == ("failed", 3, None)
     # And once S3 is back, the sweep aborts what could not be aborted while it was down
     healthy.heal()
     await eventually_no_uploads(bucket)

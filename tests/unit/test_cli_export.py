@@ -55,15 +55,15 @@ def problem(status: int, title: str, detail: str) -> web.Response:
 
 @dataclass
 class FakeApi:
-    """The export endpoints of one org. The job moves through ``states``, one per GET of the job;
-    each state is the job's fields plus the ``attempt`` its newest audit event carries."""
+    """The export endpoints of one org. The job moves through ``states`` (fields of the job), one
+    per GET of the job."""
 
     states: list[dict[str, object]] = field(
         default_factory=lambda: [
-            {"status": "pending", "attempt": 0},
-            {"status": "running", "attempt": 1},
-            {"status": "running", "attempt": 1},
-            {"status": "succeeded", "attempt": 1, **DONE},
+            {"status": "pending", "attempts": 0},
+            {"status": "running", "attempts": 1},
+            {"status": "running", "attempts": 1},
+            {"status": "succeeded", "attempts": 1, **DONE},
         ]
     )
     content: bytes = CSV
@@ -80,8 +80,7 @@ class FakeApi:
         return self.states[min(self.gets, len(self.states)) - 1] if self.gets else {"status": "pending"}
 
     def job(self) -> dict[str, object]:
-        state = {k: v for k, v in self.current().items() if k != "attempt"}
-        return {"jobId": JOB_ID, "orgId": ORG, "errorMessage": None, "checksum": None, **state}
+        return {"jobId": JOB_ID, "orgId": ORG, "errorMessage": None, "checksum": None, **self.current()}
 
     def app(self) -> web.Application:
         exports = f"/analytics/v1/orgs/{ORG}/exports"
@@ -106,10 +105,6 @@ class FakeApi:
             self.gets += 1
             return web.json_response(self.job())
 
-        async def events(request: web.Request) -> web.Response:
-            attempt = self.current().get("attempt", 0)
-            return web.json_response({"items": [{"event": "created", "attempt": 0}, {"attempt": attempt}]})
-
         async def download(request: web.Request) -> web.Response:
             return web.Response(
                 status=302, headers={"Location": f"{self.base}/bucket/export.csv?X-Sig=a%2Fb"}
@@ -125,7 +120,6 @@ class FakeApi:
         app = web.Application(middlewares=[bearer])
         app.router.add_post(exports, create)
         app.router.add_get(exports + "/{job_id}", get)
-        app.router.add_get(exports + "/{job_id}/events", events)
         app.router.add_get(exports + "/{job_id}/download", download)
         app.router.add_get("/bucket/export.csv", file)
         return app
@@ -181,10 +175,11 @@ class Terminal(io.StringIO):
 
 
 def test_progress_line_shows_status_attempt_elapsed_and_then_rows_and_size() -> None:
-    assert progress_line(JobView(JOB_ID, "pending"), None, 0.2) == "export 1b2c3d4e  pending  0s"
-    assert progress_line(JobView(JOB_ID, "running"), 2, 12.6) == "export 1b2c3d4e  running  attempt 2  13s"
-    done = JobView(JOB_ID, "succeeded", row_count=12345, byte_count=3 * 1024 * 1024)
-    assert progress_line(done, 1, 61) == "export 1b2c3d4e  succeeded  attempt 1  61s  12,345 rows  3.0 MiB"
+    assert progress_line(JobView(JOB_ID, "pending"), 0.2) == "export 1b2c3d4e  pending  0s"
+    running = JobView(JOB_ID, "running", attempts=2)
+    assert progress_line(running, 12.6) == "export 1b2c3d4e  running  attempt 2  13s"
+    done = JobView(JOB_ID, "succeeded", row_count=12345, byte_count=3 * 1024 * 1024, attempts=1)
+    assert progress_line(done, 61) == "export 1b2c3d4e  succeeded  attempt 1  61s  12,345 rows  3.0 MiB"
 
 
 def test_on_a_terminal_the_line_is_redrawn_in_place_and_ended_once() -> None:
@@ -192,8 +187,8 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_ended_once() -> None:
     screen = Terminal()
     display = ProgressDisplay(screen, tty=True, width=lambda: 80)
     # When the job goes from a longer line to a shorter one, then finishes
-    display.update(JobView(JOB_ID, "succeeded", row_count=5, byte_count=10), 1, 3)
-    display.update(JobView(JOB_ID, "running"), 1, 4)
+    display.update(JobView(JOB_ID, "succeeded", row_count=5, byte_count=10, attempts=1), 3)
+    display.update(JobView(JOB_ID, "running", attempts=1), 4)
     display.finish()
     display.finish()
     # Then each update returns to the start of the line and blanks what the longer one left
@@ -204,7 +199,7 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_ended_once() -> None:
 
 def test_on_a_terminal_the_line_never_wraps() -> None:
     screen = Terminal()
-    ProgressDisplay(screen, tty=True, width=lambda: 30).update(JobView(JOB_ID, "running"), 1, 4)
+    ProgressDisplay(screen, tty=True, width=lambda: 30).update(JobView(JOB_ID, "running", attempts=1), 4)
     assert screen.getvalue() == "\r" + "export 1b2c3d4e  running  attempt 1  4s"[:29]
 
 
@@ -213,15 +208,15 @@ def test_elsewhere_there_is_one_line_per_change_of_status_or_attempt() -> None:
     log = io.StringIO()
     display = ProgressDisplay(log, tty=False)
     # When the job is polled many times
-    for status, attempt, elapsed in [
-        ("pending", None, 0),
-        ("pending", None, 1),
+    for status, attempts, elapsed in [
+        ("pending", 0, 0),
+        ("pending", 0, 1),
         ("running", 1, 2),
         ("running", 1, 3),
         ("pending", 1, 4),
         ("running", 2, 5),
     ]:
-        display.update(JobView(JOB_ID, status), attempt, elapsed)
+        display.update(JobView(JOB_ID, status, attempts=attempts), elapsed)
     display.finish()
     # Then only the changes are written, each on a line of its own, without carriage returns
     assert log.getvalue().splitlines() == [
@@ -325,15 +320,15 @@ def test_a_file_that_does_not_match_the_checksum_is_not_left_under_the_name_aske
 @pytest.mark.parametrize(
     ("final", "message"),
     [
-        ({"status": "failed", "attempt": 3, "errorMessage": "gave up after 3 attempts: S3 down"}, "S3 down"),
-        ({"status": "cancelled", "attempt": 1}, "cancelled"),
-        ({"status": "expired", "attempt": 1}, "expired"),
+        ({"status": "failed", "attempts": 3, "errorMessage": "gave up after 3 attempts: S3 down"}, "S3 down"),
+        ({"status": "cancelled", "attempts": 1}, "cancelled"),
+        ({"status": "expired", "attempts": 1}, "expired"),
     ],
 )
 def test_an_export_that_ends_without_a_file_exits_1(
     api: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path, final: dict[str, object], message: str
 ) -> None:
-    api.states = [{"status": "running", "attempt": 1}, final]
+    api.states = [{"status": "running", "attempts": 1}, final]
     code = export(api, "--download", str(tmp_path / "export.csv"))
     out, _ = capsys.readouterr()
     assert code == EXIT_UNSUCCESSFUL
@@ -405,7 +400,7 @@ def test_without_wait_it_only_creates_the_export(api: FakeApi, capsys: pytest.Ca
 def test_timeout_stops_waiting_but_says_the_export_goes_on(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.states = [{"status": "pending", "attempt": 0}]
+    api.states = [{"status": "pending", "attempts": 0}]
     code = export(api, "--wait", "--timeout", "100ms")
     _, err = capsys.readouterr()
     assert code == EXIT_INCOMPLETE

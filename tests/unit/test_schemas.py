@@ -341,6 +341,29 @@ def test_job_json_of_a_succeeded_job_carries_the_output() -> None:
     assert doc["models"] is None
 
 
+def test_job_json_of_a_new_job_has_no_attempts_and_no_retry_time() -> None:
+    doc = job_json(make_job())
+    assert (doc["attempts"], doc["nextAttemptAt"]) == (0, None)
+
+
+def test_job_json_of_a_job_waiting_for_a_retry_says_when_and_after_how_many_attempts() -> None:
+    retry_at = datetime(2026, 11, 8, 9, 31, 30, tzinfo=UTC)
+    job = make_job(attempt=1, available_at=retry_at, error_message="attempt 1 failed: S3 down")
+    doc = job_json(job)
+    assert (doc["status"], doc["attempts"], doc["nextAttemptAt"]) == ("pending", 1, "2026-11-08T09:31:30Z")
+    assert doc["errorMessage"] == "attempt 1 failed: S3 down"
+
+
+def test_job_json_attempts_leave_out_hand_backs_and_only_a_pending_job_has_a_retry_time() -> None:
+    # Given a job handed back once at a worker shutdown, now running its second claim
+    running = make_job(status=JobStatus.RUNNING, attempt=2, handbacks=1)
+    assert job_json(running)["attempts"] == 1
+    # A job cancelled while it waited for a retry keeps the column, but waits for nothing
+    retry_at = datetime(2026, 11, 8, 9, 31, 30, tzinfo=UTC)
+    cancelled = make_job(status=JobStatus.CANCELLED, attempt=1, available_at=retry_at)
+    assert (job_json(cancelled)["attempts"], job_json(cancelled)["nextAttemptAt"]) == (1, None)
+
+
 def test_job_json_keys_equal_the_schema_required_keys() -> None:
     required, properties = SCHEMAS["ExportJob"]["required"], SCHEMAS["ExportJob"]["properties"]
     assert isinstance(required, list)
