@@ -188,6 +188,43 @@ async def test_broker_unreachable_readiness_and_metrics_say_so_then_recover(
     assert await broker_read_errors(http, healthy) == missed + 1
 
 
+async def test_broker_connections_lost_mid_export_finish_the_job_once(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    # Given an export streaming slowly
+    org, job_id, running = await export_in_flight(healthy, http, db, models=100)
+    # When every connection to RabbitMQ drops, as in a broker restart, and stays away a few seconds
+    # (the running message cannot be acknowledged: RabbitMQ will deliver it again)
+    healthy.rabbit.cut()
+    await asyncio.sleep(3)
+    healthy.rabbit.restore()
+    healthy.s3.set_rate(None)
+    # Then the attempt under way finishes the job, and the redelivered message finds nothing to do
+    done = await wait_finished(db, job_id, healthy)
+    assert done["status"] == "succeeded", (done["error_message"], dict(done))
+    assert (done["attempt"], done["claimed_by"]) == (1, running["claimed_by"])
+    await assert_one_true_object(bucket, org, done)
+    await eventually_no_uploads(bucket)
+    # (RabbitMQ did deliver the unacknowledged message again, and a worker found nothing to claim)
+    deadline = time.monotonic() + 30
+    while not redelivered_and_not_claimable(healthy, job_id):
+        assert time.monotonic() < deadline, healthy.log_tail()
+        await asyncio.sleep(0.2)
+    assert (await job_row(db, job_id))["attempt"] == 1
+    # And the workers consume again: a new export goes through
+    later = await post_export(http, healthy, org)
+    assert (await wait_finished(db, later, healthy))["status"] == "succeeded"
+
+
+def redelivered_and_not_claimable(cluster: Cluster, job_id: uuid.UUID) -> bool:
+    """Whether a worker logged that a message for the job found it not claimable."""
+    for path in cluster.logs.glob("worker-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if str(job_id) in line and '"msg":"export not claimable, nothing to do"' in line:
+                return True
+    return False
+
+
 async def test_database_connection_killed_mid_stream_succeeds_on_retry(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
