@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dramatiq
@@ -11,7 +14,10 @@ from dramatiq import Actor, Broker
 
 from actors.context import WorkerContext
 from actors.queue import DramatiqJobQueue
+from service.errors import DatabaseUnavailable, QueueUnavailable, RetryableStorageError
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Below RabbitMQ's consumer_timeout (30 min by default), so the broker never closes the channel
 #: under a running export and redelivers it while it still runs.
@@ -26,10 +32,28 @@ class Actors:
     prune_rollups: Actor[[], None]
 
 
+#: A service the work needs is away. Nothing was changed, and the same work is worth doing once
+#: it is back: such a message is not a failure for the dead-letter queue (and its alert).
+OUTAGES = (DatabaseUnavailable, QueueUnavailable, RetryableStorageError)
+
+
 def _sent_back(retries: int, exc: BaseException) -> bool:
     """Dramatiq retries only messages an actor sends back on purpose (dramatiq.Retry); a job's own
     failures and retries are recorded on the job row, where the attempt count lives."""
     return isinstance(exc, dramatiq.Retry)
+
+
+@contextlib.contextmanager
+def _tick(name: str) -> Iterator[None]:
+    """Around one periodic tick's work. A tick the outage of a service stops is skipped, not
+    failed: every tick is idempotent and the next one, an interval later, does the same work."""
+    try:
+        yield
+    except OUTAGES as exc:
+        log.warning(
+            "tick skipped: a service it needs is unavailable; the next tick does its work",
+            extra={"tick": name, "reason": str(exc)},
+        )
 
 
 def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | None) -> Actors:
@@ -39,6 +63,9 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         if context is None:
             raise RuntimeError("actors run only in a worker process")
         return context
+
+    # A message that could not claim its job for want of the database comes back this much later.
+    retry_ms = int(settings.export_worker_interval * 1000)
 
     @dramatiq.actor(
         broker=broker,
@@ -51,10 +78,15 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         ctx = worker_context()
         if ctx.draining:
             raise dramatiq.Retry("worker shutting down: sent back for another worker", delay=1000)
-        resources = await ctx.resources()
         async with ctx.tracking():
             try:
+                resources = await ctx.resources()
                 await resources.exporter.run(uuid.UUID(job_id))
+            except DatabaseUnavailable as exc:
+                # The job could not be claimed, so its row is as it was. Dead-lettered, the job
+                # would wait for the sweep's republish of stale messages (15 minutes): try again
+                # an interval later instead, for as long as the database is away.
+                raise dramatiq.Retry(f"database unavailable: {exc}", delay=retry_ms) from exc
             except asyncio.CancelledError:
                 if not ctx.draining:
                     raise  # the time limit: the exporter recorded it as a failed attempt
@@ -72,8 +104,9 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         time_limit=5 * 60 * 1000,
     )
     async def expire_exports() -> None:
-        resources = await worker_context().resources()
-        await resources.housekeeper.expire_due()
+        with _tick("expire"):
+            resources = await worker_context().resources()
+            await resources.housekeeper.expire_due()
 
     @dramatiq.actor(
         broker=broker,
@@ -84,12 +117,13 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         time_limit=5 * 60 * 1000,
     )
     async def sweep_exports() -> None:
-        resources = await worker_context().resources()
-        queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
-        try:
-            await resources.housekeeper.sweep(queue)
-        finally:
-            await queue.close()
+        with _tick("sweep"):
+            resources = await worker_context().resources()
+            queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
+            try:
+                await resources.housekeeper.sweep(queue)
+            finally:
+                await queue.close()
 
     @dramatiq.actor(
         broker=broker,
@@ -100,7 +134,8 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         time_limit=5 * 60 * 1000,
     )
     async def prune_rollups() -> None:
-        resources = await worker_context().resources()
-        await resources.housekeeper.prune_rollups()
+        with _tick("prune"):
+            resources = await worker_context().resources()
+            await resources.housekeeper.prune_rollups()
 
     return Actors(run_export, expire_exports, sweep_exports, prune_rollups)

@@ -18,6 +18,7 @@ from actors.exports import declare_actors
 from service.storage import S3Client
 from tests.e2e.test_observability import scrape, value
 from tests.faults.conftest import (
+    HOURLY_MONTH,
     Cluster,
     eventually_no_uploads,
     job_row,
@@ -223,6 +224,46 @@ def redelivered_and_not_claimable(cluster: Cluster, job_id: uuid.UUID) -> bool:
             if str(job_id) in line and '"msg":"export not claimable, nothing to do"' in line:
                 return True
     return False
+
+
+async def test_database_unreachable_longer_than_the_lease_mid_export_ends_in_one_retry(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    org, job_id, _ = await export_in_flight(healthy, http, db, models=100)
+    broker = create_broker(healthy.direct)
+    actors = declare_actors(broker, healthy.direct, context=None)
+    try:
+        _, _, dead_before = broker.get_queue_message_counts(healthy.direct.queue_name)
+        # When PostgreSQL is unreachable for every process for twice the lease: the COPY breaks,
+        # the attempt can record neither its failure nor a lease renewal, and every tick fails
+        healthy.pg.cut()
+        # Then the API refuses new work with a 503 problem, and stores nothing
+        async with http.post(
+            f"{healthy.base}/analytics/v1/orgs/{org}/exports", json=HOURLY_MONTH, headers=healthy.auth(org)
+        ) as reply:
+            assert reply.status == 503, await reply.text()
+            assert reply.content_type == "application/problem+json"
+        # (and a message for the job that arrives now cannot claim it)
+        actors.run_export.send(str(job_id))
+        await asyncio.sleep(6)
+        healthy.pg.restore()
+        healthy.s3.set_rate(None)
+        # And once it is back, the sweep finds the lapsed lease and a second attempt finishes the job
+        done = await wait_finished(db, job_id, healthy)
+        assert done["status"] == "succeeded", (done["error_message"], dict(done))
+        assert done["attempt"] == 2
+        await assert_one_true_object(bucket, org, done)
+        await eventually_no_uploads(bucket)
+        assert await db.fetchval("SELECT count(*) FROM analytics.export_jobs WHERE org_id = $1", org) == 1
+        # And nothing was dead-lettered: the ticks were skipped, the message was sent back for later
+        deadline = time.monotonic() + 20
+        while (counts := broker.get_queue_message_counts(healthy.direct.queue_name))[1]:
+            assert time.monotonic() < deadline, counts
+            await asyncio.sleep(0.2)
+        assert counts[2] == dead_before, healthy.log_tail()
+        assert (await job_row(db, job_id))["attempt"] == 2
+    finally:
+        broker.close()
 
 
 async def test_database_connection_killed_mid_stream_succeeds_on_retry(
