@@ -270,11 +270,18 @@ async def test_database_connection_killed_mid_stream_succeeds_on_retry(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
     org, job_id, _ = await export_in_flight(healthy, http, db, models=200)
-    # When PostgreSQL terminates the backend that is streaming the COPY
-    killed = await db.fetchval(
-        """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-           WHERE datname = current_database() AND query LIKE 'COPY%' AND pid <> pg_backend_pid()"""
-    )
+    # When PostgreSQL terminates the backend that is streaming the COPY (the upload is recorded just
+    # before the COPY starts, so wait for it to be under way)
+    deadline = time.monotonic() + 10
+    while not (
+        killed := await db.fetchval(
+            """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+               WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY%'
+                 AND pid <> pg_backend_pid()"""
+        )
+    ):
+        assert time.monotonic() < deadline, "the export's COPY never started"
+        await asyncio.sleep(0.02)
     assert killed == 1
     healthy.s3.set_rate(None)
     # Then the attempt is retried from scratch and the job succeeds
