@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 from dramatiq import Broker
 from dramatiq.broker import MessageProxy
@@ -35,10 +37,21 @@ class DropStale(AgeLimit):
             raise SkipMessage("older than its max_age")
 
 
-def create_broker(settings: Settings) -> RabbitmqBroker:
+def connection_name(role: str) -> str:
+    """How this process's RabbitMQ connections are named in the management console."""
+    return f"analytics-exports {role} {socket.gethostname()}:{os.getpid()}"
+
+
+def create_broker(settings: Settings, role: str | None = None) -> RabbitmqBroker:
+    """The broker for one process; ``role`` (api, worker, scheduler) names its connections in
+    the RabbitMQ console, instead of a bare client address."""
     # confirm_delivery: send() returns only once RabbitMQ has the message, so a 202 means queued
     # (or, if the broker is down, stored and left to the sweep).
     middleware = [DropStale() if kind is AgeLimit else kind() for kind in default_middleware]
     broker = RabbitmqBroker(url=settings.rabbitmq_url, confirm_delivery=True, middleware=middleware)
+    if role is not None:
+        parameters = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+        for each in parameters:
+            each.client_properties = {"connection_name": connection_name(role)}
     broker.add_middleware(AsyncIO())
     return broker

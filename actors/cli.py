@@ -69,7 +69,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
-    broker = create_broker(settings)
+    broker = create_broker(settings, "api")
     actors = declare_actors(broker, settings, context=None)
     queue = DramatiqJobQueue(actors.run_export, settings.rabbitmq_url)
     app = create_app(settings, queue)
@@ -85,7 +85,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    broker = create_broker(settings)
+    broker = create_broker(settings, "worker")
     context = WorkerContext(settings)
     broker.add_middleware(context)  # after AsyncIO: closes before the loop stops
     declare_actors(broker, settings, context)
@@ -111,7 +111,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
-    broker = create_broker(settings)
+    broker = create_broker(settings, "scheduler")
     actors = declare_actors(broker, settings, context=None)
     run_scheduler(actors, settings.export_worker_interval, _stop_event())
     broker.close()

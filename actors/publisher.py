@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +26,7 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from actors.broker import connection_name as process_connection_name
 from service.errors import QueueUnavailable
 
 log = logging.getLogger(__name__)
@@ -302,7 +301,7 @@ class Publisher:
         parameters.stack_timeout = timeout
         # RabbitMQ blocks publishers under a memory or disk alarm: that is "unavailable" too.
         parameters.blocked_connection_timeout = timeout
-        name = connection_name or f"analytics-exports publisher {socket.gethostname()}:{os.getpid()}"
+        name = connection_name or process_connection_name("publisher")
         parameters.client_properties = {"connection_name": name}
         self._parameters = parameters
         self._link: _Link | None = None

@@ -43,6 +43,8 @@ class Stack:
     logs: Path
     #: The worker's /metrics.
     worker_metrics: str
+    #: The process id of each role.
+    pids: dict[str, int]
 
     def token(
         self, *orgs: uuid.UUID, scope: str = f"{READ} {WRITE}", sub: str = "finance@example.com"
@@ -114,7 +116,8 @@ def _run_stack(
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_http(base + "/healthz", timeout=30), "the API did not start"
-        yield Stack(base, env, settings, logs, f"http://127.0.0.1:{settings.metrics_port}/metrics")
+        metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+        yield Stack(base, env, settings, logs, metrics, {role: proc.pid for role, proc in processes.items()})
     finally:
         for proc in processes.values():
             proc.send_signal(signal.SIGTERM)

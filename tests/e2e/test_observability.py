@@ -4,6 +4,7 @@ id from the API call through every log line the worker writes for that export.""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -139,3 +140,21 @@ async def test_the_live_endpoints_expose_every_metric_the_alerts_and_dashboard_u
         used |= metric_names(expr)
     assert used - {"up"}, "no metric names found: the extraction is broken"
     assert sorted(used - served - {"up"}) == []
+
+
+async def test_the_rabbitmq_console_names_every_connection_after_its_role_and_process(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    # Given the stack after one export (the API has published, the worker consumed, the scheduler
+    # sent ticks)
+    await finished_export(http, stack, uuid.uuid4(), f"e2e-{uuid.uuid4().hex[:12]}")
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", "list_connections", "client_properties", stdout=asyncio.subprocess.PIPE
+    )
+    listing, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    # Then each process's connections carry its role and pid, as the runbook says
+    named = set(re.findall(r'"analytics-exports (\w+) [^"]*:(\d+)"', listing.decode()))
+    pids = stack.pids
+    assert {("publisher", str(pids["api"])), ("worker", str(pids["worker"]))} <= named, named
+    assert ("scheduler", str(pids["scheduler"])) in named, named

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import dramatiq
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
@@ -61,3 +64,13 @@ def test_the_service_broker_uses_drop_stale_instead_of_age_limit() -> None:
     assert DropStale in kinds
     assert AgeLimit not in kinds
     broker.close()
+
+
+def test_a_role_names_the_broker_connections_for_the_rabbitmq_console() -> None:
+    broker = create_broker(Settings(), "worker")
+    try:
+        assert broker.parameters.client_properties == {
+            "connection_name": f"analytics-exports worker {socket.gethostname()}:{os.getpid()}"
+        }
+    finally:
+        broker.close()
