@@ -29,6 +29,8 @@ class ApiError(ExportsError):
     status: int = 400
     slug: str = "bad-request"
     title: str = "Bad request"
+    #: Seconds a client should wait before trying again (the Retry-After header), if it should.
+    retry_after: int | None = None
 
     def __init__(self, detail: str, *, errors: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -130,6 +132,8 @@ class ServiceUnavailable(ApiError):
     status = 503
     slug = "service-unavailable"
     title = "A backing service is unavailable"
+    #: Outages usually pass in seconds (a failover, a restart); clients poll again after this.
+    retry_after = 5
 
 
 class DatabaseUnavailable(ServiceUnavailable, Retryable):

@@ -30,7 +30,10 @@ _AUTH_ERRORS: Final = {
     "400": _problem("Malformed input (ids, query, body); `errors` names the fields."),
     "401": _problem("Missing, invalid or expired bearer token."),
     "403": _problem("The token lacks the scope or does not grant the org."),
-    "503": _problem("A backing service (database) is unavailable."),
+    "503": {
+        **_problem("A backing service (database) is unavailable; try again after Retry-After."),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}},
+    },
 }
 _ORG_ID: Final = {
     "name": "orgId",

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from service.errors import ApiError, TooManyActiveExports, Unauthenticated
+from service.errors import ApiError, Unauthenticated
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://analytics-exports.dev/problems/"
@@ -45,7 +45,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = problem_response(exc.status, exc.slug, exc.title, exc.detail, exc.errors)
         if isinstance(exc, Unauthenticated):
             response.headers["WWW-Authenticate"] = 'Bearer realm="analytics-exports"'
-        if isinstance(exc, TooManyActiveExports):
+        if exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
         if exc.status >= 500:
             log.warning("request failed: %s", exc.detail, extra={"path": request.path})

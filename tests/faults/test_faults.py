@@ -243,6 +243,7 @@ async def test_database_unreachable_longer_than_the_lease_mid_export_ends_in_one
         ) as reply:
             assert reply.status == 503, await reply.text()
             assert reply.content_type == "application/problem+json"
+            assert reply.headers["Retry-After"] == "5"
         # (and a message for the job that arrives now cannot claim it)
         actors.run_export.send(str(job_id))
         await asyncio.sleep(6)

@@ -406,9 +406,17 @@ async def test_unexpected_exception_is_a_500_problem_without_the_message(
     assert doc["type"] == PROBLEM_TYPE_BASE + "internal-error"
 
 
-async def test_database_unavailable_is_503(client: Client, repo: FakeRepository) -> None:
+async def test_database_unavailable_is_503_with_a_retry_after(client: Client, repo: FakeRepository) -> None:
     repo.get_error = DatabaseUnavailable("PostgreSQL is unavailable")
-    await problem(await client.get(f"{EXPORTS_A}/{uuid.uuid4()}", headers=auth()), 503)
+    response = await client.get(f"{EXPORTS_A}/{uuid.uuid4()}", headers=auth())
+    await problem(response, 503)
+    assert response.headers["Retry-After"] == "5"
+
+
+async def test_a_client_error_has_no_retry_after(client: Client) -> None:
+    response = await client.get(f"{EXPORTS_A}/not-a-uuid", headers=auth())
+    await problem(response, 400)
+    assert "Retry-After" not in response.headers
 
 
 async def test_unknown_route_is_a_404_problem(client: Client) -> None:
