@@ -39,6 +39,8 @@ EXIT_INTERRUPTED: Final = 130
 
 #: How long one API call may take; the download only bounds each read.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
+#: While waiting, how long the API may go without answering before the command gives up.
+UNAVAILABLE_GRACE = 120.0
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 DOWNLOAD_CHUNK = 1024 * 1024
 
@@ -60,7 +62,14 @@ class ApiUnreachable(CommandError):
 class ApiProblem(CommandError):
     """The API answered with an error status; carries the problem's title and detail."""
 
-    def __init__(self, status: int, title: str, detail: str, errors: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         fields = "; ".join(f"{name}: {why}" for name, why in (errors or {}).items())
         text = f"the API answered {status} {title}"
         if detail and detail != title:
@@ -71,6 +80,8 @@ class ApiProblem(CommandError):
         self.status = status
         self.title = title
         self.detail = detail
+        #: The answer's Retry-After, in seconds, if it had one.
+        self.retry_after = retry_after
         # 4xx: the request must change (arguments, token, org); 429 and 5xx: try again later.
         self.exit_code = EXIT_USAGE if 400 <= status < 500 and status != 429 else EXIT_INCOMPLETE
 
@@ -254,6 +265,8 @@ class ExportsClient:
             data = orjson.loads(reply.body)
         except orjson.JSONDecodeError:
             data = None
+        retry_after = reply.headers.get("Retry-After", "")
+        wait = float(retry_after) if retry_after.isdigit() else None
         if isinstance(data, dict) and isinstance(data.get("title"), str):
             errors = data.get("errors")
             raise ApiProblem(
@@ -261,9 +274,10 @@ class ExportsClient:
                 data["title"],
                 str(data.get("detail") or ""),
                 {str(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else None,
+                wait,
             )
         snippet = reply.body[:200].decode("utf-8", "replace").strip().replace("\n", " ")
-        raise ApiProblem(reply.status, f"(expected {status})", snippet)
+        raise ApiProblem(reply.status, f"(expected {status})", snippet, retry_after=wait)
 
 
 def _json(reply: _Reply) -> object:
@@ -296,8 +310,9 @@ def format_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def progress_line(job: JobView, elapsed: float) -> str:
-    """``export 1b2c3d4e  running  attempt 1  12s``, with rows and size once the job has them."""
+def progress_line(job: JobView, elapsed: float, note: str | None = None) -> str:
+    """``export 1b2c3d4e  running  attempt 1  12s``, with rows and size once the job has them,
+    and ``note`` (why the job shown may be out of date) last."""
     parts = [f"export {job.job_id[:8]}", job.status]
     if job.attempts:
         parts.append(f"attempt {job.attempts}")
@@ -306,6 +321,8 @@ def progress_line(job: JobView, elapsed: float) -> str:
         parts.append(f"{job.row_count:,} rows")
     if job.byte_count is not None:
         parts.append(format_bytes(job.byte_count))
+    if note:
+        parts.append(note)
     return "  ".join(parts)
 
 
@@ -318,16 +335,16 @@ class ProgressDisplay:
         self._tty = tty
         self._width = width or (lambda: shutil.get_terminal_size().columns)
         self._drawn = 0
-        self._last: tuple[str, int, int | None] | None = None
+        self._last: tuple[str, int, int | None, str | None] | None = None
 
-    def update(self, job: JobView, elapsed: float) -> None:
-        line = progress_line(job, elapsed)
+    def update(self, job: JobView, elapsed: float, note: str | None = None) -> None:
+        line = progress_line(job, elapsed, note)
         if self._tty:
             line = line[: max(self._width() - 1, 20)]
             self._stream.write("\r" + line + " " * max(self._drawn - len(line), 0))
             self._drawn = len(line)
         else:
-            key = (job.status, job.attempts, job.row_count)
+            key = (job.status, job.attempts, job.row_count, note)
             if key == self._last:
                 return
             self._last = key
@@ -351,11 +368,18 @@ async def follow(
     give_up_after: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> JobView:
-    """Poll the job until it is finished, showing progress; the final job."""
+    """Poll the job until it is finished, showing progress; the final job.
+
+    The export goes on without us, so a poll the API does not answer (no connection, 502, 503,
+    504: a restart, a deploy, a database failover) is tried again, after the API's Retry-After if
+    it gave one, until the API has been away for ``UNAVAILABLE_GRACE`` seconds in a row.
+    """
     started = clock()
+    away_since: float | None = None
+    delay, note = interval, None
     while True:
         elapsed = clock() - started
-        display.update(job, elapsed)
+        display.update(job, elapsed, note)
         if job.status in TERMINAL_STATUSES:
             display.finish()
             return job
@@ -365,8 +389,25 @@ async def follow(
                 f"stopped waiting after {give_up_after:g} s; export {job.job_id} is still {job.status} "
                 "and goes on (is a worker running?)"
             )
-        await asyncio.sleep(interval)
-        job = await client.get_export(job.job_id)
+        await asyncio.sleep(delay)
+        try:
+            job = await client.get_export(job.job_id)
+        except (ApiUnreachable, ApiProblem) as exc:
+            status = exc.status if isinstance(exc, ApiProblem) else None
+            if status not in (None, 502, 503, 504):
+                raise
+            away_since = clock() if away_since is None else away_since
+            if clock() - away_since >= UNAVAILABLE_GRACE:
+                display.finish()
+                raise CommandError(
+                    f"{exc}; stopped waiting after {UNAVAILABLE_GRACE:g} s without an answer; "
+                    f"export {job.job_id} goes on"
+                ) from exc
+            retry_after = exc.retry_after if isinstance(exc, ApiProblem) else None
+            delay = max(interval, min(retry_after or 0, UNAVAILABLE_GRACE))
+            note = f"(API unavailable{f': {status}' if status else ''}; retrying)"
+        else:
+            away_since, delay, note = None, interval, None
 
 
 # --- the command ------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from actors.client import (
     EXIT_SUCCEEDED,
     EXIT_UNSUCCESSFUL,
     EXIT_USAGE,
+    ApiUnreachable,
+    ExportsClient,
     JobView,
     ProgressDisplay,
     progress_line,
@@ -103,6 +105,11 @@ class FakeApi:
 
         async def get(request: web.Request) -> web.Response:
             self.gets += 1
+            answer = self.current().get("answer")
+            if answer is not None:  # the API is away for this poll: a problem with Retry-After 0
+                reply = problem(int(str(answer)), "A backing service is unavailable", "PostgreSQL is down")
+                reply.headers["Retry-After"] = "0"
+                return reply
             return web.json_response(self.job())
 
         async def download(request: web.Request) -> web.Response:
@@ -395,6 +402,70 @@ def test_without_wait_it_only_creates_the_export(api: FakeApi, capsys: pytest.Ca
         "models": ["gpt-4o", "claude-haiku"],
     }
     assert api.post_headers[0]["Idempotency-Key"] == "k-1"
+
+
+def test_the_wait_rides_out_an_api_that_is_away_for_a_few_polls(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an API that answers 503, then 502, in the middle of the export (a restart, a failover)
+    api.states = [
+        {"status": "running", "attempts": 1},
+        {"answer": 503},
+        {"answer": 502},
+        {"status": "succeeded", "attempts": 1, **DONE},
+    ]
+    # Then the wait goes on through them, says so while it lasts, and ends as usual
+    code = export(api, "--wait")
+    out, err = capsys.readouterr()
+    assert code == EXIT_SUCCEEDED, err
+    assert f"export {JOB_ID}: succeeded after" in out
+    notes = [line.split("  ")[-1] for line in err.splitlines() if "API unavailable" in line]
+    assert notes == ["(API unavailable: 503; retrying)", "(API unavailable: 502; retrying)"]
+
+
+def test_the_wait_rides_out_a_dropped_connection(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a poll that gets no HTTP answer at all (the API restarting behind its address)
+    real = ExportsClient.get_export
+    calls = 0
+
+    async def once_unreachable(self: ExportsClient, job_id: str) -> JobView:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ApiUnreachable("lost the connection to the API: ServerDisconnectedError")
+        return await real(self, job_id)
+
+    monkeypatch.setattr(ExportsClient, "get_export", once_unreachable)
+    code = export(api, "--wait")
+    _, err = capsys.readouterr()
+    assert code == EXIT_SUCCEEDED, err
+    assert "(API unavailable; retrying)" in err
+
+
+def test_the_wait_gives_up_once_the_api_has_been_away_for_the_grace_period(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actors.client.UNAVAILABLE_GRACE", 0.2)
+    api.states = [{"status": "running", "attempts": 1}, {"answer": 503}]
+    code = export(api, "--wait")
+    _, err = capsys.readouterr()
+    assert code == EXIT_INCOMPLETE
+    last = err.splitlines()[-1]
+    assert last.startswith("analytics-exports export: the API answered 503 A backing service is unavailable")
+    assert last.endswith(f"stopped waiting after 0.2 s without an answer; export {JOB_ID} goes on")
+
+
+def test_a_client_error_while_waiting_is_not_retried(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.states = [{"status": "running", "attempts": 1}, {"answer": 404}]
+    code = export(api, "--wait")
+    _, err = capsys.readouterr()
+    assert code == EXIT_USAGE
+    assert api.gets == 2  # no poll after the 404
+    assert "the API answered 404" in err.splitlines()[-1]
 
 
 def test_timeout_stops_waiting_but_says_the_export_goes_on(
