@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from botocore.exceptions import ClientError
 
+from actors.broker import create_broker
 from actors.localdev import free_port, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.job import object_key
@@ -92,6 +93,15 @@ class Cluster:
     def auth(self, org: uuid.UUID) -> dict[str, str]:
         token = mint_token(SECRET, subject="faults", orgs=[org], scopes=[READ, WRITE])
         return {"Authorization": f"Bearer {token}"}
+
+    def queue_counts(self) -> tuple[int, int, int]:
+        """Messages in the cluster's queue, its delay queue (.DQ) and its dead letters (.XQ)."""
+        broker = create_broker(self.direct)
+        try:
+            counts: tuple[int, int, int] = broker.get_queue_message_counts(self.direct.queue_name)
+            return counts
+        finally:
+            broker.close()
 
     def log_tail(self) -> str:
         return "\n".join(

@@ -116,6 +116,7 @@ async def test_s3_unreachable_past_the_retry_budget_fails_readably_and_cleans_up
 ) -> None:
     # Given S3 is down for good once the upload has started
     org, job_id, _ = await export_in_flight(healthy, http, db, models=20, rate=256 * 1024)
+    _, _, dead_before = healthy.queue_counts()
     healthy.s3.cut()
     seen = asyncio.create_task(job_states_until_finished(http, healthy, org, job_id))
     # Then every attempt gives up after the retry window and the job fails with a readable reason
@@ -138,6 +139,8 @@ async def test_s3_unreachable_past_the_retry_budget_fails_readably_and_cleans_up
         assert time.monotonic() < deadline, "the failed job's upload was never cleaned up"
         await asyncio.sleep(0.2)
     assert await objects_of(bucket, org) == []
+    # And the outage put nothing in the dead-letter queue (the ticks that needed S3 were skipped)
+    assert healthy.queue_counts()[2] == dead_before, healthy.log_tail()
 
 
 async def test_broker_unreachable_at_post_still_accepts_and_completes_later(
@@ -233,7 +236,7 @@ async def test_database_unreachable_longer_than_the_lease_mid_export_ends_in_one
     broker = create_broker(healthy.direct)
     actors = declare_actors(broker, healthy.direct, context=None)
     try:
-        _, _, dead_before = broker.get_queue_message_counts(healthy.direct.queue_name)
+        _, _, dead_before = healthy.queue_counts()
         # When PostgreSQL is unreachable for every process for twice the lease: the COPY breaks,
         # the attempt can record neither its failure nor a lease renewal, and every tick fails
         healthy.pg.cut()
@@ -258,7 +261,7 @@ async def test_database_unreachable_longer_than_the_lease_mid_export_ends_in_one
         assert await db.fetchval("SELECT count(*) FROM analytics.export_jobs WHERE org_id = $1", org) == 1
         # And nothing was dead-lettered: the ticks were skipped, the message was sent back for later
         deadline = time.monotonic() + 20
-        while (counts := broker.get_queue_message_counts(healthy.direct.queue_name))[1]:
+        while (counts := healthy.queue_counts())[1]:
             assert time.monotonic() < deadline, counts
             await asyncio.sleep(0.2)
         assert counts[2] == dead_before, healthy.log_tail()
