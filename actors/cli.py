@@ -252,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--model", action="append", default=[], help="only this model (repeatable; default: every model)"
     )
-    export.add_argument("--idempotency-key", help="makes a retry safe: the same key returns the same job")
+    export.add_argument(
+        "--idempotency-key",
+        help="makes running the command again safe: the same key returns the same job for 24 h "
+        "(default: a new key per run, so the command itself can resend its request)",
+    )
     export.add_argument(
         "--wait", action="store_true", help="wait until the export is finished, with progress"
     )

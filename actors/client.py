@@ -8,15 +8,17 @@ and check it against the SHA-256 the API vouches for.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final, TextIO, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -39,8 +41,9 @@ EXIT_INTERRUPTED: Final = 130
 
 #: How long one API call may take; the download only bounds each read.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
-#: While waiting, how long the API may go without answering before the command gives up.
+#: How long the API may go without answering before the command gives up.
 UNAVAILABLE_GRACE = 120.0
+T = TypeVar("T")
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 DOWNLOAD_CHUNK = 1024 * 1024
 
@@ -359,6 +362,38 @@ class ProgressDisplay:
             self._drawn = 0
 
 
+async def patiently(
+    call: Callable[[], Awaitable[T]],
+    *,
+    interval: float,
+    on_wait: Callable[[str], None],
+    gave_up: str,
+    unanswered: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """``call()``, tried again while the API is away: 502, 503, 504 (a restart, a deploy, a
+    database failover) and, with ``unanswered``, no answer at all. Each wait is ``interval``, or
+    the answer's Retry-After if longer, and ``on_wait`` gets a note to show meanwhile. After
+    ``UNAVAILABLE_GRACE`` seconds without an answer: a CommandError ending with ``gave_up``.
+    Any other error is raised at once. Use it only for calls that are safe to repeat."""
+    away_since: float | None = None
+    while True:
+        try:
+            return await call()
+        except (ApiUnreachable, ApiProblem) as exc:
+            status = exc.status if isinstance(exc, ApiProblem) else None
+            if status not in ((None, 502, 503, 504) if unanswered else (502, 503, 504)):
+                raise
+            away_since = clock() if away_since is None else away_since
+            if clock() - away_since >= UNAVAILABLE_GRACE:
+                raise CommandError(
+                    f"{exc}; stopped after {UNAVAILABLE_GRACE:g} s without an answer{gave_up}"
+                ) from exc
+            on_wait(f"(API unavailable{f': {status}' if status else ''}; retrying)")
+            retry_after = exc.retry_after if isinstance(exc, ApiProblem) else None
+            await asyncio.sleep(max(interval, min(retry_after or 0, UNAVAILABLE_GRACE)))
+
+
 async def follow(
     client: ExportsClient,
     job: JobView,
@@ -368,18 +403,12 @@ async def follow(
     give_up_after: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> JobView:
-    """Poll the job until it is finished, showing progress; the final job.
-
-    The export goes on without us, so a poll the API does not answer (no connection, 502, 503,
-    504: a restart, a deploy, a database failover) is tried again, after the API's Retry-After if
-    it gave one, until the API has been away for ``UNAVAILABLE_GRACE`` seconds in a row.
-    """
+    """Poll the job until it is finished, showing progress; the final job. The export goes on
+    without us, so a poll the API does not answer is tried again (``patiently``)."""
     started = clock()
-    away_since: float | None = None
-    delay, note = interval, None
     while True:
         elapsed = clock() - started
-        display.update(job, elapsed, note)
+        display.update(job, elapsed)
         if job.status in TERMINAL_STATUSES:
             display.finish()
             return job
@@ -389,25 +418,18 @@ async def follow(
                 f"stopped waiting after {give_up_after:g} s; export {job.job_id} is still {job.status} "
                 "and goes on (is a worker running?)"
             )
-        await asyncio.sleep(delay)
-        try:
-            job = await client.get_export(job.job_id)
-        except (ApiUnreachable, ApiProblem) as exc:
-            status = exc.status if isinstance(exc, ApiProblem) else None
-            if status not in (None, 502, 503, 504):
-                raise
-            away_since = clock() if away_since is None else away_since
-            if clock() - away_since >= UNAVAILABLE_GRACE:
-                display.finish()
-                raise CommandError(
-                    f"{exc}; stopped waiting after {UNAVAILABLE_GRACE:g} s without an answer; "
-                    f"export {job.job_id} goes on"
-                ) from exc
-            retry_after = exc.retry_after if isinstance(exc, ApiProblem) else None
-            delay = max(interval, min(retry_after or 0, UNAVAILABLE_GRACE))
-            note = f"(API unavailable{f': {status}' if status else ''}; retrying)"
-        else:
-            away_since, delay, note = None, interval, None
+        await asyncio.sleep(interval)
+
+        def waiting(note: str, shown: JobView = job) -> None:
+            display.update(shown, clock() - started, note)
+
+        job = await patiently(
+            functools.partial(client.get_export, job.job_id),
+            interval=interval,
+            on_wait=waiting,
+            gave_up=f"; export {job.job_id} goes on",
+            clock=clock,
+        )
 
 
 # --- the command ------------------------------------------------------------------------------------
@@ -459,9 +481,33 @@ class ExportCommand:
     async def _run(self) -> int:
         async with aiohttp.ClientSession() as session:
             client = ExportsClient(session, self.api, self.token, self.org)
-            job, replayed = await client.create_export(self.request)
+            request = self.request
+            if request.idempotency_key is None:
+                # A key of our own makes the create safe to send again through an API blip: a
+                # retry gets the job the first try created, if it got that far.
+                request = replace(request, idempotency_key=f"cli-{uuid.uuid4()}")
+            told: list[str] = []
+
+            def waiting(note: str) -> None:
+                if not told:  # once: the wait may last a while
+                    told.append(note)
+                    print(f"creating the export {note}", file=self.err, flush=True)
+
+            # No answer at all is not retried here: before the API has ever answered, it more
+            # likely means a wrong --api or a stack that is not running than a restart.
+            job, replayed = await patiently(
+                functools.partial(client.create_export, request),
+                interval=max(self.interval, 1.0),
+                on_wait=waiting,
+                gave_up=(
+                    "; the export may or may not have been created: run the command again with "
+                    f"--idempotency-key {request.idempotency_key} to find out"
+                ),
+                unanswered=False,
+            )
             self.job_id = job.job_id
-            again = " (replayed: the job this Idempotency-Key created earlier)" if replayed else ""
+            asked = replayed and self.request.idempotency_key is not None
+            again = " (replayed: the job this Idempotency-Key created earlier)" if asked else ""
             print(f"export {job.job_id}: {job.status}{again}", file=self.out, flush=True)
             if not (self.wait or self.download):
                 return EXIT_SUCCEEDED

@@ -69,8 +69,10 @@ class FakeApi:
         ]
     )
     content: bytes = CSV
-    #: When set, the POST answers this problem (status, title, detail) instead of a job.
+    #: When set, the POST answers this problem (status, title, detail) instead of a job...
     refuse: tuple[int, str, str] | None = None
+    #: ... for this many POSTs first (0: for all of them).
+    refuse_first: int = 0
     base: str = ""
     gets: int = 0
     posted: list[object] = field(default_factory=list)
@@ -98,7 +100,7 @@ class FakeApi:
         async def create(request: web.Request) -> web.Response:
             self.posted.append(await request.json())
             self.post_headers.append(dict(request.headers))
-            if self.refuse is not None:
+            if self.refuse is not None and (not self.refuse_first or len(self.posted) <= self.refuse_first):
                 return problem(*self.refuse)
             replayed = {"Idempotent-Replayed": "true"} if "Idempotency-Key" in request.headers else {}
             return web.json_response(self.job(), status=202, headers=replayed)
@@ -356,7 +358,6 @@ def test_an_export_that_ends_without_a_file_exits_1(
             "5 exports are pending or running",
             EXIT_INCOMPLETE,
         ),
-        (503, "A backing service is unavailable", "PostgreSQL is unavailable", EXIT_INCOMPLETE),
     ],
 )
 def test_a_problem_answer_is_one_line_with_its_title_and_detail(
@@ -368,6 +369,40 @@ def test_a_problem_answer_is_one_line_with_its_title_and_detail(
     assert code == exit_code
     assert err == f"analytics-exports export: the API answered {status} {title}: {detail}\n"
     assert out == ""
+
+
+def test_a_create_answered_503_is_sent_again_with_the_same_key_and_then_given_up(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actors.client.UNAVAILABLE_GRACE", 0.5)
+    api.refuse = (503, "A backing service is unavailable", "PostgreSQL is unavailable")
+    code = export(api, "--wait")
+    out, err = capsys.readouterr()
+    assert code == EXIT_INCOMPLETE
+    assert out == ""
+    keys = {headers["Idempotency-Key"] for headers in api.post_headers}
+    assert len(api.post_headers) >= 2  # sent again...
+    [key] = keys  # ...always with the same key
+    assert key.startswith("cli-")
+    assert err.splitlines() == [
+        "creating the export (API unavailable: 503; retrying)",
+        "analytics-exports export: the API answered 503 A backing service is unavailable: PostgreSQL is"
+        " unavailable; stopped after 0.5 s without an answer; the export may or may not have been"
+        f" created: run the command again with --idempotency-key {key} to find out",
+    ]
+
+
+def test_a_create_that_gets_through_on_a_second_try_is_one_export(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.refuse_first = 1
+    api.refuse = (503, "A backing service is unavailable", "PostgreSQL is unavailable")
+    assert export(api) == EXIT_SUCCEEDED
+    out, err = capsys.readouterr()
+    assert out == f"export {JOB_ID}: pending\n"  # our own key's replay is not news to the user
+    assert err == "creating the export (API unavailable: 503; retrying)\n"
+    assert len({headers["Idempotency-Key"] for headers in api.post_headers}) == 1
+    assert len(api.posted) == 2
 
 
 def test_a_bad_token_is_a_usage_error_naming_the_problem(
@@ -454,7 +489,7 @@ def test_the_wait_gives_up_once_the_api_has_been_away_for_the_grace_period(
     assert code == EXIT_INCOMPLETE
     last = err.splitlines()[-1]
     assert last.startswith("analytics-exports export: the API answered 503 A backing service is unavailable")
-    assert last.endswith(f"stopped waiting after 0.2 s without an answer; export {JOB_ID} goes on")
+    assert last.endswith(f"stopped after 0.2 s without an answer; export {JOB_ID} goes on")
 
 
 def test_a_client_error_while_waiting_is_not_retried(
