@@ -61,6 +61,11 @@ class UsageError(CommandError):
 class ApiUnreachable(CommandError):
     """No HTTP answer at all: refused, unknown host, timeout, connection dropped."""
 
+    def __init__(self, message: str, *, connected: bool) -> None:
+        super().__init__(message)
+        #: Whether the connection was made (the request may have reached the API) or not.
+        self.connected = connected
+
 
 class ApiProblem(CommandError):
     """The API answered with an error status; carries the problem's title and detail."""
@@ -251,14 +256,17 @@ class ExportsClient:
             ) as response:
                 return _Reply(response.status, CIMultiDict(response.headers), await response.read())
         except TimeoutError as exc:
-            raise ApiUnreachable(f"the API at {self._api} did not answer in time") from exc
+            raise ApiUnreachable(f"the API at {self._api} did not answer in time", connected=True) from exc
         except aiohttp.ClientConnectorError as exc:
             raise ApiUnreachable(
                 f"cannot reach the API at {self._api} ({_reason(exc)}): is it running? "
-                "`make run` starts it and prints the API, TOKEN and ORG to use"
+                "`make run` starts it and prints the API, TOKEN and ORG to use",
+                connected=False,
             ) from exc
         except aiohttp.ClientError as exc:
-            raise ApiUnreachable(f"lost the connection to the API at {self._api}: {_reason(exc)}") from exc
+            raise ApiUnreachable(
+                f"lost the connection to the API at {self._api}: {_reason(exc)}", connected=True
+            ) from exc
 
     @staticmethod
     def _expect(reply: _Reply, status: int) -> None:
@@ -368,21 +376,24 @@ async def patiently(
     interval: float,
     on_wait: Callable[[str], None],
     gave_up: str,
-    unanswered: bool = True,
+    refused_too: bool = True,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """``call()``, tried again while the API is away: 502, 503, 504 (a restart, a deploy, a
-    database failover) and, with ``unanswered``, no answer at all. Each wait is ``interval``, or
-    the answer's Retry-After if longer, and ``on_wait`` gets a note to show meanwhile. After
-    ``UNAVAILABLE_GRACE`` seconds without an answer: a CommandError ending with ``gave_up``.
-    Any other error is raised at once. Use it only for calls that are safe to repeat."""
+    database failover), no answer on a connection made, and, with ``refused_too``, no connection
+    at all. Each wait is ``interval``, or the answer's Retry-After if longer, and ``on_wait`` gets
+    a note to show meanwhile. After ``UNAVAILABLE_GRACE`` seconds without an answer: a
+    CommandError ending with ``gave_up``. Any other error is raised at once. Use it only for
+    calls that are safe to repeat."""
     away_since: float | None = None
     while True:
         try:
             return await call()
         except (ApiUnreachable, ApiProblem) as exc:
             status = exc.status if isinstance(exc, ApiProblem) else None
-            if status not in ((None, 502, 503, 504) if unanswered else (502, 503, 504)):
+            if isinstance(exc, ApiUnreachable) and not (exc.connected or refused_too):
+                raise
+            if status not in (None, 502, 503, 504):
                 raise
             away_since = clock() if away_since is None else away_since
             if clock() - away_since >= UNAVAILABLE_GRACE:
@@ -493,7 +504,7 @@ class ExportCommand:
                     told.append(note)
                     print(f"creating the export {note}", file=self.err, flush=True)
 
-            # No answer at all is not retried here: before the API has ever answered, it more
+            # A refused connection is not retried here: before the API has ever answered, it more
             # likely means a wrong --api or a stack that is not running than a restart.
             job, replayed = await patiently(
                 functools.partial(client.create_export, request),
@@ -503,7 +514,7 @@ class ExportCommand:
                     "; the export may or may not have been created: run the command again with "
                     f"--idempotency-key {request.idempotency_key} to find out"
                 ),
-                unanswered=False,
+                refused_too=False,
             )
             self.job_id = job.job_id
             asked = replayed and self.request.idempotency_key is not None

@@ -27,6 +27,7 @@ from actors.client import (
     EXIT_UNSUCCESSFUL,
     EXIT_USAGE,
     ApiUnreachable,
+    ExportRequest,
     ExportsClient,
     JobView,
     ProgressDisplay,
@@ -405,6 +406,28 @@ def test_a_create_that_gets_through_on_a_second_try_is_one_export(
     assert len(api.posted) == 2
 
 
+def test_a_create_whose_connection_dropped_is_resent_with_the_same_key(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a first POST whose connection drops before the answer (it may have been stored)
+    real = ExportsClient.create_export
+    keys: list[str | None] = []
+
+    async def dropped_once(self: ExportsClient, request: ExportRequest) -> tuple[JobView, bool]:
+        keys.append(request.idempotency_key)
+        if len(keys) == 1:
+            raise ApiUnreachable("lost the connection to the API: ServerDisconnectedError", connected=True)
+        return await real(self, request)
+
+    monkeypatch.setattr(ExportsClient, "create_export", dropped_once)
+    # Then it is sent again, with the same key, and makes one export
+    assert export(api) == EXIT_SUCCEEDED
+    assert len(keys) == 2
+    assert keys[0] == keys[1]
+    assert api.post_headers[0]["Idempotency-Key"] == keys[0]
+    assert capsys.readouterr().err == "creating the export (API unavailable; retrying)\n"
+
+
 def test_a_bad_token_is_a_usage_error_naming_the_problem(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -469,7 +492,7 @@ def test_the_wait_rides_out_a_dropped_connection(
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise ApiUnreachable("lost the connection to the API: ServerDisconnectedError")
+            raise ApiUnreachable("lost the connection to the API: ServerDisconnectedError", connected=True)
         return await real(self, job_id)
 
     monkeypatch.setattr(ExportsClient, "get_export", once_unreachable)
