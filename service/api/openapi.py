@@ -31,7 +31,10 @@ _AUTH_ERRORS: Final = {
     "401": _problem("Missing, invalid or expired bearer token."),
     "403": _problem("The token lacks the scope or does not grant the org."),
     "503": {
-        **_problem("A backing service (database) is unavailable; try again after Retry-After."),
+        **_problem(
+            "A backing service (the database, the identity provider's keys) is unavailable; "
+            "try again after Retry-After."
+        ),
         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}},
     },
 }
