@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from dramatiq.errors import DramatiqError
-
 from actors.exports import Actors
 
 log = logging.getLogger(__name__)
@@ -22,10 +20,13 @@ def run_scheduler(actors: Actors, interval: float, stop: threading.Event) -> Non
         for actor in (actors.expire_exports, actors.sweep_exports, actors.prune_rollups):
             try:
                 actor.send()
-            except DramatiqError as exc:
+            except Exception as exc:
+                # Not only Dramatiq's errors: pika raises ValueError when a connection is reset
+                # mid-handshake (a broker restart, a network blip), and one such tick must not end
+                # the only scheduler. The next interval tries again.
                 log.warning(
                     "could not send a tick; will try next interval",
-                    extra={"actor": actor.actor_name, "reason": str(exc)},
+                    extra={"actor": actor.actor_name, "reason": f"{type(exc).__name__}: {exc}"},
                 )
         stop.wait(interval)
     log.info("scheduler stopped")

@@ -77,6 +77,11 @@ class Cluster:
         (self.workers if role == "worker" else self.others).append(proc)
         return proc
 
+    def assert_others_alive(self) -> None:
+        """The API and the scheduler still run (workers may be killed on purpose)."""
+        for proc in self.others:
+            assert proc.poll() is None, f"{proc.args[-1]} exited with {proc.returncode}\n{self.log_tail()}"
+
     def live_workers(self) -> list[subprocess.Popen[bytes]]:
         return [w for w in self.workers if w.poll() is None]
 
@@ -181,8 +186,10 @@ def healthy(cluster: Cluster, clean_state: None) -> Iterator[Cluster]:
     the proxies healed for the next one."""
     cluster.heal()
     cluster.ensure_workers()
+    cluster.assert_others_alive()
     yield cluster
     cluster.heal()
+    cluster.assert_others_alive()  # a fault must not end the API or the scheduler
 
 
 @pytest.fixture

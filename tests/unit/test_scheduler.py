@@ -47,11 +47,21 @@ def test_each_interval_sends_every_tick_once(broker: StubBroker, actors: Actors)
     assert sorted(sent(broker)) == sorted(TICKS)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        DramatiqError("broker unavailable"),
+        # What pika raises when the connection is reset mid-handshake (seen in the fault suite,
+        # where it ended the scheduler process)
+        ValueError("Expected connected socket, but getpeername() failed: error=OSError(107)"),
+        ConnectionResetError(104, "Connection reset by peer"),
+    ],
+)
 def test_a_tick_that_cannot_be_sent_does_not_stop_the_others(
-    broker: StubBroker, actors: Actors, monkeypatch: pytest.MonkeyPatch
+    broker: StubBroker, actors: Actors, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     def refuse() -> None:
-        raise DramatiqError("broker unavailable")
+        raise error
 
     monkeypatch.setattr(actors.expire_exports, "send", refuse)
     run_scheduler(actors, 30, OneInterval())
