@@ -14,7 +14,7 @@ from dramatiq import Actor, Broker
 
 from actors.context import WorkerContext
 from actors.queue import DramatiqJobQueue
-from service.errors import DatabaseUnavailable, QueueUnavailable, RetryableStorageError
+from service.errors import DatabaseUnavailable
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,6 @@ class Actors:
     prune_rollups: Actor[[], None]
 
 
-#: A service the work needs is away. Nothing was changed, and the same work is worth doing once
-#: it is back: such a message is not a failure for the dead-letter queue (and its alert).
-OUTAGES = (DatabaseUnavailable, QueueUnavailable, RetryableStorageError)
-
-
 def _sent_back(retries: int, exc: BaseException) -> bool:
     """Dramatiq retries only messages an actor sends back on purpose (dramatiq.Retry); a job's own
     failures and retries are recorded on the job row, where the attempt count lives."""
@@ -45,13 +40,15 @@ def _sent_back(retries: int, exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def _tick(name: str) -> Iterator[None]:
-    """Around one periodic tick's work. A tick the outage of a service stops is skipped, not
-    failed: every tick is idempotent and the next one, an interval later, does the same work."""
+    """Around one periodic tick's work. A tick that PostgreSQL being away stops is skipped, not
+    failed (not dead-lettered, so not paged on): every tick is idempotent and the next one, an
+    interval later, does the same work. S3 and RabbitMQ faults never get here: each tick handles
+    them per item (logged, left for the next tick)."""
     try:
         yield
-    except OUTAGES as exc:
+    except DatabaseUnavailable as exc:
         log.warning(
-            "tick skipped: a service it needs is unavailable; the next tick does its work",
+            "tick skipped: PostgreSQL is unavailable; the next tick does its work",
             extra={"tick": name, "reason": str(exc)},
         )
 
