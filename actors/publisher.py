@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import socket
+import ssl
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
@@ -24,7 +26,8 @@ import pika.exceptions
 import pika.spec
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.asyncio_connection import AsyncioConnection, _AsyncioIOServicesAdapter
+from pika.adapters.utils.nbio_interface import AbstractIOReference
 
 from actors.broker import connection_name as process_connection_name
 from service.errors import QueueUnavailable
@@ -34,6 +37,36 @@ log = logging.getLogger(__name__)
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _IOServices(_AsyncioIOServicesAdapter):  # type: ignore[misc]  # pika is untyped here
+    """pika's asyncio I/O services, except that a TCP connection which cannot be made a transport
+    fails the connection attempt the way every other failure does.
+
+    pika raises ValueError from ``create_streaming_connection`` when the peer reset the TCP
+    connection between connect and transport set-up (``getpeername()`` fails). It raises inside an
+    event-loop callback, so the exception only reaches asyncio's handler and the connection
+    workflow never finishes: neither the open nor the open-error callback comes, and a publish
+    waited for its whole timeout instead of failing at once. Here the error is handed to the
+    workflow's own ``on_done``, on the next loop turn, as an asynchronous failure would be.
+    """
+
+    def create_streaming_connection(
+        self,
+        protocol_factory: Callable[[], Any],
+        sock: socket.socket,
+        on_done: Callable[[Any], None],
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> AbstractIOReference:
+        try:
+            reference: AbstractIOReference = super().create_streaming_connection(
+                protocol_factory, sock, on_done, ssl_context=ssl_context, server_hostname=server_hostname
+            )
+        except Exception as exc:  # pika has closed the socket already
+            error = exc
+            return self.call_later(0, lambda: on_done(error))
+        return reference
 
 
 class _Unconfirmed:
@@ -127,7 +160,7 @@ class _Link:
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_error,
             on_close_callback=self._on_connection_error,
-            custom_ioloop=loop,
+            custom_ioloop=_IOServices(loop),
         )
         # Opening gets the same bound as a publish: a stuck handshake must not hold the link.
         self._give_up = loop.call_later(timeout, self._opening_too_slow)

@@ -412,8 +412,9 @@ def proxy() -> Iterator[FaultProxy]:
 async def test_a_network_that_resets_connections_is_queue_unavailable_until_it_heals(
     rabbit: Rabbit, proxy: FaultProxy
 ) -> None:
-    # The queue is declared through the real broker; only the publisher's connection is proxied
-    publisher = rabbit.publisher(proxy.url_for(RABBITMQ_URL), timeout=2)
+    # The queue is declared through the real broker; only the publisher's connection is proxied.
+    # Failing "at once" is checked against a bound well below the timeout (not a tight one).
+    publisher = rabbit.publisher(proxy.url_for(RABBITMQ_URL), timeout=TIMEOUT)
     try:
         await publisher.publish(rabbit.actor.message("before"))
         # Connections reset under publishes in flight: each is confirmed or fails, none waits
@@ -423,13 +424,13 @@ async def test_a_network_that_resets_connections_is_queue_unavailable_until_it_h
         proxy.cut()
         results = await asyncio.gather(*pending, return_exceptions=True)
         assert all(result is None or isinstance(result, QueueUnavailable) for result in results), results
-        assert time.monotonic() - began < 1
+        assert time.monotonic() - began < TIMEOUT / 2
         # Every new connection reset mid-handshake: QueueUnavailable at once, never another error
         for _ in range(3):
             began = time.monotonic()
             with pytest.raises(QueueUnavailable):
                 await publisher.publish(rabbit.actor.message("reset"))
-            assert time.monotonic() - began < 1
+            assert time.monotonic() - began < TIMEOUT / 2
         proxy.restore()
         await publisher.publish(rabbit.actor.message("after"))
     finally:
@@ -440,10 +441,57 @@ async def test_a_network_that_resets_connections_is_queue_unavailable_until_it_h
     assert "reset" not in queued
 
 
+async def test_a_connection_reset_before_its_transport_is_set_up_fails_at_once(
+    rabbit: Rabbit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When the peer resets a TCP connection between connect and transport set-up, pika raises
+    # ValueError ("Expected connected socket, but getpeername() failed") from inside a loop
+    # callback; the connection workflow then never ends. A CI run caught it through the proxy;
+    # here the same raise is made to happen every time.
+    from pika.adapters.utils import io_services_utils
+
+    def reset_before_set_up(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("Expected connected socket, but getpeername() failed")
+
+    first = rabbit.publisher(RABBITMQ_URL, timeout=TIMEOUT)
+    await first.publish(rabbit.actor.message("before"))  # the queue is declared now
+    await first.close()
+    publisher = rabbit.publisher(RABBITMQ_URL, timeout=TIMEOUT)
+    try:
+        monkeypatch.setattr(io_services_utils._AsyncStreamConnector, "__init__", reset_before_set_up)
+        for _ in range(2):
+            began = time.monotonic()
+            with pytest.raises(QueueUnavailable, match="RabbitMQ connection failed"):
+                await publisher.publish(rabbit.actor.message("reset"))
+            assert time.monotonic() - began < TIMEOUT / 2
+        monkeypatch.undo()
+        await publisher.publish(rabbit.actor.message("after"))
+    finally:
+        await publisher.close()
+    assert [Message.decode(body).args[0] for _, _, body in drain(rabbit.queue)] == ["before", "after"]
+
+
+def test_pika_hands_a_socket_that_is_not_connected_to_on_done_instead_of_raising() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        services = publisher_module._IOServices(loop)
+        outcome: list[object] = []
+        unconnected = socket.socket()
+        services.create_streaming_connection(lambda: None, unconnected, outcome.append)
+        assert outcome == []  # reported on the next loop turn, as an asynchronous failure is
+        loop.run_until_complete(asyncio.sleep(0.01))
+        [error] = outcome
+        assert isinstance(error, Exception), error
+        assert unconnected.fileno() == -1  # pika closed it: nothing leaks
+    finally:
+        loop.close()
+
+
 async def test_a_connection_gone_silent_is_dropped_after_one_timeout(
     rabbit: Rabbit, proxy: FaultProxy
 ) -> None:
-    publisher = rabbit.publisher(proxy.url_for(RABBITMQ_URL), timeout=1.5)
+    timeout = 3.0  # the bounds below tell one timeout from none and from two, with room to spare
+    publisher = rabbit.publisher(proxy.url_for(RABBITMQ_URL), timeout=timeout)
     try:
         await publisher.publish(rabbit.actor.message("before"))
         proxy.blackhole()  # the open connection stays open but nothing comes back
@@ -451,12 +499,12 @@ async def test_a_connection_gone_silent_is_dropped_after_one_timeout(
             began = time.monotonic()
             with pytest.raises(QueueUnavailable):
                 await publisher.publish(rabbit.actor.message(what))
-            assert 1.4 < time.monotonic() - began < 2.5
+            assert timeout - 0.1 < time.monotonic() - began < timeout * 1.6
         proxy.restore()
         # The silent connection was given up, so this one goes out on a new connection at once
         began = time.monotonic()
         await publisher.publish(rabbit.actor.message("after"))
-        assert time.monotonic() - began < 1
+        assert time.monotonic() - began < timeout / 2
     finally:
         await publisher.close()
 
@@ -507,7 +555,7 @@ async def test_closing_fails_the_publishes_still_waiting(rabbit: Rabbit, publish
     began = time.monotonic()
     await publisher.close()
     results = await asyncio.gather(*pending, return_exceptions=True)
-    assert time.monotonic() - began < 1  # failed by the close, not by their timeout
+    assert time.monotonic() - began < TIMEOUT / 2  # failed by the close, not by their timeout
     assert all(result is None or isinstance(result, QueueUnavailable) for result in results), results
     assert any(isinstance(result, QueueUnavailable) for result in results)
 
