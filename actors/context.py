@@ -1,5 +1,5 @@
 """Per-worker-process resources (pool, S3 client, services), opened once on the worker's loop,
-and the worker's metrics, served on METRICS_PORT from boot to shutdown."""
+and the worker's metrics and liveness probe, served on METRICS_PORT from boot to shutdown."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from dramatiq import Broker, Middleware, Worker
 from dramatiq.asyncio import get_event_loop_thread
-from prometheus_client import start_http_server
 
+from actors import health
 from service.exporter import Exporter
 from service.housekeeping import Housekeeper
 from service.metrics import ExportMetrics
@@ -108,13 +108,13 @@ class WorkerContext(Middleware):
         if not port:
             return
         # A worker that cannot serve metrics still exports: it logs, and the scrape's `up` is 0.
+        app = health.make_app(self.metrics.registry, health.WorkerHealth(worker, get_event_loop_thread))
         try:
-            server, _ = start_http_server(port, self.settings.http_host, registry=self.metrics.registry)
+            self._metrics_server = health.serve(self.settings.http_host, port, app)
         except OSError as exc:
-            log.error("cannot serve /metrics", extra={"port": port, "reason": str(exc)})
+            log.error("cannot serve /metrics and /healthz", extra={"port": port, "reason": str(exc)})
             return
-        self._metrics_server = server.shutdown
-        log.info("metrics served", extra={"host": self.settings.http_host, "port": port})
+        log.info("metrics and health served", extra={"host": self.settings.http_host, "port": port})
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         thread = get_event_loop_thread()

@@ -158,3 +158,15 @@ async def test_the_rabbitmq_console_names_every_connection_after_its_role_and_pr
     pids = stack.pids
     assert {("publisher", str(pids["api"])), ("worker", str(pids["worker"]))} <= named, named
     assert ("scheduler", str(pids["scheduler"])) in named, named
+
+
+async def test_the_worker_answers_its_liveness_probe_beside_its_metrics(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    # Given a worker of the running stack that has run an export (its loop and threads in use)
+    await finished_export(http, stack, uuid.uuid4(), f"e2e-{uuid.uuid4().hex[:12]}")
+    # Then the probe compose runs answers 200 on the metrics port, naming no problem
+    probe = stack.worker_metrics.removesuffix("/metrics") + "/healthz"
+    async with http.get(probe) as reply:
+        assert reply.status == 200, await reply.text()
+        assert await reply.json() == {"status": "ok", "problems": []}

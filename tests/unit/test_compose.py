@@ -198,7 +198,7 @@ def test_backing_services_are_the_documented_ones(services: dict[str, Service]) 
     assert services["minio"]["image"].split(":")[0] == "minio/minio"
 
 
-@pytest.mark.parametrize("name", ["postgres", "rabbitmq", "minio", "api"])
+@pytest.mark.parametrize("name", ["postgres", "rabbitmq", "minio", "api", "worker"])
 def test_long_running_services_have_a_healthcheck(services: dict[str, Service], name: str) -> None:
     healthcheck = services[name].get("healthcheck") or {}
     assert healthcheck.get("test"), f"{name} has no healthcheck"
@@ -276,6 +276,13 @@ def test_api_listens_where_compose_publishes_and_probes_it(services: dict[str, S
     assert settings.http_port in port_targets(services["api"])
     probe = " ".join(services["api"]["healthcheck"]["test"])
     assert f":{settings.http_port}/healthz" in probe
+
+
+def test_the_worker_probe_asks_its_metrics_port(services: dict[str, Service]) -> None:
+    settings = Settings.from_env({**runtime_env(), **environment(services["worker"])})
+    assert settings.metrics_port, "the worker's probe needs METRICS_PORT on"
+    probe = " ".join(services["worker"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{settings.metrics_port}/healthz" in probe
 
 
 def test_a_secret_from_the_shell_reaches_every_app_service(tmp_path: Path) -> None:
