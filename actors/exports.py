@@ -15,6 +15,7 @@ from dramatiq import Actor, Broker
 from actors.context import WorkerContext
 from actors.queue import DramatiqJobQueue
 from service.errors import DatabaseUnavailable
+from service.metrics import ExportMetrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def _sent_back(retries: int, exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def _tick(name: str) -> Iterator[None]:
+def _tick(name: str, metrics: ExportMetrics) -> Iterator[None]:
     """Around one periodic tick's work. A tick that PostgreSQL being away stops is skipped, not
     failed (not dead-lettered, so not paged on): every tick is idempotent and the next one, an
     interval later, does the same work. S3 and RabbitMQ faults never get here: each tick handles
@@ -47,6 +48,7 @@ def _tick(name: str) -> Iterator[None]:
     try:
         yield
     except DatabaseUnavailable as exc:
+        metrics.ticks_skipped.labels(name).inc()
         log.warning(
             "tick skipped: PostgreSQL is unavailable; the next tick does its work",
             extra={"tick": name, "reason": str(exc)},
@@ -74,6 +76,7 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
     async def run_export(job_id: str) -> None:
         ctx = worker_context()
         if ctx.draining:
+            ctx.metrics.deferred.labels("shutting_down").inc()
             raise dramatiq.Retry("worker shutting down: sent back for another worker", delay=1000)
         async with ctx.tracking():
             try:
@@ -83,6 +86,7 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
                 # The job could not be claimed, so its row is as it was. Dead-lettered, the job
                 # would wait for the sweep's republish of stale messages (15 minutes): try again
                 # an interval later instead, for as long as the database is away.
+                ctx.metrics.deferred.labels("database_unavailable").inc()
                 raise dramatiq.Retry(f"database unavailable: {exc}", delay=retry_ms) from exc
             except asyncio.CancelledError:
                 if not ctx.draining:
@@ -101,8 +105,9 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         time_limit=5 * 60 * 1000,
     )
     async def expire_exports() -> None:
-        with _tick("expire"):
-            resources = await worker_context().resources()
+        ctx = worker_context()
+        with _tick("expire", ctx.metrics):
+            resources = await ctx.resources()
             await resources.housekeeper.expire_due()
 
     @dramatiq.actor(
@@ -114,8 +119,9 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         time_limit=5 * 60 * 1000,
     )
     async def sweep_exports() -> None:
-        with _tick("sweep"):
-            resources = await worker_context().resources()
+        ctx = worker_context()
+        with _tick("sweep", ctx.metrics):
+            resources = await ctx.resources()
             queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
             try:
                 await resources.housekeeper.sweep(queue)
@@ -131,8 +137,9 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         time_limit=5 * 60 * 1000,
     )
     async def prune_rollups() -> None:
-        with _tick("prune"):
-            resources = await worker_context().resources()
+        ctx = worker_context()
+        with _tick("prune", ctx.metrics):
+            resources = await ctx.resources()
             await resources.housekeeper.prune_rollups()
 
     return Actors(run_export, expire_exports, sweep_exports, prune_rollups)

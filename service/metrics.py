@@ -33,9 +33,11 @@ PART_BUCKETS: Final = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 OUTCOMES: Final = ("succeeded", "failed", "retrying", "cancelled", "handed_back", "lost")
 #: The final statuses a worker brings jobs to (the ``status`` label of exports_jobs_finished_total).
 FINAL_STATUSES: Final = ("succeeded", "failed", "cancelled")
-#: What the periodic ticks count (the ``action`` label).
 #: The periodic ticks a worker runs (the ``tick`` label).
 TICKS: Final = ("expire", "sweep", "prune")
+#: Why an export message went back to the queue without an attempt (the ``reason`` label).
+DEFERRALS: Final = ("database_unavailable", "shutting_down")
+#: What the periodic ticks count (the ``action`` label).
 HOUSEKEEPING_ACTIONS: Final = (
     "expired",
     "requeued",
@@ -180,6 +182,21 @@ class ExportMetrics:
             ["tick"],
             registry=registry,
         )
+        self.ticks_skipped = Counter(
+            "exports_housekeeping_ticks_skipped",
+            "Periodic ticks skipped because PostgreSQL was unavailable, by tick; the next tick "
+            "does their work.",
+            ["tick"],
+            registry=registry,
+        )
+        self.deferred = Counter(
+            "exports_messages_deferred",
+            "Export messages sent back through the delay queue without an attempt, by reason: "
+            "database_unavailable (the job could not be claimed; tried again an interval later) "
+            "or shutting_down (this worker was draining; another worker takes it).",
+            ["reason"],
+            registry=registry,
+        )
         # Every known label value is exported at 0 from the start, so a rate or increase() over
         # a restart counts the first event after it.
         for outcome in OUTCOMES:
@@ -191,3 +208,6 @@ class ExportMetrics:
             self.housekeeping.labels(action)
         for tick in TICKS:
             self.ticks.labels(tick)
+            self.ticks_skipped.labels(tick)
+        for reason in DEFERRALS:
+            self.deferred.labels(reason)
