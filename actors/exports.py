@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import dramatiq
 from dramatiq import Actor, Broker
 
-from actors.context import WorkerContext
+from actors.context import Resources, WorkerContext
 from actors.queue import DramatiqJobQueue
 from service.errors import DatabaseUnavailable
-from service.metrics import ExportMetrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +21,8 @@ log = logging.getLogger(__name__)
 #: Below RabbitMQ's consumer_timeout (30 min by default), so the broker never closes the channel
 #: under a running export and redelivers it while it still runs.
 EXPORT_TIME_LIMIT_MS = 20 * 60 * 1000
+#: A periodic tick's work is capped in batches; this only stops a tick that hangs.
+TICK_TIME_LIMIT_MS = 5 * 60 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,22 +37,6 @@ def _sent_back(retries: int, exc: BaseException) -> bool:
     """Dramatiq retries only messages an actor sends back on purpose (dramatiq.Retry); a job's own
     failures and retries are recorded on the job row, where the attempt count lives."""
     return isinstance(exc, dramatiq.Retry)
-
-
-@contextlib.contextmanager
-def _tick(name: str, metrics: ExportMetrics) -> Iterator[None]:
-    """Around one periodic tick's work. A tick that PostgreSQL being away stops is skipped, not
-    failed (not dead-lettered, so not paged on): every tick is idempotent and the next one, an
-    interval later, does the same work. S3 and RabbitMQ faults never get here: each tick handles
-    them per item (logged, left for the next tick)."""
-    try:
-        yield
-    except DatabaseUnavailable as exc:
-        metrics.ticks_skipped.labels(name).inc()
-        log.warning(
-            "tick skipped: PostgreSQL is unavailable; the next tick does its work",
-            extra={"tick": name, "reason": str(exc)},
-        )
 
 
 def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | None) -> Actors:
@@ -93,53 +77,52 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
                     raise  # the time limit: the exporter recorded it as a failed attempt
                 # Handed back at shutdown: the job is pending again and the sweep publishes it.
 
-    # Periodic ticks: a tick older than two intervals is dropped rather than run late.
+    # Periodic ticks: a tick older than two intervals is dropped rather than run late, and none is
+    # retried (the next one, an interval later, does the same work).
     tick_age_ms = int(settings.export_worker_interval * 2000)
 
-    @dramatiq.actor(
-        broker=broker,
-        queue_name=settings.queue_name,
-        actor_name="expire_exports",
-        max_retries=0,
-        max_age=tick_age_ms,
-        time_limit=5 * 60 * 1000,
-    )
+    def periodic(actor_name: str) -> Callable[[Callable[[], Awaitable[None]]], Actor[[], None]]:
+        return dramatiq.actor(
+            broker=broker,
+            queue_name=settings.queue_name,
+            actor_name=actor_name,
+            max_retries=0,
+            max_age=tick_age_ms,
+            time_limit=TICK_TIME_LIMIT_MS,
+        )
+
+    async def housekeep(tick: str, work: Callable[[Resources], Awaitable[object]]) -> None:
+        """One tick's ``work``. A tick that PostgreSQL being away stops is skipped, not failed
+        (not dead-lettered, so not paged on): every tick is idempotent and the next one does the
+        same work. S3 and RabbitMQ faults never get here: each tick handles them per item
+        (logged, left for the next tick)."""
+        ctx = worker_context()
+        try:
+            await work(await ctx.resources())
+        except DatabaseUnavailable as exc:
+            ctx.metrics.ticks_skipped.labels(tick).inc()
+            log.warning(
+                "tick skipped: PostgreSQL is unavailable; the next tick does its work",
+                extra={"tick": tick, "reason": str(exc)},
+            )
+
+    async def sweep(resources: Resources) -> None:
+        queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
+        try:
+            await resources.housekeeper.sweep(queue)
+        finally:
+            await queue.close()
+
+    @periodic("expire_exports")
     async def expire_exports() -> None:
-        ctx = worker_context()
-        with _tick("expire", ctx.metrics):
-            resources = await ctx.resources()
-            await resources.housekeeper.expire_due()
+        await housekeep("expire", lambda resources: resources.housekeeper.expire_due())
 
-    @dramatiq.actor(
-        broker=broker,
-        queue_name=settings.queue_name,
-        actor_name="sweep_exports",
-        max_retries=0,
-        max_age=tick_age_ms,
-        time_limit=5 * 60 * 1000,
-    )
+    @periodic("sweep_exports")
     async def sweep_exports() -> None:
-        ctx = worker_context()
-        with _tick("sweep", ctx.metrics):
-            resources = await ctx.resources()
-            queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
-            try:
-                await resources.housekeeper.sweep(queue)
-            finally:
-                await queue.close()
+        await housekeep("sweep", sweep)
 
-    @dramatiq.actor(
-        broker=broker,
-        queue_name=settings.queue_name,
-        actor_name="prune_rollups",
-        max_retries=0,
-        max_age=tick_age_ms,
-        time_limit=5 * 60 * 1000,
-    )
+    @periodic("prune_rollups")
     async def prune_rollups() -> None:
-        ctx = worker_context()
-        with _tick("prune", ctx.metrics):
-            resources = await ctx.resources()
-            await resources.housekeeper.prune_rollups()
+        await housekeep("prune", lambda resources: resources.housekeeper.prune_rollups())
 
     return Actors(run_export, expire_exports, sweep_exports, prune_rollups)

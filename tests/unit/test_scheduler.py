@@ -9,7 +9,7 @@ from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import DramatiqError
 
-from actors.exports import Actors, declare_actors
+from actors.exports import TICK_TIME_LIMIT_MS, Actors, declare_actors
 from actors.scheduler import run_scheduler
 from service.settings import Settings
 
@@ -68,9 +68,10 @@ def test_a_tick_that_cannot_be_sent_does_not_stop_the_others(
     assert sorted(sent(broker)) == sorted(TICKS - {"expire_exports"})
 
 
-def test_the_prune_tick_is_a_periodic_tick(actors: Actors) -> None:
-    # Like the other ticks: never retried, dropped when older than two intervals, time-limited
-    options = actors.prune_rollups.options
+@pytest.mark.parametrize("tick", sorted(TICKS))
+def test_every_tick_is_never_retried_dropped_when_stale_and_time_limited(actors: Actors, tick: str) -> None:
+    options = getattr(actors, tick).options
     assert options["max_retries"] == 0
-    assert options["max_age"] == 60_000
-    assert options["time_limit"] == actors.sweep_exports.options["time_limit"]
+    assert options["max_age"] == 60_000  # two intervals of 30 s
+    assert options["time_limit"] == TICK_TIME_LIMIT_MS
+    assert getattr(actors, tick).queue_name == Settings().queue_name
