@@ -152,9 +152,14 @@ class Exporter:
             # Restart, don't resume: the previous attempt's upload goes, and we stream from the start.
             await self._store.abort_upload(bucket, key, job.upload_id)
             log.info("aborted the previous attempt's upload", extra={**ctx, "upload_id": job.upload_id})
-        upload = attempt.upload = await self._store.start_upload(bucket, key, content_disposition(job))
-        if not await self._repository.set_upload_id(job, upload.upload_id):
-            raise LeaseLost("the job moved on before the upload started")
+
+        async def record(upload_id: str) -> None:
+            # Before any byte goes to S3: a later attempt aborts this id, which fences us off.
+            if not await self._repository.set_upload_id(job, upload_id):
+                raise LeaseLost("the job moved on before the upload started")
+
+        # Created in S3 with the first full part, or at the end with its checksum if it fits in one.
+        upload = attempt.upload = self._store.open_upload(bucket, key, content_disposition(job), record)
 
         async def sink(chunk: bytes) -> None:
             attempt.raise_if_stopped()
@@ -168,8 +173,7 @@ class Exporter:
         row_count = await self._repository.copy_rows(job, sink)
         attempt.raise_if_stopped()
         result = await upload.complete(
-            {"job-id": str(job.job_id), "org-id": str(job.org_id), "row-count": str(row_count)},
-            content_disposition(job),
+            {"job-id": str(job.job_id), "org-id": str(job.org_id), "row-count": str(row_count)}
         )
         output = ExportOutput(s3_uri(bucket, key), result.checksum, row_count, result.byte_count)
         done = await self._repository.complete(job, output, self._settings.export_signed_url_ttl)
@@ -249,7 +253,7 @@ class Exporter:
         if settled is None:
             await self._abort(upload, ctx)  # fenced: only our own upload is ours to clean
             return None, "lost"
-        if await self._clean(settled, upload, ctx) and upload is not None:
+        if await self._clean(settled, upload, ctx) and upload is not None and upload.upload_id:
             await self._repository.clear_upload_id(job.job_id, upload.upload_id)
             settled = replace(settled, upload_id=None)
         return settled, outcome
@@ -263,7 +267,7 @@ class Exporter:
         bucket = self._settings.bucket_for(job.org_id)
         key = object_key(job.org_id, job.job_id)
         try:
-            if upload is not None and not upload.completed:
+            if upload is not None and upload.upload_id and not upload.completed:
                 await self._store.abort_upload(upload.bucket, upload.key, upload.upload_id)
             if (upload is not None and upload.completed) or job.status.object_removed:
                 await self._store.delete(bucket, key)
@@ -273,8 +277,8 @@ class Exporter:
         return True
 
     async def _abort(self, upload: MultipartUpload | None, ctx: dict[str, object]) -> None:
-        if upload is None or upload.completed:
-            return
+        if upload is None or upload.upload_id is None or upload.completed:
+            return  # nothing in S3 yet, or an object (not ours to delete here)
         try:
             await self._store.abort_upload(upload.bucket, upload.key, upload.upload_id)
         except Exception as exc:

@@ -135,6 +135,7 @@ class FakeS3:
             "Key": kwargs["Key"],
             "ContentType": kwargs.get("ContentType"),
             "ContentDisposition": kwargs.get("ContentDisposition"),
+            "Metadata": dict(kwargs.get("Metadata", {})),
             "parts": {},
         }
         return {"UploadId": upload_id, "Bucket": kwargs["Bucket"], "Key": kwargs["Key"]}
@@ -160,7 +161,7 @@ class FakeS3:
         self.objects[(kwargs["Bucket"], kwargs["Key"])] = {
             "ETag": f'"multipart-{kwargs["UploadId"]}"',
             "Body": body,
-            "Metadata": {},
+            "Metadata": upload["Metadata"],  # as given at creation
             "ContentType": upload["ContentType"],
             "ContentDisposition": upload["ContentDisposition"],
         }

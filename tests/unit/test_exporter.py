@@ -11,7 +11,7 @@ from types import MappingProxyType
 import pytest
 
 from service.errors import RetryableStorageError
-from service.exporter import Exporter
+from service.exporter import Exporter, content_disposition
 from service.job import Granularity, Job, JobStatus
 from service.settings import Settings
 from service.storage import ObjectStore
@@ -222,8 +222,53 @@ async def test_failure_to_start_the_upload_fails_the_job(repo: FakeRepository, s
     assert failed is not None
     assert failed.status is JobStatus.FAILED
     assert "NoSuchBucket" in (failed.error_message or "")
-    assert repo.called("copy_rows") == []
+    # The upload is created with the first full part: nothing was sent, nothing is left to abort
+    assert s3.called("upload_part") == []
     assert s3.called("abort_multipart_upload") == []
+    assert (s3.uploads, s3.objects, repo.called("set_upload_id")) == ({}, {}, [])
+
+
+async def test_a_small_export_is_created_with_its_checksum_in_three_requests(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # Given an export that fits in one part
+    repo.chunks = [b"bucket_start,cost_total\n"[: PART - 1]]
+    repo.row_count = 0
+    # When the job runs
+    done = await exporter(repo, s3).run(job.job_id)
+    # Then the upload was created labelled (no copy), and its id recorded before the part went out
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    assert [name for name, _ in s3.calls] == [
+        "create_multipart_upload",
+        "upload_part",
+        "complete_multipart_upload",
+    ]
+    [(_, recorded)] = repo.called("set_upload_id")
+    assert recorded == s3.called("upload_part")[0]["UploadId"]
+    [stored] = s3.objects.values()
+    assert stored["Metadata"]["sha256"] == done.checksum == hashlib.sha256(repo.chunks[0]).hexdigest()
+    assert stored["Metadata"]["row-count"] == "0"
+    assert stored["ContentDisposition"] == content_disposition(done)
+
+
+async def test_an_attempt_that_lost_its_job_before_recording_its_upload_aborts_it(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # Given the job moves on (the sweep reclaimed it) while this attempt reads its first part
+    async def copy_rows(claimed: Job, sink: Callable[[bytes], Awaitable[None]]) -> int:
+        repo.jobs[claimed.job_id] = replace(repo.jobs[claimed.job_id], status=JobStatus.PENDING)
+        await sink(b"x" * PART)
+        raise AssertionError("the sink must stop the stream")
+
+    repo.copy_rows_impl = copy_rows
+    # When the attempt creates its upload and cannot record it
+    assert await exporter(repo, s3).run(job.job_id) is None
+    # Then no byte went to S3 and the upload it created is aborted; the job is left alone
+    assert s3.called("upload_part") == []
+    assert len(s3.called("abort_multipart_upload")) == 1
+    assert s3.uploads == {}
+    assert repo.jobs[job.job_id].status is JobStatus.PENDING
 
 
 async def test_a_terminal_failure_after_complete_deletes_the_object(

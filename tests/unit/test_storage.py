@@ -76,7 +76,7 @@ async def test_complete_sends_the_last_small_part_and_lists_every_part(s3: FakeS
     chunks = [b"header,row\n", b"2026-11-01T00:00:00Z,0.000123\n", b"tail"]
     for chunk in chunks:
         await upload.write(chunk)
-    result = await upload.complete({"job-id": "j1"}, DISPOSITION)
+    result = await upload.complete({"job-id": "j1"})
 
     # The last (small) part was uploaded, and the parts joined are exactly the bytes written
     data = b"".join(chunks)
@@ -99,7 +99,7 @@ async def test_complete_replaces_metadata_with_checksum_and_byte_count(s3: FakeS
     data = [b"a" * 25, b"b" * 7, b"\xe2\x82\xac" * 3]
     for chunk in data:
         await upload.write(chunk)
-    await upload.complete({"job-id": "j1", "row-count": "42"}, DISPOSITION)
+    await upload.complete({"job-id": "j1", "row-count": "42"})
 
     everything = b"".join(data)
     [copy] = s3.called("copy_object")
@@ -125,19 +125,110 @@ async def test_exact_multiple_of_the_part_size_sends_no_empty_tail(s3: FakeS3) -
     upload = await start(s3)
     await upload.write(b"x" * PART)
     await upload.write(b"y" * PART)
-    result = await upload.complete({}, DISPOSITION)
+    result = await upload.complete({})
     assert part_bodies(s3) == [b"x" * PART, b"y" * PART]
     assert result.parts == 2
 
 
 async def test_an_empty_export_still_uploads_one_empty_part(s3: FakeS3) -> None:
     upload = await start(s3)
-    result = await upload.complete({}, DISPOSITION)
+    result = await upload.complete({})
     assert part_bodies(s3) == [b""]
     assert result.parts == 1
     assert result.byte_count == 0
     assert result.checksum == hashlib.sha256(b"").hexdigest()
     assert s3.objects[(BUCKET, KEY)]["Body"] == b""
+
+
+def opened(s3: FakeS3, started: list[str] | None = None, part_size: int = PART) -> MultipartUpload:
+    """An upload as the exporter opens it: nothing in S3 until it must be, ids reported."""
+
+    async def on_start(upload_id: str) -> None:
+        if started is not None:
+            started.append(upload_id)
+
+    return ObjectStore(s3, part_size, retry_window=0).open_upload(BUCKET, KEY, DISPOSITION, on_start)
+
+
+async def test_an_object_that_fits_in_one_part_is_created_labelled_and_never_copied(s3: FakeS3) -> None:
+    # Given an opened upload and less than a part written: nothing exists in S3 yet
+    started: list[str] = []
+    upload = opened(s3, started)
+    await upload.write(b"head\n")
+    await upload.write(b"row\n")
+    assert (s3.calls, upload.upload_id, started) == ([], None, [])
+    # When it completes
+    result = await upload.complete({"job-id": "j1", "row-count": "1"})
+    # Then three requests made it, the metadata (checksum included) given at creation, no copy
+    data = b"head\nrow\n"
+    checksum = hashlib.sha256(data).hexdigest()
+    assert [name for name, _ in s3.calls] == [
+        "create_multipart_upload",
+        "upload_part",
+        "complete_multipart_upload",
+    ]
+    [create] = s3.called("create_multipart_upload")
+    assert create["Metadata"] == {
+        "job-id": "j1",
+        "row-count": "1",
+        "sha256": checksum,
+        "byte-count": str(len(data)),
+    }
+    assert (create["ContentType"], create["ContentDisposition"]) == (CSV_CONTENT_TYPE, DISPOSITION)
+    stored = s3.objects[(BUCKET, KEY)]
+    assert (stored["Body"], stored["Metadata"]["sha256"]) == (data, checksum)
+    assert (result.checksum, result.byte_count, result.parts) == (checksum, len(data), 1)
+    # And the upload id was reported once, before the part went out
+    assert started == [upload.upload_id]
+
+
+async def test_an_empty_opened_export_is_one_labelled_empty_part(s3: FakeS3) -> None:
+    result = await opened(s3).complete({})
+    assert part_bodies(s3) == [b""]
+    assert s3.called("copy_object") == []
+    assert (
+        s3.objects[(BUCKET, KEY)]["Metadata"]["sha256"] == hashlib.sha256(b"").hexdigest() == result.checksum
+    )
+
+
+async def test_a_larger_object_is_created_with_its_first_part_and_labelled_by_copy(s3: FakeS3) -> None:
+    started: list[str] = []
+    upload = opened(s3, started)
+    await upload.write(b"a" * 6)
+    assert s3.calls == []
+    # The first full part creates the upload (no checksum yet), reports it, then sends the part
+    await upload.write(b"b" * 6)
+    assert [name for name, _ in s3.calls] == ["create_multipart_upload", "upload_part"]
+    assert "Metadata" not in s3.called("create_multipart_upload")[0]
+    assert started == [upload.upload_id]
+    await upload.write(b"c" * 3)
+    result = await upload.complete({"job-id": "j1"})
+    data = b"a" * 6 + b"b" * 6 + b"c" * 3
+    [copy] = s3.called("copy_object")
+    assert copy["Metadata"] == {
+        "job-id": "j1",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "byte-count": "15",
+    }
+    assert copy["ContentDisposition"] == DISPOSITION
+    assert s3.objects[(BUCKET, KEY)]["Body"] == data
+    assert (result.parts, started) == (2, [upload.upload_id])
+
+
+async def test_an_upload_whose_id_cannot_be_recorded_sends_no_byte_and_can_be_aborted(s3: FakeS3) -> None:
+    class Refused(Exception):
+        pass
+
+    async def refuse(upload_id: str) -> None:
+        raise Refused(upload_id)
+
+    upload = ObjectStore(s3, PART, retry_window=0).open_upload(BUCKET, KEY, DISPOSITION, refuse)
+    with pytest.raises(Refused):
+        await upload.write(b"x" * PART)
+    assert s3.called("upload_part") == []
+    assert upload.upload_id in s3.uploads  # known, so the caller can abort it
+    await ObjectStore(s3, PART, retry_window=0).abort_upload(BUCKET, KEY, upload.upload_id)
+    assert s3.uploads == {}
 
 
 async def test_more_than_max_parts_is_terminal(s3: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +240,7 @@ async def test_more_than_max_parts_is_terminal(s3: FakeS3, monkeypatch: pytest.M
     # When a fourth part is needed, the upload stops with a terminal error
     await upload.write(b"z")
     with pytest.raises(TerminalStorageError, match="EXPORT_PART_SIZE"):
-        await upload.complete({}, DISPOSITION)
+        await upload.complete({})
     assert len(s3.called("upload_part")) == 3
     assert s3.called("complete_multipart_upload") == []
 
@@ -160,7 +251,7 @@ async def test_max_parts_exactly_is_fine(s3: FakeS3, monkeypatch: pytest.MonkeyP
     for _ in range(2):
         await upload.write(b"z" * PART)
     await upload.write(b"end")
-    assert (await upload.complete({}, DISPOSITION)).parts == 3
+    assert (await upload.complete({})).parts == 3
 
 
 async def test_upload_part_failure_is_classified(s3: FakeS3) -> None:
@@ -175,7 +266,7 @@ async def test_complete_failure_is_classified(s3: FakeS3) -> None:
     upload = await start(s3)
     await upload.write(b"x")
     with pytest.raises(TerminalStorageError, match="AccessDenied"):
-        await upload.complete({}, DISPOSITION)
+        await upload.complete({})
     assert s3.called("copy_object") == []
 
 
@@ -371,7 +462,7 @@ async def test_with_two_parts_in_flight_uploads_overlap_and_bytes_stay_in_order(
     # When seven full parts and a tail are written and the upload completed
     for i in range(0, len(data), PART // 2):
         await upload.write(data[i : i + PART // 2])
-    result = await upload.complete({}, DISPOSITION)
+    result = await upload.complete({})
     # Then two parts were on their way at once, never more, and the object is the bytes in order
     assert most == 2
     assert s3.objects[(BUCKET, KEY)]["Body"] == data
