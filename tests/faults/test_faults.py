@@ -274,8 +274,8 @@ async def test_database_connection_killed_mid_stream_succeeds_on_retry(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
     org, job_id, _ = await export_in_flight(healthy, http, db, models=200)
-    # When PostgreSQL terminates the backend that is streaming the COPY (the upload is recorded just
-    # before the COPY starts, so wait for it to be under way)
+    # When PostgreSQL terminates the backend that is streaming the COPY (the upload is recorded
+    # with the first full part, mid-COPY; the throttled S3 keeps the COPY waiting on its parts)
     deadline = time.monotonic() + 10
     while not (
         killed := await db.fetchval(
