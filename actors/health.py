@@ -48,12 +48,14 @@ class WorkerHealth:
 
     def problems(self) -> list[str]:
         """Why this worker cannot do its work, or nothing when it can."""
+        # Copies: the worker adds and removes threads from its own threads at boot and shutdown.
+        consumers = dict(self._worker.consumers)
         problems = [
             f"consumer of queue {queue!r} stopped"
-            for queue, consumer in sorted(self._worker.consumers.items())
+            for queue, consumer in sorted(consumers.items())
             if not consumer.is_alive()
         ]
-        threads = self._worker.workers
+        threads = list(self._worker.workers)
         stopped = sum(not thread.is_alive() for thread in threads)
         if stopped:
             problems.append(f"{stopped} of {len(threads)} worker threads stopped")
