@@ -273,9 +273,12 @@ async def test_database_unreachable_longer_than_the_lease_mid_export_ends_in_one
 async def test_database_connection_killed_mid_stream_succeeds_on_retry(
     healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
 ) -> None:
-    org, job_id, _ = await export_in_flight(healthy, http, db, models=200)
-    # When PostgreSQL terminates the backend that is streaming the COPY (the upload is recorded
-    # with the first full part, mid-COPY; the throttled S3 keeps the COPY waiting on its parts)
+    # Given an export far larger than the socket and client buffers (37 MiB): with S3 throttled,
+    # the worker stops reading after two parts and PostgreSQL is left mid-COPY, still sending
+    # (state 'active'). The upload is recorded with the first part, so the COPY is under way
+    # by then; a smaller export could be wholly buffered on the client side before we look.
+    org, job_id, _ = await export_in_flight(healthy, http, db, models=500)
+    # When PostgreSQL terminates the backend that is streaming the COPY
     deadline = time.monotonic() + 10
     while not (
         killed := await db.fetchval(
