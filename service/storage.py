@@ -243,6 +243,10 @@ class MultipartUpload:
         return len(self._parts)
 
     async def write(self, chunk: bytes) -> None:
+        # Every byte written is sent, in order, or the upload is abandoned: hashing here is
+        # hashing what is sent, and the checksum is ready whenever the upload is created.
+        self._sha256.update(chunk)
+        self._bytes += len(chunk)
         self._buffer += chunk
         if len(self._buffer) >= self._part_size:
             await self.start()
@@ -255,8 +259,6 @@ class MultipartUpload:
                 f"export needs more than {MAX_PARTS} parts of {self._part_size} bytes; raise EXPORT_PART_SIZE"
             )
         body, self._buffer = self._buffer, bytearray()
-        self._sha256.update(body)
-        self._bytes += len(body)
         part: dict[str, object] = {"PartNumber": part_number}
         self._parts.append(part)
         self._in_flight.append(asyncio.create_task(self._send(part, body)))
@@ -295,8 +297,7 @@ class MultipartUpload:
         count; return the facts."""
         labelled_at_start = self.upload_id is None
         if labelled_at_start:  # the whole object is in the buffer: its checksum is known now
-            whole = hashlib.sha256(self._buffer).hexdigest()
-            await self.start({**metadata, "sha256": whole, "byte-count": str(len(self._buffer))})
+            await self.start({**metadata, "sha256": self._sha256.hexdigest(), "byte-count": str(self._bytes)})
         if self._buffer or not self._parts:
             await self._flush()  # the last part may be small; an empty export still has its header
         await self._drain(keep=0)
