@@ -122,7 +122,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     ttl = int(parse_duration("--ttl", args.ttl))
     print(
         mint_token(
-            settings.auth_jwt_secret,
+            settings.signing_secret(),
             subject=args.sub,
             orgs=args.org,
             scopes=args.scope.split(),
@@ -287,6 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"analytics-exports: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    try:
+        if args.command == "api":
+            settings.require_token_verification()
+    except SettingsError as exc:
+        print(f"analytics-exports: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, args.command)
     problem = unreachable_service(settings, args.command)
     if problem is not None:
@@ -294,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
     try:
         result: int = args.func(settings, args)
+    except SettingsError as exc:  # a setting this command needs (AUTH_JWT_SECRET for api, token)
+        print(f"analytics-exports {args.command}: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     except DatabaseUnavailable as exc:  # it went away between the check and the start
         print(f"analytics-exports {args.command}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -117,6 +118,10 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             children["local S3"] = _start_local_s3(bin_dir, port)
             env.update(S3_ENDPOINT=f"http://127.0.0.1:{port}", **LOCAL_S3_KEYS)
             print(f"local S3: moto server on http://127.0.0.1:{port} (objects live in memory)")
+        if not env.get("AUTH_JWT_SECRET"):
+            # A secret of this run's own: tokens minted for a `make run` die with it, and no
+            # secret written anywhere can sign for this API.
+            env["AUTH_JWT_SECRET"] = secrets.token_urlsafe(48)
         settings = Settings.from_env(env)
         if port_in_use(settings.http_host, settings.http_port):
             raise DevError(
@@ -136,7 +141,7 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
                 " check fails, and the log lines above say why"
             )
         token = mint_token(
-            settings.auth_jwt_secret,
+            settings.signing_secret(),
             subject="finance@example.com",
             orgs=[demo_org],
             scopes=[READ, WRITE],
@@ -144,7 +149,10 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             audience=settings.auth_jwt_audience,
             ttl_seconds=12 * 3600,
         )
-        print(next_steps(base, demo_org, token, bin_dir, settings.metrics_port), flush=True)
+        print(
+            next_steps(base, demo_org, token, settings.signing_secret(), bin_dir, settings.metrics_port),
+            flush=True,
+        )
         stopping = False
 
         def on_signal(signum: int, frame: object) -> None:
@@ -194,12 +202,15 @@ def export_command(bin_dir: Path, now: datetime | None = None) -> str:
     )
 
 
-def next_steps(base: str, org: uuid.UUID, token: str, bin_dir: Path, metrics_port: int = 0) -> str:
+def next_steps(
+    base: str, org: uuid.UUID, token: str, secret: str, bin_dir: Path, metrics_port: int = 0
+) -> str:
     worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off (METRICS_PORT=0)"
     return NEXT_STEPS.format(
         base=base,
         org=org,
         token=token,
+        secret=secret,
         export=export_command(bin_dir),
         steps=walkthrough_steps(),
         worker_metrics=worker_metrics,
@@ -214,6 +225,10 @@ In another shell, from this directory:
   export TOKEN={token}
   export ORG={org}
   export API={base}
+  export AUTH_JWT_SECRET={secret}
+
+(AUTH_JWT_SECRET is this run's own, made up at start: `analytics-exports token` mints more tokens
+with it, and they stop working when this stops.)
 
 Then ask for month-to-date cost per model, daily: a progress line shows the job running, and the
 file is saved and checked against the SHA-256 the API vouches for:

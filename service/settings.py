@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Final
 from urllib.parse import urlsplit
 
 from service.errors import SettingsError
@@ -20,9 +21,19 @@ MIB = 1024 * 1024
 #: S3 rejects non-final multipart parts below 5 MiB; AWS caps a part at 5 GiB.
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
-#: Development-only signing secret, so `make run` works with no configuration. The API logs a
-#: warning when it is in use; production sets AUTH_JWT_SECRET.
-DEV_JWT_SECRET = "analytics-exports-dev-secret-change-me-in-production"  # noqa: S105 (dev only, logged)
+#: Signing secrets that were ever published (in this code, its docs or docker-compose.yml): anyone
+#: could mint tokens with them, so no process accepts one, as the current or a previous secret.
+PUBLIC_SECRETS: Final = frozenset(
+    {
+        "analytics-exports-dev-secret-change-me-in-production",
+        "change-me-to-a-random-secret-of-32-bytes-or-more",
+    }
+)
+#: Words that mark a value as a template's placeholder rather than a generated secret.
+_PLACEHOLDER_WORDS: Final = re.compile(r"change[-_ ]?me|replace[-_ ]?me|your[-_ ]?secret|example", re.I)
+#: A generated secret of 32 bytes or more shows far more variety than this (hex already has 16).
+_MIN_DISTINCT_CHARACTERS: Final = 8
+SECRET_HINT: Final = "generate one with `openssl rand -base64 48`"  # noqa: S105 (advice, not a secret)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -89,23 +100,34 @@ def parse_bucket_overrides(variable: str, raw: str) -> Mapping[uuid.UUID, str]:
     return MappingProxyType(overrides)
 
 
+def secret_problem(secret: str) -> str | None:
+    """Why ``secret`` cannot sign or verify tokens, or ``None``: shorter than 32 bytes (HS256's
+    key length), a secret that was ever published, or a template's placeholder. Never echoes it."""
+    if len(secret.encode()) < 32:
+        return "is shorter than 32 bytes (HS256 needs 32 or more)"
+    if secret in PUBLIC_SECRETS:
+        return "is a published example secret that anyone can sign tokens with"
+    if _PLACEHOLDER_WORDS.search(secret) or len(set(secret)) < _MIN_DISTINCT_CHARACTERS:
+        return "looks like a placeholder, not a generated secret"
+    return None
+
+
+def parse_secret(variable: str, raw: str) -> str:
+    secret = raw.strip()
+    if (problem := secret_problem(secret)) is not None:
+        raise SettingsError(variable, f"{problem}; {SECRET_HINT}")
+    return secret
+
+
 def parse_previous_secrets(variable: str, raw: str) -> tuple[str, ...]:
-    """Parse ``secret,secret``: former HS256 keys, each held to AUTH_JWT_SECRET's rule (at least 32
-    bytes). Surrounding spaces and empty items are ignored, so a secret cannot contain a comma or
-    begin or end with a space. Errors never echo a secret."""
+    """Parse ``secret,secret``: former HS256 keys, each held to AUTH_JWT_SECRET's rules.
+    Surrounding spaces and empty items are ignored, so a secret cannot contain a comma or begin or
+    end with a space. Errors never echo a secret."""
     items = [item.strip() for item in raw.split(",")]
     secrets = [item for item in items if item]
     for number, secret in enumerate(secrets, 1):
-        if len(secret.encode()) < 32:
-            raise SettingsError(
-                variable,
-                f"secret {number} of {len(secrets)} is shorter than 32 bytes (HS256 needs 32 or more)",
-            )
-        if secret == DEV_JWT_SECRET:
-            raise SettingsError(
-                variable,
-                f"secret {number} of {len(secrets)} is the public development secret; never accept it",
-            )
+        if (problem := secret_problem(secret)) is not None:
+            raise SettingsError(variable, f"secret {number} of {len(secrets)} {problem}")
     return tuple(dict.fromkeys(secrets))
 
 
@@ -149,7 +171,9 @@ class Settings:
     #: Where a worker serves /metrics (on HTTP_HOST); 0 turns it off. The API serves its own on
     #: HTTP_PORT.
     metrics_port: int = 9191
-    auth_jwt_secret: str = DEV_JWT_SECRET
+    #: The HS256 key tokens are signed and verified with. No default: the API refuses to start
+    #: without it (or AUTH_JWKS_URL), and `make run` generates one per run. Kept out of repr.
+    auth_jwt_secret: str | None = field(default=None, repr=False)
     #: Former HS256 keys, still accepted for verification (never used to mint) while tokens signed
     #: with them run out: what makes rotating AUTH_JWT_SECRET possible without downtime. Kept out
     #: of repr.
@@ -235,9 +259,7 @@ class Settings:
         if (v := get("METRICS_PORT")) is not None:
             values["metrics_port"] = parse_int("METRICS_PORT", v, minimum=0, maximum=65535)
         if (v := get("AUTH_JWT_SECRET")) is not None:
-            if len(v.encode()) < 32:
-                raise SettingsError("AUTH_JWT_SECRET", "must be at least 32 bytes for HS256")
-            values["auth_jwt_secret"] = v
+            values["auth_jwt_secret"] = parse_secret("AUTH_JWT_SECRET", v)
         if (v := get("AUTH_JWT_PREVIOUS_SECRETS")) is not None:
             values["auth_jwt_previous_secrets"] = parse_previous_secrets("AUTH_JWT_PREVIOUS_SECRETS", v)
         values["auth_jwt_issuer"] = get("AUTH_JWT_ISSUER")
@@ -252,9 +274,20 @@ class Settings:
             values["log_level"] = v.upper()
         return replace(cls(), **values)  # type: ignore[arg-type]
 
-    @property
-    def uses_dev_secret(self) -> bool:
-        return self.auth_jwt_secret == DEV_JWT_SECRET
+    def signing_secret(self) -> str:
+        """AUTH_JWT_SECRET, for whatever mints tokens; a SettingsError naming it when unset."""
+        if self.auth_jwt_secret is None:
+            raise SettingsError("AUTH_JWT_SECRET", f"is required to sign tokens; {SECRET_HINT}")
+        return self.auth_jwt_secret
+
+    def require_token_verification(self) -> None:
+        """What the API checks before it starts: it can verify tokens (AUTH_JWT_SECRET or
+        AUTH_JWKS_URL), so it never falls back to a secret anyone could know."""
+        if self.auth_jwt_secret is None and self.auth_jwks_url is None:
+            raise SettingsError(
+                "AUTH_JWT_SECRET",
+                f"is required by the API (or AUTH_JWKS_URL for an identity provider's tokens); {SECRET_HINT}",
+            )
 
     def bucket_for(self, org_id: uuid.UUID) -> str:
         """The bucket an org's exports go to: its override, or the default bucket."""

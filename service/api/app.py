@@ -50,11 +50,11 @@ async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, queue: JobQueue) -> web.Application:
-    """The API: routes and middleware, and a cleanup context per resource (pool, S3 client)."""
+    """The API: routes and middleware, and a cleanup context per resource (pool, S3 client).
+    A SettingsError when it could not verify a token (no AUTH_JWT_SECRET nor AUTH_JWKS_URL)."""
+    settings.require_token_verification()
     app = wired_app(settings, queue)
     app.cleanup_ctx.extend([database_ctx, storage_ctx, exports_ctx])
-    if settings.uses_dev_secret:
-        log.warning("AUTH_JWT_SECRET is not set: using the development secret; never do this in production")
     return app
 
 

@@ -28,6 +28,9 @@ MAX_SUBJECT_LENGTH: Final = 256
 VERIFIED_TOKEN_SECONDS: Final = 60.0
 #: Verified tokens remembered at once (least recently used first out).
 VERIFIED_TOKEN_CAPACITY: Final = 4096
+#: NumericDate claims (exp, iat, nbf) must be numbers below this (the year 10000): no real token
+#: lives that long, and larger values overflow date arithmetic.
+MAX_NUMERIC_DATE: Final = 253_402_300_800
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,25 +56,66 @@ def bearer_token(header: str | None) -> str:
     return token.strip()
 
 
+def _reason(exc: jwt.InvalidTokenError) -> str:
+    """What is wrong with a token, in this service's words (never the library's message)."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"invalid token: the {exc.claim} claim is required"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "invalid token: iss is not the issuer this service trusts"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "invalid token: aud does not name this service"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "invalid token: the signature does not verify"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "invalid token: its algorithm is not accepted"
+    if isinstance(exc, jwt.DecodeError):
+        return "invalid token: not a well-formed signed JWT"
+    return "invalid token"
+
+
+def _numeric_date(claims: dict[str, object], name: str) -> float | None:
+    """A NumericDate claim as seconds since the epoch; 401 unless it is a number in range."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_NUMERIC_DATE:
+        raise Unauthenticated(f"invalid token: {name} must be a number of seconds since 1970, before 10000")
+    return float(value)
+
+
 def verify_token(
     token: str, key: object, algorithm: str, *, issuer: str | None = None, audience: str | None = None
 ) -> tuple[Principal, float]:
     """Verify ``token`` with ``key`` under exactly ``algorithm``: the caller, and the token's
     ``exp`` in seconds since the epoch."""
     try:
+        # PyJWT checks the signature, the algorithm, iss, aud and that the claims are there; the
+        # dates are checked below, after their types (PyJWT would take "exp": "123" as a number).
         claims = jwt.decode(
             token,
             key,  # type: ignore[arg-type]
             algorithms=[algorithm],
-            leeway=LEEWAY_SECONDS,
             issuer=issuer,
             audience=audience,
-            options={"require": ["exp", "sub", *(["iss"] if issuer else []), *(["aud"] if audience else [])]},
+            options={
+                "require": ["exp", "sub", *(["iss"] if issuer else []), *(["aud"] if audience else [])],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
-    except jwt.ExpiredSignatureError:
-        raise Unauthenticated("token expired") from None
     except jwt.InvalidTokenError as exc:
-        raise Unauthenticated(f"invalid token: {exc}") from None
+        raise Unauthenticated(_reason(exc)) from None
+    expires = _numeric_date(claims, "exp")
+    if expires is None:
+        raise Unauthenticated("invalid token: the exp claim is required")
+    now = time.time()
+    if expires <= now - LEEWAY_SECONDS:
+        raise Unauthenticated("token expired")
+    for name in ("nbf", "iat"):
+        moment = _numeric_date(claims, name)
+        if moment is not None and moment > now + LEEWAY_SECONDS:
+            raise Unauthenticated("invalid token: not valid yet (nbf or iat is in the future)")
     sub, orgs, scope = claims.get("sub"), claims.get("orgs", []), claims.get("scope", "")
     if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_SUBJECT_LENGTH or "\x00" in sub:
         raise Unauthenticated(f"invalid token: sub must be a string of 1 to {MAX_SUBJECT_LENGTH} characters")
@@ -81,11 +125,11 @@ def verify_token(
         org_ids = frozenset(uuid.UUID(str(org)) for org in orgs)
     except ValueError:
         raise Unauthenticated("invalid token: orgs must hold UUIDs") from None
-    return Principal(subject=sub, orgs=org_ids, scopes=frozenset(scope.split())), float(claims["exp"])
+    return Principal(subject=sub, orgs=org_ids, scopes=frozenset(scope.split())), expires
 
 
 class TokenVerifier:
-    """HS256 tokens signed with AUTH_JWT_SECRET, and, when AUTH_JWKS_URL is set, RS256 tokens from
+    """HS256 tokens signed with AUTH_JWT_SECRET (when set), and, when AUTH_JWKS_URL is set, RS256 tokens from
     an identity provider whose public keys are fetched from that JWKS URL (cached for 5 minutes,
     refetched for an unknown ``kid``).
 
@@ -101,7 +145,7 @@ class TokenVerifier:
 
     def __init__(
         self,
-        secret: str,
+        secret: str | None,
         *,
         issuer: str | None,
         audience: str | None,
@@ -137,26 +181,35 @@ class TokenVerifier:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.InvalidTokenError as exc:
-            raise Unauthenticated(f"invalid token: {exc}") from None
-        if algorithm == ALGORITHM:
-            return self._verify_hs256(token)
+            raise Unauthenticated(_reason(exc)) from None
+        if algorithm == ALGORITHM and self._secret is not None:
+            return self._verify_hs256(token, self._secret)
         if algorithm == "RS256" and self._jwks is not None:
             try:
                 # PyJWKClient fetches with urllib: keep that off the event loop.
                 key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
             except jwt.PyJWKClientConnectionError as exc:
                 raise ServiceUnavailable(f"the identity provider's keys are unavailable: {exc}") from None
-            except (jwt.PyJWKClientError, jwt.InvalidTokenError) as exc:
-                raise Unauthenticated(f"invalid token: {exc}") from None
+            except jwt.PyJWKClientError:
+                raise Unauthenticated(
+                    "invalid token: its key (kid) is not one the identity provider publishes"
+                ) from None
+            except jwt.InvalidTokenError as exc:
+                raise Unauthenticated(_reason(exc)) from None
         else:
-            raise Unauthenticated(f"invalid token: algorithm {algorithm!r} is not accepted")
+            accepted = " or ".join(
+                name for name, on in ((ALGORITHM, self._secret), ("RS256", self._jwks)) if on is not None
+            )
+            raise Unauthenticated(
+                f"invalid token: its algorithm (alg) is not accepted; this API takes {accepted}"
+            )
         return verify_token(token, key, str(algorithm), issuer=self._issuer, audience=self._audience)
 
-    def _verify_hs256(self, token: str) -> tuple[Principal, float]:
+    def _verify_hs256(self, token: str, secret: str) -> tuple[Principal, float]:
         """The current secret first, then each previous one; the current secret's error if none
         verifies the token."""
         try:
-            return verify_token(token, self._secret, ALGORITHM, issuer=self._issuer, audience=self._audience)
+            return verify_token(token, secret, ALGORITHM, issuer=self._issuer, audience=self._audience)
         except Unauthenticated:
             for number, previous in enumerate(self._previous_secrets, 1):
                 try:

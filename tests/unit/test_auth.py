@@ -150,6 +150,71 @@ def test_token_without_a_required_claim_is_unauthenticated(missing: str) -> None
     refused(bearer(hs256(valid_claims(**{missing: ...}))))
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": 10**400},  # a JSON number no float holds: once a 500 (OverflowError)
+        {"exp": str(int(time.time()) + 600)},  # a string PyJWT would take as a number
+        {"exp": None},  # "no expiry"
+        {"exp": True},
+        {"exp": 10**12},  # the year 33658
+        {"exp": -1},
+        {"iat": "yesterday"},
+        {"iat": 10**400},
+        {"nbf": str(int(time.time()) - 60)},
+        {"nbf": 1e308 * 10},  # infinity, written as a huge float
+    ],
+)
+def test_a_date_claim_that_is_not_a_number_in_range_is_unauthenticated(claims: dict[str, Any]) -> None:
+    # Given an otherwise valid, correctly signed token whose exp, iat or nbf is malformed
+    token = jwt.encode(valid_claims(**claims), SECRET, algorithm="HS256")
+    # When it is verified, then it is a 401 that names the claim, never a crash
+    error = refused(bearer(token))
+    assert any(name in error.detail for name in claims), error.detail
+
+
+@pytest.mark.parametrize(
+    ("token", "detail"),
+    [
+        (
+            hs256(valid_claims(), secret="another-secret-of-32-bytes-or-more-!!"),
+            "the signature does not verify",
+        ),
+        ("not.a.jwt", "not a well-formed signed JWT"),
+        (hs256(valid_claims(exp=...)), "the exp claim is required"),
+        (hs256(valid_claims(nbf=int(time.time()) + 3600)), "not valid yet"),
+    ],
+)
+def test_refusals_are_worded_by_the_service_not_the_library(token: str, detail: str) -> None:
+    error = refused(bearer(token))
+    assert error.detail.startswith(f"invalid token: {detail}"), error.detail
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "analytics-exports-dev-secret-change-me-in-production",
+        "change-me-to-a-random-secret-of-32-bytes-or-more",
+    ],
+)
+async def test_a_token_forged_with_a_published_secret_is_refused(secret: str) -> None:
+    # Given an API configured with its own secret, and a token minted with a secret this
+    # repository once published (the old development default, the compose placeholder)
+    verifier = TokenVerifier(SECRET, issuer=None, audience=None)
+    forged = mint_token(secret, subject="mallory", orgs=[ORG_A], scopes=[READ, WRITE])
+    # When it is presented, then it is refused
+    with pytest.raises(Unauthenticated, match="signature does not verify"):
+        await verifier.verify(bearer(forged))
+
+
+async def test_without_a_shared_secret_hs256_tokens_are_refused() -> None:
+    # An API that trusts only an identity provider (AUTH_JWKS_URL) has no HS256 key to try
+    verifier = TokenVerifier(None, issuer=None, audience=None, jwks_url="https://idp.example.com/jwks")
+    token = mint_token(SECRET, subject="a", orgs=[ORG_A], scopes=[READ])
+    with pytest.raises(Unauthenticated, match="this API takes RS256"):
+        await verifier.verify(bearer(token))
+
+
 @pytest.mark.parametrize("sub", ["", "   ", "x" * 257, "nul\x00byte"])
 def test_blank_subject_is_unauthenticated(sub: str) -> None:
     refused(bearer(hs256(valid_claims(sub=sub))))
@@ -257,10 +322,12 @@ class TestVerifiedTokenMemory:
         verifier = TokenVerifier(SECRET, issuer=None, audience=None)
         token = hs256({"sub": "ana", "orgs": [str(ORG_A)], "exp": int(time.time()) + 5 - LEEWAY_SECONDS})
         await verifier.verify(bearer(token))
-        # When the verifier's clock moves past that expiry, then the token is checked again
+        # When the verifier's clock moves past that expiry, then the token is checked again (and
+        # found expired), not answered from memory
         later = time.time() + 6
         monkeypatch.setattr(auth, "time", SimpleNamespace(time=lambda: later))
-        await verifier.verify(bearer(token))
+        with pytest.raises(Unauthenticated, match="token expired"):
+            await verifier.verify(bearer(token))
         assert calls == [token, token]
 
     async def test_memory_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ from actors.localdev import free_port
 from actors.preflight import check_broker, check_database, redact
 
 BIN = Path(sys.executable).parent
+SECRET = "cli-startup-secret-9fQ2xL7wK4pZ8mN3vB6t"
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,7 @@ def closed() -> dict[str, str]:
         "DATABASE_URL": f"postgresql://exports:pg-secret@127.0.0.1:{pg}/analytics",
         "RABBITMQ_URL": f"amqp://guest:mq-secret@127.0.0.1:{amqp}/%2F",
         "HTTP_PORT": str(free_port()),
+        "AUTH_JWT_SECRET": SECRET,
     }
 
 
@@ -95,3 +97,39 @@ def test_the_checks_pass_nothing_when_they_fail_and_name_a_missing_host() -> Non
 )
 def test_urls_are_shown_without_their_passwords(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        (None, "is required by the API"),
+        ("analytics-exports-dev-secret-change-me-in-production", "published example secret"),
+        ("change-me-to-a-random-secret-of-32-bytes-or-more", "published example secret"),
+        ("too-short-to-sign", "shorter than 32 bytes"),
+    ],
+)
+def test_the_api_will_not_start_without_a_secret_of_its_own(
+    closed: dict[str, str], secret: str | None, why: str
+) -> None:
+    # Given AUTH_JWT_SECRET unset (as in the image's defaults), or set to a value anyone can read
+    env = {k: v for k, v in closed.items() if k != "AUTH_JWT_SECRET"}
+    if secret is not None:
+        env["AUTH_JWT_SECRET"] = secret
+    # When the API starts (on 0.0.0.0, as in the container)
+    result = run({**env, "HTTP_HOST": "0.0.0.0"}, "api")  # noqa: S104 (never binds: it exits first)
+    # Then it exits 2 before listening, with one line naming the variable and how to make one
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "AUTH_JWT_SECRET" in result.stderr
+    assert why in result.stderr
+    assert "openssl rand" in result.stderr
+    if secret is not None:
+        assert secret not in result.stderr
+
+
+def test_minting_a_token_needs_the_secret(closed: dict[str, str]) -> None:
+    env = {k: v for k, v in closed.items() if k != "AUTH_JWT_SECRET"}
+    result = run(env, "token", "--org", "5f0c6d3e-2b1a-4c8e-9f3d-7a6b5c4d3e21", "--sub", "me")
+    assert result.returncode == 2
+    assert "AUTH_JWT_SECRET: is required to sign tokens" in result.stderr
+    assert result.stdout == ""

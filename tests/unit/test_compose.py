@@ -41,7 +41,11 @@ IMAGE_VARIABLE = re.compile(r"PATH|PYTHON[A-Z0-9_]*")
 Service = dict[str, Any]
 
 
-def compose_config(home: Path, **env: str) -> dict[str, Any]:
+#: What an operator sets before `docker compose up` (compose refuses to start without it).
+OPERATOR_ENV = {"AUTH_JWT_SECRET": "Kq3v9Zr7Lm2Xw8Tn5Bd4Hs6Gf1Jc0Py-OpUeRaI"}
+
+
+def run_compose_config(home: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`docker-compose config` in a throwaway environment (no shell variables, no .env file)."""
     docker_compose = shutil.which("docker-compose")
     if docker_compose is None:
@@ -57,6 +61,12 @@ def compose_config(home: Path, **env: str) -> dict[str, Any]:
         timeout=120,
         check=False,
     )
+    return result
+
+
+def compose_config(home: Path, **env: str) -> dict[str, Any]:
+    """The resolved configuration, with the operator's variables and ``env`` set."""
+    result = run_compose_config(home, **{**OPERATOR_ENV, **env})
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     # Anything it says is a warning (such as "The X variable is not set. Defaulting to a blank
     # string."), and a problem too.
@@ -67,7 +77,7 @@ def compose_config(home: Path, **env: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Service]:
-    """The resolved services, with AUTH_JWT_SECRET unset: what a plain `docker compose up` gets."""
+    """The resolved services, with only what an operator must set: what `docker compose up` gets."""
     resolved: dict[str, Service] = compose_config(tmp_path_factory.mktemp("home"))["services"]
     return resolved
 
@@ -283,6 +293,15 @@ def test_the_worker_probe_asks_its_metrics_port(services: dict[str, Service]) ->
     assert settings.metrics_port, "the worker's probe needs METRICS_PORT on"
     probe = " ".join(services["worker"]["healthcheck"]["test"])
     assert f"127.0.0.1:{settings.metrics_port}/healthz" in probe
+
+
+def test_compose_refuses_to_start_without_a_signing_secret(tmp_path: Path) -> None:
+    # Given no AUTH_JWT_SECRET in the shell or .env, when compose resolves the file
+    result = run_compose_config(tmp_path)
+    # Then it stops, saying what to set and how to make one (no secret written in the file is used)
+    assert result.returncode != 0
+    assert "AUTH_JWT_SECRET" in result.stderr
+    assert "openssl rand" in result.stderr
 
 
 def test_a_secret_from_the_shell_reaches_every_app_service(tmp_path: Path) -> None:

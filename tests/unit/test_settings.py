@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from service.errors import SettingsError
-from service.settings import DEV_JWT_SECRET, Settings
+from service.settings import PUBLIC_SECRETS, Settings
 
 from .fakes import ORG_A, ORG_B
 
@@ -33,7 +33,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.s3_access_key is None
     assert settings.s3_secret_key is None
     assert dict(settings.s3_bucket_overrides) == {}
-    assert settings.uses_dev_secret
+    # No signing secret unless one is given: nothing falls back to a secret anyone could know.
+    assert settings.auth_jwt_secret is None
 
 
 def test_empty_values_take_the_defaults() -> None:
@@ -71,7 +72,7 @@ def test_values_from_the_environment_are_used() -> None:
             "S3_REGION": "eu-west-1",
             "EXPORT_WORKER_CONCURRENCY": "8",
             "HTTP_PORT": "9000",
-            "AUTH_JWT_SECRET": "x" * 32,
+            "AUTH_JWT_SECRET": SECRET,
             "LOG_LEVEL": "debug",
         }
     )
@@ -83,8 +84,7 @@ def test_values_from_the_environment_are_used() -> None:
     assert settings.s3_region == "eu-west-1"
     assert settings.export_worker_concurrency == 8
     assert settings.http_port == 9000
-    assert settings.auth_jwt_secret == "x" * 32
-    assert not settings.uses_dev_secret
+    assert settings.auth_jwt_secret == SECRET
     assert settings.log_level == "DEBUG"
 
 
@@ -117,6 +117,10 @@ def test_values_from_the_environment_are_used() -> None:
         ("S3_REGION", "US EAST"),
         ("AUTH_JWT_SECRET", "too-short"),
         ("AUTH_JWT_SECRET", "x" * 31),
+        ("AUTH_JWT_SECRET", "x" * 64),  # long, but nothing a generator makes
+        ("AUTH_JWT_SECRET", "change-me-to-a-random-secret-of-32-bytes-or-more"),
+        ("AUTH_JWT_SECRET", "analytics-exports-dev-secret-change-me-in-production"),
+        ("AUTH_JWT_SECRET", "replace_me_with_your_secret_value_please"),
         ("DATABASE_URL", "mysql://root@127.0.0.1/analytics"),
         ("DATABASE_URL", "not a url"),
         ("RABBITMQ_URL", "http://127.0.0.1:15672/"),
@@ -187,13 +191,36 @@ def test_settings_are_frozen() -> None:
         settings.s3_bucket_overrides[ORG_B] = "bucket-b"  # type: ignore[index]
 
 
-def test_dev_secret_is_long_enough_for_its_own_rule() -> None:
-    # The built-in development secret must itself pass the AUTH_JWT_SECRET check.
-    assert Settings.from_env({"AUTH_JWT_SECRET": DEV_JWT_SECRET}).uses_dev_secret
+@pytest.mark.parametrize("published", sorted(PUBLIC_SECRETS))
+def test_a_published_secret_is_refused_without_being_echoed(published: str) -> None:
+    # Given a secret that was ever written in this repository (the old development default, the
+    # compose placeholder), when it is configured as the current secret
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"AUTH_JWT_SECRET": published})
+    # Then the process refuses it, naming the variable and how to make a real one
+    assert caught.value.variable == "AUTH_JWT_SECRET"
+    assert "openssl rand" in str(caught.value)
+    assert published not in str(caught.value)
 
 
-OLD_SECRET = "o" * 32
-OLDER_SECRET = "p" * 40
+def test_a_signing_secret_is_required_to_serve_the_api_or_mint_tokens() -> None:
+    settings = Settings.from_env({})
+    for check in (settings.require_token_verification, settings.signing_secret):
+        with pytest.raises(SettingsError) as caught:
+            check()
+        assert caught.value.variable == "AUTH_JWT_SECRET"
+    # An identity provider's keys alone are enough to verify tokens (not to mint them)
+    Settings.from_env({"AUTH_JWKS_URL": "https://idp.example.com/jwks"}).require_token_verification()
+    assert Settings.from_env({"AUTH_JWT_SECRET": SECRET}).signing_secret() == SECRET
+
+
+def test_the_signing_secret_stays_out_of_repr() -> None:
+    assert SECRET not in repr(Settings.from_env({"AUTH_JWT_SECRET": SECRET}))
+
+
+SECRET = "Qm9Z-secret-for-settings-tests-4fT8xW2k"
+OLD_SECRET = "old-7Hk2Lp9Qw3Zx8Vb5Nm1Rt6Yc4Jd0Gs"
+OLDER_SECRET = "older-Px4Wq8Ln2Kz6Hb9Tj3Vr7Ys1Mc5Dg0Fe"
 
 
 def test_previous_jwt_secrets_default_to_none() -> None:
@@ -208,14 +235,14 @@ def test_previous_jwt_secrets_default_to_none() -> None:
         (f"{OLD_SECRET},{OLDER_SECRET}", (OLD_SECRET, OLDER_SECRET)),
         (f" {OLD_SECRET} , {OLDER_SECRET} ,", (OLD_SECRET, OLDER_SECRET)),  # spaces, a trailing comma
         (f"{OLD_SECRET},{OLD_SECRET}", (OLD_SECRET,)),  # a repeat is dropped
-        ("ü" * 16, ("ü" * 16,)),  # 32 bytes in UTF-8, like AUTH_JWT_SECRET counts them
+        ("äöüßéèêëïîôûùç" + "ü" * 2, ("äöüßéèêëïîôûùç" + "ü" * 2,)),  # 32 bytes in UTF-8 as it counts
     ],
 )
 def test_previous_jwt_secrets_parse_in_order(raw: str, expected: tuple[str, ...]) -> None:
-    settings = Settings.from_env({"AUTH_JWT_SECRET": "n" * 32, "AUTH_JWT_PREVIOUS_SECRETS": raw})
+    settings = Settings.from_env({"AUTH_JWT_SECRET": SECRET, "AUTH_JWT_PREVIOUS_SECRETS": raw})
     assert settings.auth_jwt_previous_secrets == expected
     # Tokens are minted with the current secret only; the previous ones only verify.
-    assert settings.auth_jwt_secret == "n" * 32
+    assert settings.auth_jwt_secret == SECRET
 
 
 @pytest.mark.parametrize(
@@ -224,7 +251,7 @@ def test_previous_jwt_secrets_parse_in_order(raw: str, expected: tuple[str, ...]
         "too-short",
         "x" * 31,
         f"{OLD_SECRET},short-one",
-        f"{OLD_SECRET},{DEV_JWT_SECRET}",  # the public development secret must never verify anything
+        f"{OLD_SECRET},analytics-exports-dev-secret-change-me-in-production",  # published: never verifies
     ],
 )
 def test_bad_previous_jwt_secrets_name_the_variable_and_not_the_secret(raw: str) -> None:
