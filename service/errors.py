@@ -90,6 +90,22 @@ class TooManyActiveExports(ApiError):
         self.retry_after = retry_after
 
 
+class RequestTimeout(ApiError):
+    """The client did not send its request in time; the connection is closed after the answer."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request not received in time"
+
+
+class ClientClosedRequest(ApiError):
+    """The client went away before its request was read; nothing is answered (499 in metrics)."""
+
+    status = 499
+    slug = "client-closed-request"
+    title = "Client closed the request"
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
     slug = "unsupported-media-type"

@@ -23,7 +23,7 @@ def _migrations_dir() -> Path:
 
 
 MIGRATIONS_DIR = _migrations_dir()
-_FILE = re.compile(r"^(\d{4})_(\w+)\.(up|down)\.sql$")
+_FILE = re.compile(r"(\d{4})_(\w+)\.(up|down)\.sql", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class Migration:
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     found: dict[tuple[int, str], dict[str, str]] = {}
     for path in sorted(directory.iterdir()):
-        match = _FILE.match(path.name)
+        match = _FILE.fullmatch(path.name)
         if match:
             key = (int(match.group(1)), match.group(2))
             found.setdefault(key, {})[match.group(3)] = path.read_text("utf-8")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
@@ -87,22 +88,27 @@ async def create_pool(database_url: str, *, max_size: int) -> asyncpg.Pool:
     return pool
 
 
+#: The one form encode_cursor writes: a UTC time to the microsecond. Anything else in a cursor
+#: was not made here (a forged year-1 time with an offset once overflowed into a 500).
+_CURSOR_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?\+00:00", re.ASCII)
+
+
 def encode_cursor(job: Job) -> str:
-    raw = orjson.dumps({"t": job.initiated_at.isoformat(), "id": str(job.job_id)})
+    raw = orjson.dumps({"t": job.initiated_at.astimezone(UTC).isoformat(), "id": str(job.job_id)})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor from :func:`encode_cursor` holds; a 400 for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = orjson.loads(raw)
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("t"), str)
-            or not isinstance(data.get("id"), str)
-        ):
+        if not isinstance(data, dict) or set(data) != {"t", "id"}:
             raise ValueError("malformed cursor")
-        return datetime.fromisoformat(data["t"]), uuid.UUID(data["id"])
+        when, job_id = data["t"], data["id"]
+        if not isinstance(when, str) or not _CURSOR_TIME.fullmatch(when) or not isinstance(job_id, str):
+            raise ValueError("malformed cursor")
+        return datetime.fromisoformat(when), uuid.UUID(job_id)
     except (binascii.Error, orjson.JSONDecodeError, ValueError):
         raise ValidationFailed(
             "cursor is not one this API returned", errors={"cursor": "invalid cursor"}

@@ -39,7 +39,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kib": 1024, "mib": MIB, "gib": 1024 * MIB, "kb": 1000, "mb": 10**6, "gb": 10**9}
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def parse_duration(variable: str, raw: str) -> float:
@@ -78,7 +78,7 @@ def parse_int(variable: str, raw: str, *, minimum: int, maximum: int) -> int:
 
 def parse_bucket(variable: str, raw: str) -> str:
     name = raw.strip()
-    if not _BUCKET.match(name) or ".." in name:
+    if not _BUCKET.fullmatch(name) or ".." in name:
         raise SettingsError(variable, f"{raw!r} is not a valid S3 bucket name")
     return name
 
@@ -168,6 +168,15 @@ class Settings:
     export_max_active_per_org: int = 5
     http_host: str = "127.0.0.1"
     http_port: int = 8084
+    #: A request's line and headers must have arrived this long after its first byte (or after
+    #: the connection opened); else the connection gets 408 and is closed.
+    http_header_timeout: float = 10.0
+    #: A request's body must have arrived this long after the handler starts reading it (408).
+    http_body_timeout: float = 30.0
+    #: An idle keep-alive connection is closed after this (above a load balancer's idle timeout).
+    http_keepalive_timeout: float = 75.0
+    #: Connections the API holds open at once; the next one gets 503 and is closed at once.
+    http_max_connections: int = 1024
     #: Where a worker serves /metrics (on HTTP_HOST); 0 turns it off. The API serves its own on
     #: HTTP_PORT.
     metrics_port: int = 9191
@@ -247,6 +256,9 @@ class Settings:
             ("EXPORT_LEASE_TTL", "export_lease_ttl"),
             ("EXPORT_RETRY_WINDOW", "export_retry_window"),
             ("EXPORT_SHUTDOWN_GRACE", "export_shutdown_grace"),
+            ("HTTP_HEADER_TIMEOUT", "http_header_timeout"),
+            ("HTTP_BODY_TIMEOUT", "http_body_timeout"),
+            ("HTTP_KEEPALIVE_TIMEOUT", "http_keepalive_timeout"),
         ):
             if (v := get(variable)) is not None:
                 values[name] = parse_duration(variable, v)
@@ -256,6 +268,10 @@ class Settings:
             values["http_host"] = v
         if (v := get("HTTP_PORT")) is not None:
             values["http_port"] = parse_int("HTTP_PORT", v, minimum=0, maximum=65535)
+        if (v := get("HTTP_MAX_CONNECTIONS")) is not None:
+            values["http_max_connections"] = parse_int(
+                "HTTP_MAX_CONNECTIONS", v, minimum=1, maximum=1_000_000
+            )
         if (v := get("METRICS_PORT")) is not None:
             values["metrics_port"] = parse_int("METRICS_PORT", v, minimum=0, maximum=65535)
         if (v := get("AUTH_JWT_SECRET")) is not None:

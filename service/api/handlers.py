@@ -19,7 +19,13 @@ from service.api.schemas import (
     parse_list_query,
     parse_uuid,
 )
-from service.errors import ExportsError, UnsupportedMediaType, ValidationFailed
+from service.errors import (
+    ClientClosedRequest,
+    ExportsError,
+    RequestTimeout,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from service.job import Caller
 from service.metrics import CONTENT_TYPE
 
@@ -61,6 +67,20 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within HTTP_BODY_TIMEOUT of starting to read it (408 after), or
+    ClientClosedRequest when the client went away mid-body."""
+    try:
+        async with asyncio.timeout(request.app[keys.SETTINGS].http_body_timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {request.app[keys.SETTINGS].http_body_timeout:g} s"
+        ) from None
+    except ConnectionResetError:
+        raise ClientClosedRequest("the client closed the connection before its body arrived") from None
+
+
 def job_location(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
     return f"{BASE}/orgs/{org_id}/exports/{job_id}"
 
@@ -70,7 +90,7 @@ async def create_export(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         raise UnsupportedMediaType("send the request body as application/json")
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_body(request))
     except orjson.JSONDecodeError as exc:
         raise ValidationFailed(f"request body is not valid JSON: {exc}") from None
     export = parse_export_request(

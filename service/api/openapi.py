@@ -103,6 +103,9 @@ def build_openapi() -> dict[str, object]:
                         "content": {_JSON: {"schema": _ref("ExportJob")}},
                     },
                     **_AUTH_ERRORS,
+                    "408": _problem(
+                        "The body did not arrive within HTTP_BODY_TIMEOUT; the connection is closed."
+                    ),
                     "413": _problem("Request body too large."),
                     "415": _problem("Request body is not application/json."),
                     "422": _problem("The Idempotency-Key was used for a different request in the last 24 h."),

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from service.errors import ApiError, Unauthenticated
+from service.errors import ApiError, ClientClosedRequest, RequestTimeout, Unauthenticated
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://analytics-exports.dev/problems/"
@@ -49,6 +49,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             response.headers["Retry-After"] = str(exc.retry_after)
         if exc.status >= 500:
             log.warning("request failed: %s", exc.detail, extra={"path": request.path})
+        elif isinstance(exc, ClientClosedRequest | RequestTimeout):
+            log.info("request not received: %s", exc.detail, extra={"path": request.path})
+            response.force_close()
+            if isinstance(exc, RequestTimeout) and request.transport is not None:
+                # Answer, then hang up now: a slow sender would otherwise be read from for
+                # aiohttp's lingering time.
+                await response.prepare(request)
+                await response.write_eof()
+                request.transport.close()
         return response
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -20,15 +20,16 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
 MAX_MODELS: Final = 1000
 MAX_MODEL_ID_LENGTH: Final = 256
+#: Matched in full (a trailing newline is not part of a timestamp), ASCII digits only.
 _RFC3339: Final = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
 
 
 def parse_timestamp(value: object, field: str) -> datetime:
     if not isinstance(value, str):
         raise ValidationFailed(f"{field} must be a string", errors={field: "must be an RFC 3339 timestamp"})
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if not match:
         raise ValidationFailed(
             f"{field} must be an RFC 3339 timestamp with an offset, e.g. 2026-11-01T00:00:00Z",

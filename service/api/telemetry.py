@@ -23,6 +23,8 @@ HEADER: Final = "X-Request-ID"
 _PLAUSIBLE: Final = re.compile(r"[\x21-\x7e]{1,128}")
 #: The metrics' route label for a request no route matched (bounded: never the raw path).
 UNMATCHED: Final = "unmatched"
+#: The status counted for a request whose client went away before it was answered.
+CLIENT_CLOSED: Final = 499
 
 
 def request_id_of(request: web.Request) -> str:
@@ -43,7 +45,9 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     request_id = request_id_of(request)
     request[keys.REQUEST_ID] = request_id
     started = time.perf_counter()
-    status = 500  # if the handler is cancelled (client gone), count it as not answered
+    # A handler is only cancelled when its connection is gone (the client hung up, or the server is
+    # stopping): nothing was answered, which nginx and others count as 499, never as a 5xx.
+    status = CLIENT_CLOSED
     try:
         with log_context(request_id=request_id):
             response = await handler(request)

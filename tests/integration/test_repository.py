@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 import pytest
 
-from service.errors import IdempotencyKeyReused, TooManyActiveExports
+from service.errors import IdempotencyKeyReused, TooManyActiveExports, ValidationFailed
 from service.job import Caller, ExportOutput, ExportRequest, Granularity, IdempotencyKey, JobStatus, Lease
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
@@ -114,6 +116,30 @@ async def test_paging_returns_every_job_once_newest_first(repository: JobReposit
         cursor = page.next_cursor
     assert [j.job_id for j in seen] == [j.job_id for j in reversed(created)]
     assert [j.initiated_at for j in seen] == sorted((j.initiated_at for j in seen), reverse=True)
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+00:00\n"],
+)
+async def test_a_forged_cursor_is_a_validation_error_not_a_database_error(
+    repository: JobRepository, when: str
+) -> None:
+    # Given a cursor made by hand around a time at the edge of what a datetime can hold
+    raw = orjson.dumps({"t": when, "id": str(uuid.uuid4())})
+    forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    # When a page is asked for with it, then it is refused as input, before any query
+    with pytest.raises(ValidationFailed):
+        await repository.list_page(uuid.uuid4(), status=None, limit=3, cursor=forged)
+
+
+async def test_cursors_at_the_edges_of_time_still_page(repository: JobRepository) -> None:
+    # The oldest and newest times a cursor of ours can hold reach PostgreSQL without overflow
+    for when in ("0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999999+00:00"):
+        raw = orjson.dumps({"t": when, "id": str(uuid.uuid4())})
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        page = await repository.list_page(uuid.uuid4(), status=None, limit=3, cursor=cursor)
+        assert page.items == ()
 
 
 async def test_status_filter(repository: JobRepository) -> None:

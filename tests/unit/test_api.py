@@ -369,6 +369,14 @@ def b64(raw: bytes) -> str:
         pytest.param(b64(b'{"t": "yesterday", "id": "0b6f3c2e-8f57-4a4e-9d1c-3a1f4f0e9a01"}'), id="bad-time"),
         pytest.param(b64(b'{"t": "2026-11-08T00:00:00+00:00", "id": "nope"}'), id="bad-id"),
         pytest.param(b64(b'{"t": "2026-11-08T00:00:00+00:00", "id": 5}'), id="numeric-id"),
+        # Forged times a cursor of ours never holds (year 1 with an offset was once a 500)
+        pytest.param(b64(f'{{"t": "0001-01-01T00:00:00+14:00", "id": "{ORG_A}"}}'.encode()), id="year-1"),
+        pytest.param(b64(f'{{"t": "9999-12-31T23:59:59-14:00", "id": "{ORG_A}"}}'.encode()), id="year-9999"),
+        pytest.param(b64(f'{{"t": "2026-11-08T00:00:00", "id": "{ORG_A}"}}'.encode()), id="no-offset"),
+        pytest.param(b64(f'{{"t": "2026-11-08T00:00:00+00:00\\n", "id": "{ORG_A}"}}'.encode()), id="newline"),
+        pytest.param(
+            b64(f'{{"t": "2026-11-08T00:00:00+00:00", "id": "{ORG_A}", "x": 1}}'.encode()), id="extra-key"
+        ),
     ],
 )
 async def test_invalid_cursor_is_400(client: Client, repo: FakeRepository, cursor: str) -> None:

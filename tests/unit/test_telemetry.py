@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -146,3 +148,63 @@ async def test_a_scrape_succeeds_while_the_database_and_broker_are_away(
     assert samples[("exports_backlog_read_errors_total", (("source", "database"),))] == 1
     assert samples[("exports_backlog_read_errors_total", (("source", "broker"),))] == 1
     assert samples[("exports_jobs", (("status", "pending"),))] == 1
+
+
+# --- clients that go away or stall ------------------------------------------------------------
+
+
+async def half_sent_create(
+    client: Client, body_bytes: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A POST whose headers announce a body of 1,000 bytes of which only ``body_bytes`` are sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    head = (
+        f"POST {EXPORTS_A} HTTP/1.1\r\nHost: test\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    writer.write(head.encode() + b"{" * body_bytes)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_client_that_drops_mid_body_is_a_499_not_a_server_error(
+    client: Client, repo: FakeRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a client that sends half of its body and then closes the connection
+    _, writer = await half_sent_create(client, body_bytes=10)
+    await asyncio.sleep(0.2)  # the handler is reading the body by now
+    writer.close()
+    # When the API has noticed
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for _ in range(50):
+        samples = await scrape(client)
+        if any(dict(labels).get("status") == "499" for (_, labels) in samples):
+            break
+        await asyncio.sleep(0.05)
+    # Then the request is counted as closed by the client (499), no 5xx, nothing logged as an error
+    statuses = {
+        dict(labels).get("status") for (name, labels) in samples if name.startswith("exports_http_requests")
+    }
+    assert "499" in statuses
+    assert not any(status and status.startswith("5") for status in statuses)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert repo.jobs == {}
+
+
+async def test_a_body_trickled_past_the_deadline_gets_408_and_the_connection_closed(
+    aiohttp_client: Any, repo: FakeRepository, queue: FakeQueue
+) -> None:
+    # Given an API whose body deadline is short, and a client that sends its body too slowly
+    settings = Settings(auth_jwt_secret=SECRET, data_retention_months=240, http_body_timeout=0.3)
+    store = ObjectStore(FakeS3(), settings.export_part_size)  # type: ignore[arg-type]
+    app = wired_app(settings, queue)
+    app[keys.REPOSITORY] = cast(JobRepository, repo)
+    app[keys.STORE] = store
+    app[keys.EXPORTS] = ExportService(cast(JobRepository, repo), store, queue)
+    client = await aiohttp_client(app)
+    reader, _ = await half_sent_create(client, body_bytes=1)
+    # When the deadline passes, then the answer is 408 and the server closes the connection
+    answer = await asyncio.wait_for(reader.read(), timeout=5)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"Connection: close" in answer
+    assert repo.jobs == {}
