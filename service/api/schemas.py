@@ -220,6 +220,7 @@ EVENT_KINDS: Final = (
     "failed",
     "retried",
     "handed_back",
+    "cancel_requested",
     "cancelled",
     "expired",
     "download_url_issued",

@@ -430,9 +430,10 @@ async def test_cancelling_a_running_export_stops_it_and_leaves_no_parts(
 ) -> None:
     # Given a large export streaming slowly
     org, job_id, _ = await export_in_flight(healthy, http, db, models=200)
-    # When finance cancels it
+    # When finance cancels it, from a tool that names itself
     url = f"{healthy.base}/analytics/v1/orgs/{org}/exports/{job_id}/cancel"
-    async with http.post(url, headers=healthy.auth(org)) as reply:
+    caller = {**healthy.auth(org), "User-Agent": "month-end-close/1.2"}
+    async with http.post(url, headers=caller) as reply:
         assert reply.status == 202
         assert (await reply.json())["cancelRequestedAt"] is not None
     # Then it stops at its next part and is cancelled, with no upload and no object left
@@ -442,13 +443,18 @@ async def test_cancelling_a_running_export_stops_it_and_leaves_no_parts(
     healthy.s3.set_rate(None)
     await eventually_no_uploads(bucket)
     assert await objects_of(bucket, org) == []
-    events = [
-        r["event"]
-        for r in await db.fetch(
-            "SELECT event FROM analytics.export_events WHERE job_id = $1 ORDER BY event_id", job_id
-        )
-    ]
-    assert events == ["created", "started", "cancelled"]
+    # And the audit trail says who asked to cancel, from where, before the worker stopped it
+    events_url = f"{healthy.base}/analytics/v1/orgs/{org}/exports/{job_id}/events"
+    async with http.get(events_url, headers=healthy.auth(org)) as reply:
+        events = (await reply.json())["items"]
+    assert [e["event"] for e in events] == ["created", "started", "cancel_requested", "cancelled"]
+    asked = events[2]
+    assert (asked["actor"], asked["clientIp"], asked["userAgent"]) == (
+        "faults",
+        "127.0.0.1",
+        "month-end-close/1.2",
+    )
+    assert events[3]["actor"] == events[1]["actor"]  # the worker that ran it
     # And cancelling again is a conflict
     async with http.post(url, headers=healthy.auth(org)) as reply:
         assert reply.status == 409

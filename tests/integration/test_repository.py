@@ -349,13 +349,19 @@ async def test_cancel_pending_at_once_running_on_request_finished_never(reposito
     # Finished jobs, another org's and unknown ones cannot be cancelled
     assert await repository.cancel(org, running.job_id, caller) is None
     assert await repository.cancel(uuid.uuid4(), pending.job_id, caller) is None
-    # The trail names who cancelled
+    # The trail names who asked, from where, for both; a pending job is cancelled by that caller
     events = await repository.events(org, pending.job_id)
-    assert [(e.event, e.actor, e.client_ip) for e in events][-1] == (
-        "cancelled",
-        "controller@example.com",
-        "198.51.100.4",
-    )
+    assert [(e.event, e.actor, e.client_ip, e.user_agent) for e in events][-2:] == [
+        ("cancel_requested", "controller@example.com", "198.51.100.4", "ui/2"),
+        ("cancelled", "controller@example.com", "198.51.100.4", "ui/2"),
+    ]
+    # and a running one by the worker that stopped, after the caller's request
+    events = await repository.events(org, running.job_id)
+    assert [(e.event, e.actor, e.client_ip, e.user_agent) for e in events][-2:] == [
+        ("cancel_requested", "controller@example.com", "198.51.100.4", "ui/2"),
+        ("cancelled", "w:1", None, None),
+    ]
+    assert events[-2].details == {"status": "running"}
 
 
 async def test_a_lapsed_job_asked_to_cancel_is_cancelled_not_retried(
