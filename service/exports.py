@@ -7,6 +7,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 import orjson
 
@@ -14,7 +15,7 @@ from service.errors import Conflict, DatabaseUnavailable, Gone, NotFound, QueueU
 from service.job import (
     Caller,
     Created,
-    Event,
+    EventPage,
     ExportRequest,
     IdempotencyKey,
     Job,
@@ -29,6 +30,9 @@ from service.repository import JobRepository
 from service.storage import ObjectStore, parse_s3_uri
 
 log = logging.getLogger(__name__)
+#: Links issued to the same caller (subject, address, user agent) within this long of the first
+#: are counted in that first download_url_issued event instead of adding one each.
+DOWNLOAD_EVENT_WINDOW_SECONDS: Final = 15 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +138,11 @@ class ExportService:
         )
         return job
 
-    async def events(self, org_id: uuid.UUID, job_id: uuid.UUID) -> list[Event]:
+    async def events(
+        self, org_id: uuid.UUID, job_id: uuid.UUID, *, limit: int, cursor: str | None
+    ) -> EventPage:
         await self.get(org_id, job_id)  # 404 for an unknown job or another org's
-        return await self._repository.events(org_id, job_id)
+        return await self._repository.events(org_id, job_id, limit=limit, cursor=cursor)
 
     async def download(self, org_id: uuid.UUID, job_id: uuid.UUID, caller: Caller | None = None) -> Download:
         """A presigned GET URL valid exactly until the job expires: minted per request, never
@@ -156,7 +162,7 @@ class ExportService:
             raise Gone(f"export {job_id} expired at {rfc3339(job.expires_at)}; request a new export")
         url = await self._store.presign_download(*parse_s3_uri(job.output_uri), expires_in=remaining)
         if caller is not None:
-            await self._repository.record_event(
-                job, "download_url_issued", caller, {"validSeconds": int(remaining)}
+            await self._repository.record_download(
+                job, caller, int(remaining), window_seconds=DOWNLOAD_EVENT_WINDOW_SECONDS
             )
         return Download(url=url, expires_at=job.expires_at)

@@ -154,6 +154,13 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class EventPage:
+    items: tuple[Event, ...]
+    #: Opaque cursor for the next page, or ``None`` on the last page.
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class JobPage:
     items: tuple[Job, ...]
     #: Opaque cursor for the next page, or ``None`` on the last page.

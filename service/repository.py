@@ -11,7 +11,7 @@ import base64
 import binascii
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -26,6 +26,7 @@ from service.job import (
     Caller,
     Created,
     Event,
+    EventPage,
     ExportOutput,
     ExportRequest,
     IdempotencyKey,
@@ -113,6 +114,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise ValidationFailed(
             "cursor is not one this API returned", errors={"cursor": "invalid cursor"}
         ) from None
+
+
+def encode_event_cursor(event_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"e": event_id})).decode().rstrip("=")
+
+
+def decode_event_cursor(cursor: str) -> int:
+    """The event id an events cursor holds; a 400 for anything :func:`encode_event_cursor` never
+    wrote."""
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError):
+        data = None
+    event_id = data.get("e") if isinstance(data, dict) and set(data) == {"e"} else None
+    if isinstance(event_id, bool) or not isinstance(event_id, int) or not 0 < event_id < 2**63:
+        raise ValidationFailed("cursor is not one this API returned", errors={"cursor": "invalid cursor"})
+    return event_id
 
 
 class JobRepository:
@@ -206,24 +224,42 @@ class JobRepository:
                 )
         return Created(Job.from_row(row), new=True)
 
-    async def record_event(
-        self, job: Job, event: str, caller: Caller, details: Mapping[str, object] | None = None
+    async def record_download(
+        self, job: Job, caller: Caller, valid_seconds: int, *, window_seconds: float
     ) -> None:
-        async with self._connection() as conn:
-            await conn.execute(
-                QUERIES["record_event"],
+        """Record a download link issued to ``caller``: one more in the count of the caller's
+        ``download_url_issued`` event of the last ``window_seconds`` (same subject, address and
+        user agent), or a new event."""
+        user_agent = (caller.user_agent or "")[:512] or None
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(QUERIES["lock_job_events"], job.job_id)
+            counted = await conn.fetchval(
+                QUERIES["count_download"],
                 job.job_id,
-                event,
                 caller.subject,
                 caller.client_ip,
-                (caller.user_agent or "")[:512] or None,
-                orjson.dumps(details or {}).decode(),
+                user_agent,
+                window_seconds,
             )
+            if counted is None:
+                await conn.execute(
+                    QUERIES["record_event"],
+                    job.job_id,
+                    "download_url_issued",
+                    caller.subject,
+                    caller.client_ip,
+                    user_agent,
+                    orjson.dumps({"validSeconds": valid_seconds, "count": 1}).decode(),
+                )
 
-    async def events(self, org_id: uuid.UUID, job_id: uuid.UUID) -> list[Event]:
+    async def events(
+        self, org_id: uuid.UUID, job_id: uuid.UUID, *, limit: int, cursor: str | None
+    ) -> EventPage:
+        """A page of the job's trail, oldest first (nothing for another org's job)."""
+        after = decode_event_cursor(cursor) if cursor else None
         async with self._connection() as conn:
-            rows = await conn.fetch(QUERIES["list_events"], org_id, job_id)
-        return [
+            rows = await conn.fetch(QUERIES["list_events"], org_id, job_id, after, limit + 1)
+        items = tuple(
             Event(
                 event_id=row["event_id"],
                 job_id=row["job_id"],
@@ -235,8 +271,10 @@ class JobRepository:
                 details=orjson.loads(row["details"]),
                 occurred_at=row["occurred_at"],
             )
-            for row in rows
-        ]
+            for row in rows[:limit]
+        )
+        more = len(rows) > limit
+        return EventPage(items=items, next_cursor=encode_event_cursor(items[-1].event_id) if more else None)
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
         return await self._one("get_job", org_id, job_id)

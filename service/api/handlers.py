@@ -12,9 +12,10 @@ from aiohttp import web
 from service.api import keys
 from service.api.auth import READ, WRITE, Principal
 from service.api.schemas import (
-    event_json,
+    event_page_json,
     job_json,
     page_json,
+    parse_events_query,
     parse_export_request,
     parse_list_query,
     parse_uuid,
@@ -34,8 +35,12 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer that no cache keeps: jobs and audit events name people and addresses."""
     return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+        body=orjson.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 
@@ -128,9 +133,9 @@ async def cancel_export(request: web.Request) -> web.Response:
 async def list_events(request: web.Request) -> web.Response:
     _, org_id = await authorize(request, READ)
     job_id = parse_uuid(request.match_info["job_id"], "jobId")
-    return json_response(
-        {"items": [event_json(e) for e in await request.app[keys.EXPORTS].events(org_id, job_id)]}
-    )
+    limit, cursor = parse_events_query(request.query)
+    page = await request.app[keys.EXPORTS].events(org_id, job_id, limit=limit, cursor=cursor)
+    return json_response(event_page_json(page))
 
 
 async def download_export(request: web.Request) -> web.Response:

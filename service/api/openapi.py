@@ -51,6 +51,14 @@ _JOB_ID: Final = {
     "schema": {"type": "string", "format": "uuid"},
 }
 
+_LIMIT: Final = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+}
+_CURSOR: Final = {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}}
+
 
 def build_openapi() -> dict[str, object]:
     spec = APISpec(
@@ -127,18 +135,8 @@ def build_openapi() -> dict[str, object]:
                         "required": False,
                         "schema": {"type": "string", "enum": [s.value for s in JobStatus]},
                     },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_LIMIT,
-                            "default": DEFAULT_LIMIT,
-                        },
-                    },
-                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+                    _LIMIT,
+                    _CURSOR,
                 ],
                 "responses": {
                     "200": {
@@ -217,7 +215,8 @@ def build_openapi() -> dict[str, object]:
         operations={
             "get": {
                 "operationId": "listExportEvents",
-                "summary": "The job's append-only audit trail, oldest first (scope exports:read).",
+                "summary": "The job's append-only audit trail, oldest first, paged (scope exports:read).",
+                "parameters": [_LIMIT, _CURSOR],
                 "responses": {
                     "200": {
                         "description": "The events.",

@@ -26,7 +26,12 @@ def problem_response(
     }
     if errors:
         body["errors"] = errors
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/problem+json")
+    return web.Response(
+        body=orjson.dumps(body),
+        status=status,
+        content_type="application/problem+json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 _HTTP_SLUGS = {

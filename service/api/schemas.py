@@ -13,7 +13,17 @@ from datetime import UTC, datetime
 from typing import Final
 
 from service.errors import ValidationFailed
-from service.job import MAX_TIME_RANGE, Event, ExportRequest, Granularity, Job, JobPage, JobStatus, rfc3339
+from service.job import (
+    MAX_TIME_RANGE,
+    Event,
+    EventPage,
+    ExportRequest,
+    Granularity,
+    Job,
+    JobPage,
+    JobStatus,
+    rfc3339,
+)
 from service.retention import retention_cutoff
 
 DEFAULT_LIMIT: Final = 50
@@ -138,21 +148,16 @@ def _occurrences(query: Mapping[str, str], name: str) -> int:
     return len(getall(name, [])) if getall is not None else int(name in query)
 
 
-def parse_list_query(query: Mapping[str, str]) -> tuple[JobStatus | None, int, str | None]:
-    """``status``, ``limit`` and ``cursor``: each optional, but present means a valid value (an
-    empty ``?status=`` is an error, not "no filter"). Repeated parameters are refused."""
-    _reject_unknown(query, {"status", "limit", "cursor"})
-    repeated = sorted(name for name in ("status", "limit", "cursor") if _occurrences(query, name) > 1)
+def _page_query(query: Mapping[str, str], names: tuple[str, ...]) -> tuple[int, str | None]:
+    """``limit`` and ``cursor`` of a paged listing whose parameters are ``names``: each optional,
+    but present means a valid value (an empty ``?cursor=`` is an error, not "from the start").
+    Unknown and repeated parameters are refused."""
+    _reject_unknown(query, set(names))
+    repeated = sorted(name for name in names if _occurrences(query, name) > 1)
     if repeated:
         raise ValidationFailed(
             f"{', '.join(repeated)} may be given once",
             errors={name: "given more than once" for name in repeated},
-        )
-    status_raw = query.get("status")
-    if status_raw is not None and status_raw not in {s.value for s in JobStatus}:
-        raise ValidationFailed(
-            f"status must be one of {', '.join(s.value for s in JobStatus)}",
-            errors={"status": "unknown status"},
         )
     limit_raw = query.get("limit", str(DEFAULT_LIMIT))
     if not re.fullmatch(r"[0-9]{1,4}", limit_raw) or not 1 <= int(limit_raw) <= MAX_LIMIT:
@@ -162,7 +167,24 @@ def parse_list_query(query: Mapping[str, str]) -> tuple[JobStatus | None, int, s
     cursor = query.get("cursor")
     if cursor is not None and not cursor:
         raise ValidationFailed("cursor must be one this API returned", errors={"cursor": "empty"})
-    return (JobStatus(status_raw) if status_raw is not None else None), int(limit_raw), cursor
+    return int(limit_raw), cursor
+
+
+def parse_list_query(query: Mapping[str, str]) -> tuple[JobStatus | None, int, str | None]:
+    """``status``, ``limit`` and ``cursor`` of the list of exports."""
+    limit, cursor = _page_query(query, ("status", "limit", "cursor"))
+    status_raw = query.get("status")
+    if status_raw is not None and status_raw not in {s.value for s in JobStatus}:
+        raise ValidationFailed(
+            f"status must be one of {', '.join(s.value for s in JobStatus)}",
+            errors={"status": "unknown status"},
+        )
+    return (JobStatus(status_raw) if status_raw is not None else None), limit, cursor
+
+
+def parse_events_query(query: Mapping[str, str]) -> tuple[int, str | None]:
+    """``limit`` and ``cursor`` of a job's audit trail."""
+    return _page_query(query, ("limit", "cursor"))
 
 
 def job_json(job: Job) -> dict[str, object]:
@@ -207,6 +229,10 @@ def event_json(event: Event) -> dict[str, object]:
 
 def page_json(page: JobPage) -> dict[str, object]:
     return {"items": [job_json(job) for job in page.items], "nextCursor": page.next_cursor}
+
+
+def event_page_json(page: EventPage) -> dict[str, object]:
+    return {"items": [event_json(event) for event in page.items], "nextCursor": page.next_cursor}
 
 
 # --- JSON Schemas published in the OpenAPI document --------------------------------------------
@@ -349,8 +375,11 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
     },
     "ExportEventList": {
         "type": "object",
-        "required": ["items"],
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/ExportEvent"}}},
+        "required": ["items", "nextCursor"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/ExportEvent"}},
+            "nextCursor": {"type": ["string", "null"], "description": "Pass as ?cursor= for the next page."},
+        },
     },
     "Problem": {
         "type": "object",

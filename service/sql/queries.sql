@@ -32,6 +32,25 @@ RETURNING *;
 SELECT set_config('analytics.client_ip', $1, true), set_config('analytics.user_agent', $2, true),
        set_config('analytics.actor', $3, true);
 
+-- name: lock_job_events
+-- Serialise the API's writes to one job's trail (download counts stay exact under concurrency).
+SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 408112));
+
+-- name: count_download
+-- Count one more link in the caller's download_url_issued event of the last $5 seconds, if any.
+UPDATE analytics.export_events
+SET details = details || jsonb_build_object('count', coalesce((details ->> 'count')::bigint, 1) + 1,
+                                            'lastIssuedAt', now())
+WHERE event_id = (
+    SELECT event_id FROM analytics.export_events
+    WHERE job_id = $1 AND event = 'download_url_issued' AND actor IS NOT DISTINCT FROM $2
+      AND client_ip IS NOT DISTINCT FROM $3 AND user_agent IS NOT DISTINCT FROM $4
+      AND occurred_at > now() - make_interval(secs => $5)
+    ORDER BY event_id DESC
+    LIMIT 1
+)
+RETURNING event_id;
+
 -- name: record_event
 -- Append an event the API witnessed (download_url_issued) to a job's audit trail.
 INSERT INTO analytics.export_events (job_id, org_id, event, actor, client_ip, user_agent, attempt, details)
@@ -39,10 +58,11 @@ SELECT job_id, org_id, $2, $3, $4, $5, attempt, $6::jsonb
 FROM analytics.export_jobs WHERE job_id = $1;
 
 -- name: list_events
--- A job's audit trail, oldest first (the job must belong to the org).
+-- A page of a job's audit trail, oldest first, after event $3 (the job must belong to the org).
 SELECT e.* FROM analytics.export_events e
-WHERE e.job_id = $2 AND e.org_id = $1
-ORDER BY e.event_id;
+WHERE e.job_id = $2 AND e.org_id = $1 AND ($3::bigint IS NULL OR e.event_id > $3)
+ORDER BY e.event_id
+LIMIT $4;
 
 -- name: get_job
 -- One job of one org (another org's job is simply not found).

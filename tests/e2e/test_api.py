@@ -240,7 +240,7 @@ async def test_health_readiness_and_openapi(stack: Stack, http: aiohttp.ClientSe
         assert "/analytics/v1/orgs/{orgId}/exports" in (await reply.json())["paths"]
 
 
-async def test_the_audit_trail_lists_the_lifecycle_and_each_download(
+async def test_the_audit_trail_lists_the_lifecycle_and_counts_downloads(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
     org = uuid.uuid4()
@@ -252,15 +252,41 @@ async def test_the_audit_trail_lists_the_lifecycle_and_each_download(
     async with http.get(f"{url}/events", headers=stack.auth(org)) as reply:
         assert reply.status == 200
         items = (await reply.json())["items"]
-    assert [e["event"] for e in items] == [
-        "created",
-        "started",
-        "succeeded",
-        "download_url_issued",
-        "download_url_issued",
-    ]
+    # Both links went to one caller within minutes: one event that counts them
+    assert [e["event"] for e in items] == ["created", "started", "succeeded", "download_url_issued"]
+    assert items[3]["details"]["count"] == 2
     assert items[0]["actor"] == "finance@example.com"
     assert items[0]["clientIp"] == "127.0.0.1"
     assert items[1]["actor"].rsplit(":", 1)[1].isdigit()  # the worker, host:pid
     assert items[2]["details"]["checksum"] == job["checksum"]
     assert [e["eventId"] for e in items] == sorted(e["eventId"] for e in items)
+
+
+async def test_300_downloads_leave_the_trail_bounded_and_paged(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    # Given a succeeded export, and a script that asks for its download link 300 times
+    org = uuid.uuid4()
+    job = await wait_for_job(http, stack, org, str((await create_export(http, stack, org, BODY))["jobId"]))
+    url = f"{stack.exports_url(org)}/{job['jobId']}"
+    headers = {**stack.auth(org), "User-Agent": "poller/1"}
+    for _ in range(300):
+        async with http.get(f"{url}/download", headers=headers, allow_redirects=False) as reply:
+            assert reply.status == 302
+    # When the trail is read two events at a time
+    items, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        async with http.get(f"{url}/events", headers=stack.auth(org), params=params) as reply:
+            assert reply.status == 200
+            assert reply.headers["Cache-Control"] == "no-store"
+            page = await reply.json()
+        assert len(page["items"]) <= 2
+        items.extend(page["items"])
+        pages += 1
+        if (cursor := page["nextCursor"]) is None:
+            break
+    # Then it holds the lifecycle and one download event that counts all 300 links
+    assert [e["event"] for e in items] == ["created", "started", "succeeded", "download_url_issued"]
+    assert (items[3]["userAgent"], items[3]["details"]["count"]) == ("poller/1", 300)
+    assert pages == 2

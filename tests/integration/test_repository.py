@@ -14,7 +14,16 @@ import orjson
 import pytest
 
 from service.errors import IdempotencyKeyReused, TooManyActiveExports, ValidationFailed
-from service.job import Caller, ExportOutput, ExportRequest, Granularity, IdempotencyKey, JobStatus, Lease
+from service.job import (
+    Caller,
+    Event,
+    ExportOutput,
+    ExportRequest,
+    Granularity,
+    IdempotencyKey,
+    JobStatus,
+    Lease,
+)
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
 
@@ -260,9 +269,9 @@ async def test_every_transition_leaves_an_event_and_events_are_append_only(
     assert second is not None
     done = await repository.complete(second, output(job.job_id), 60)
     assert done is not None
-    await repository.record_event(done, "download_url_issued", caller, {"validSeconds": 59})
+    await repository.record_download(done, caller, 59, window_seconds=900)
     # Then the trail tells the whole story, in order, with who did what
-    events = await repository.events(org, job.job_id)
+    events = await all_events(repository, org, job.job_id)
     assert [(e.event, e.actor, e.attempt) for e in events] == [
         ("created", "finance@example.com", 0),
         ("started", "w:1", 1),
@@ -274,16 +283,73 @@ async def test_every_transition_leaves_an_event_and_events_are_append_only(
     assert (events[0].client_ip, events[0].user_agent) == ("203.0.113.7", "curl/8.0")
     assert events[2].details["reason"] == "attempt 1 failed: reset"
     assert events[4].details["checksum"] == "a" * 64
-    assert await repository.events(uuid.uuid4(), job.job_id) == []  # another org sees nothing
-    # And the trail cannot be rewritten
+    assert await all_events(repository, uuid.uuid4(), job.job_id) == []  # another org sees nothing
+    # And the trail cannot be rewritten: no field of any event, not even a download count going back
     conn = await asyncpg.connect(settings.database_url)
     try:
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("UPDATE analytics.export_events SET actor = 'mallory'")
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("DELETE FROM analytics.export_events")
+        for statement in (
+            "UPDATE analytics.export_events SET actor = 'mallory'",
+            "UPDATE analytics.export_events SET details = details || '{\"count\": 0}'"
+            " WHERE event = 'download_url_issued'",
+            "UPDATE analytics.export_events SET occurred_at = now(), details = details || '{\"count\": 9}'"
+            " WHERE event = 'download_url_issued'",
+            "UPDATE analytics.export_events SET details = '{\"count\": 9}'"
+            " WHERE event = 'download_url_issued'",
+            "DELETE FROM analytics.export_events",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def all_events(repository: JobRepository, org: uuid.UUID, job_id: uuid.UUID) -> list[Event]:
+    """Every page of the job's trail, in order."""
+    events: list[Event] = []
+    cursor = None
+    while True:
+        page = await repository.events(org, job_id, limit=2, cursor=cursor)
+        events.extend(page.items)
+        if (cursor := page.next_cursor) is None:
+            return events
+
+
+async def test_links_issued_again_to_one_caller_are_counted_in_one_event(
+    repository: JobRepository, settings: Settings
+) -> None:
+    # Given a succeeded export
+    org = uuid.uuid4()
+    job = (await repository.create(request(org))).job
+    claimed = await repository.claim(job.job_id, 60, "w:1")
+    assert claimed is not None
+    done = await repository.complete(claimed, output(job.job_id), 60)
+    assert done is not None
+    script = Caller("poller@example.com", "203.0.113.9", "cron/1")
+    # When one caller asks for 300 links, 50 at a time concurrently, and another caller for one
+    for _ in range(6):
+        await asyncio.gather(
+            *(repository.record_download(done, script, 59, window_seconds=900) for _ in range(50))
+        )
+    await repository.record_download(
+        done, Caller("auditor@example.com", "198.51.100.2", "ui/1"), 59, window_seconds=900
+    )
+    # Then the trail holds one event per caller, the first with the exact count
+    downloads = [e for e in await all_events(repository, org, job.job_id) if e.event == "download_url_issued"]
+    assert [(e.actor, e.details["count"]) for e in downloads] == [
+        ("poller@example.com", 300),
+        ("auditor@example.com", 1),
+    ]
+    assert "lastIssuedAt" in downloads[0].details
+    # And once the window has passed, a link starts a new event
+    await repository.record_download(done, script, 59, window_seconds=0.001)
+    downloads = [e for e in await all_events(repository, org, job.job_id) if e.event == "download_url_issued"]
+    assert [(e.actor, e.details["count"]) for e in downloads][-1] == ("poller@example.com", 1)
+
+
+@pytest.mark.parametrize("cursor", ["eyJlIjogMH0", "eyJlIjogdHJ1ZX0", "bm9wZQ", "eyJlIjogMSwgIngiOiAyfQ"])
+async def test_a_forged_events_cursor_is_a_validation_error(repository: JobRepository, cursor: str) -> None:
+    with pytest.raises(ValidationFailed):
+        await repository.events(uuid.uuid4(), uuid.uuid4(), limit=5, cursor=cursor)
 
 
 async def test_concurrent_creates_never_exceed_the_per_org_limit(repository: JobRepository) -> None:
@@ -350,13 +416,13 @@ async def test_cancel_pending_at_once_running_on_request_finished_never(reposito
     assert await repository.cancel(org, running.job_id, caller) is None
     assert await repository.cancel(uuid.uuid4(), pending.job_id, caller) is None
     # The trail names who asked, from where, for both; a pending job is cancelled by that caller
-    events = await repository.events(org, pending.job_id)
+    events = await all_events(repository, org, pending.job_id)
     assert [(e.event, e.actor, e.client_ip, e.user_agent) for e in events][-2:] == [
         ("cancel_requested", "controller@example.com", "198.51.100.4", "ui/2"),
         ("cancelled", "controller@example.com", "198.51.100.4", "ui/2"),
     ]
     # and a running one by the worker that stopped, after the caller's request
-    events = await repository.events(org, running.job_id)
+    events = await all_events(repository, org, running.job_id)
     assert [(e.event, e.actor, e.client_ip, e.user_agent) for e in events][-2:] == [
         ("cancel_requested", "controller@example.com", "198.51.100.4", "ui/2"),
         ("cancelled", "w:1", None, None),

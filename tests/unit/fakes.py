@@ -21,6 +21,7 @@ from service.job import (
     Caller,
     Created,
     Event,
+    EventPage,
     ExportOutput,
     ExportRequest,
     Granularity,
@@ -31,7 +32,7 @@ from service.job import (
     JobStatus,
     Lease,
 )
-from service.repository import decode_cursor, encode_cursor
+from service.repository import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor
 from service.retention import RollupTable
 
 ORG_A = uuid.UUID("0b6f3c2e-8f57-4a4e-9d1c-3a1f4f0e9a01")
@@ -340,17 +341,26 @@ class FakeRepository:
         job = self.jobs.get(job_id)
         return job if job is not None and job.org_id == org_id else None
 
-    async def record_event(
-        self, job: Job, event: str, caller: Caller, details: Mapping[str, object] | None = None
+    async def record_download(
+        self, job: Job, caller: Caller, valid_seconds: int, *, window_seconds: float
     ) -> None:
-        self.recorded.append((job.job_id, event, caller, details))
+        """Every link is an event here: counting repeats within the window is PostgreSQL's job
+        (tests/integration/test_repository.py)."""
+        self.recorded.append((job.job_id, "download_url_issued", caller, {"validSeconds": valid_seconds}))
 
-    async def events(self, org_id: uuid.UUID, job_id: uuid.UUID) -> list[Event]:
-        return [
+    async def events(
+        self, org_id: uuid.UUID, job_id: uuid.UUID, *, limit: int, cursor: str | None
+    ) -> EventPage:
+        after = decode_event_cursor(cursor) if cursor else 0
+        events = [
             Event(i, job_id, event, c.subject, c.client_ip, c.user_agent, 1, dict(d or {}), datetime.now(UTC))
             for i, (j, event, c, d) in enumerate(self.recorded, 1)
-            if j == job_id
+            if j == job_id and i > after
         ]
+        more = len(events) > limit
+        return EventPage(
+            tuple(events[:limit]), encode_event_cursor(events[limit - 1].event_id) if more else None
+        )
 
     async def list_page(
         self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None

@@ -498,6 +498,51 @@ async def test_each_download_is_recorded_in_the_audit_trail_with_who_and_from_wh
     assert all(e["clientIp"] == "127.0.0.1" for e in items)
 
 
+async def test_events_are_paged_oldest_first(client: Client, repo: FakeRepository) -> None:
+    # Given a job with five links issued (the fake records each)
+    job = stored(repo, succeeded_job())
+    for _ in range(5):
+        response = await client.get(
+            f"{EXPORTS_A}/{job.job_id}/download", headers=auth(), allow_redirects=False
+        )
+        assert response.status == 302
+    # When its trail is read two at a time, then every event comes once, in order, on three pages
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        response = await client.get(f"{EXPORTS_A}/{job.job_id}/events", params=params, headers=auth())
+        assert response.status == 200, await response.text()
+        doc = await response.json()
+        assert schema_errors(doc, SCHEMAS["ExportEventList"]) == []
+        seen.extend(e["eventId"] for e in doc["items"])
+        pages += 1
+        if (cursor := doc["nextCursor"]) is None:
+            break
+    assert (seen, pages) == ([1, 2, 3, 4, 5], 3)
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=201", "cursor=", "cursor=bm9wZQ", "status=failed", "limit=1&limit=2"]
+)
+async def test_bad_events_paging_is_a_400(client: Client, repo: FakeRepository, query: str) -> None:
+    job = stored(repo, succeeded_job())
+    await problem(await client.get(f"{EXPORTS_A}/{job.job_id}/events?{query}", headers=auth()), 400)
+
+
+async def test_answers_with_job_or_audit_data_are_never_cached(client: Client, repo: FakeRepository) -> None:
+    job = stored(repo, succeeded_job())
+    for path in (
+        EXPORTS_A,
+        f"{EXPORTS_A}/{job.job_id}",
+        f"{EXPORTS_A}/{job.job_id}/events",
+        f"{EXPORTS_A}/x",
+    ):
+        response = await client.get(path, headers=auth())
+        assert response.headers["Cache-Control"] == "no-store", path
+    response = await client.post(EXPORTS_A, json=BODY, headers=auth())
+    assert (response.status, response.headers["Cache-Control"]) == (202, "no-store")
+
+
 async def test_events_of_another_orgs_job_are_a_404(client: Client, repo: FakeRepository) -> None:
     job = stored(repo, succeeded_job(org_id=ORG_B))
     response = await client.get(f"{EXPORTS_A}/{job.job_id}/events", headers=auth())
