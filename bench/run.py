@@ -54,6 +54,7 @@ from actors.localdev import fresh_database
 from actors.localdev import moto_server as local_moto_server
 from service.exporter import Exporter
 from service.job import ExportRequest, Granularity, JobStatus, object_key
+from tests.rollups import csv_safe
 from service.repository import JobRepository, create_pool
 from service.settings import MIB, Settings
 from service.sql import QUERIES
@@ -97,8 +98,6 @@ FROM analytics.hourly_rollups
 WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 ORDER BY bucket_start, model_id COLLATE "C"
 """
-#: What analytics.csv_safe prefixes with a quote (migrations/0003_csv_safe.up.sql).
-CSV_UNSAFE: Final = ("=", "+", "-", "@", "\t", "\r")
 TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 #: Hourly rollups for org $1: $2 models x $4 hours from $3. Deterministic values of production
@@ -400,13 +399,10 @@ def literal_export_query(org_id: uuid.UUID, start: datetime, end: datetime) -> s
 def format_row(record: asyncpg.Record) -> tuple[object, ...]:
     """One rollup as the export formats it: UTC timestamp with Z, csv_safe model id, exact
     numeric text for the cost (never a float)."""
-    model = record[2]
-    if model.startswith(CSV_UNSAFE):
-        model = "'" + model
     return (
         record[0].strftime(TIMESTAMP_FORMAT),
         str(record[1]),
-        model,
+        csv_safe(record[2]),
         record[3],
         record[4],
         record[5],

@@ -4,6 +4,7 @@ of the service (Python, Decimal) so a reconciliation test compares two separate 
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,13 +39,31 @@ TRICKY_MODELS = (
     "@SUM(A1)",
     "\tTab",
     "\rCR",
+    # a formula behind white space, or behind a list separator some spreadsheets split cells on
+    " =1+1",
+    "a;=cmd|' /C calc'!A0",
+    "b\t+1",
+    "c, -2",
+    "d;;@SUM(1)",
+    "e\n=1",
 )
-#: Text cells starting with one of these are neutralised with a leading single quote (OWASP).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: White space a spreadsheet skips before reading a formula.
+_SPACE = " \t\r\n\f\v"
+_LEADING_FORMULA = re.compile(rf"[{_SPACE}]*[=+@-]|[\t\r]")
+_SEPARATED_FORMULA = re.compile(rf"([,;\t\r\n])([{_SPACE}]*)([=+@-])")
 
 
 def csv_safe(text: str) -> str:
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    """What analytics.csv_safe makes of a text cell (the oracle of the exact-bytes tests)."""
+    quoted = "'" + text if _LEADING_FORMULA.match(text) else text
+    return _SEPARATED_FORMULA.sub(r"\1\2'\3", quoted)
+
+
+def formula_cells(text: str) -> list[str]:
+    """The cells of ``text`` that a spreadsheet splitting on ',', ';' or tab (or lines) would read
+    as a formula: what no exported text cell may contain."""
+    pieces = re.split(r"[,;\t\r\n]", text)
+    return [piece for piece in pieces if piece.lstrip(_SPACE)[:1] in ("=", "+", "-", "@")]
 
 
 @dataclass(frozen=True, slots=True)

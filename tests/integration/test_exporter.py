@@ -19,7 +19,15 @@ from service.repository import JobRepository, create_pool
 from service.settings import Settings
 from service.storage import ObjectStore, S3Client, open_s3_client
 from tests.conftest import BUCKET, OVERRIDE_BUCKET, OVERRIDE_ORG
-from tests.rollups import HEADER, TRICKY_MODELS, daily_from_hourly, expected_rows, hourly_rollups, insert
+from tests.rollups import (
+    HEADER,
+    TRICKY_MODELS,
+    daily_from_hourly,
+    expected_rows,
+    formula_cells,
+    hourly_rollups,
+    insert,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -207,6 +215,10 @@ async def test_formula_cells_are_neutralised_and_negative_costs_stay_numbers(par
                 (org, '=HYPERLINK("http://evil","x")', "-1.5"),
                 (org, "-negative-id", "2"),
                 (org, "plain", "-0.25"),
+                (org, " =1+1", "1"),  # behind a space
+                (org, "a;=cmd|' /C calc'!A0", "1"),  # a cell of its own in a ';' spreadsheet
+                (org, "b\t@SUM(1)", "1"),  # ... or a tab-separated one
+                (org, "c, +1", "1"),
             ],
         )
     finally:
@@ -218,12 +230,19 @@ async def test_formula_cells_are_neutralised_and_negative_costs_stay_numbers(par
     assert done is not None
     data, _ = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
     rows = list(csv.reader(io.StringIO(data.decode(), newline="")))[1:]
-    # Then text cells that start like a formula are prefixed with a quote; numbers are untouched
+    # Then every formula character a spreadsheet could start a cell with gets a quote before it;
+    # numbers are untouched
     assert [(r[2], r[6]) for r in rows] == [
+        ("' =1+1", "1.000000"),
         ("'-negative-id", "2.000000"),
         ('\'=HYPERLINK("http://evil","x")', "-1.500000"),
+        ("a;'=cmd|' /C calc'!A0", "1.000000"),
+        ("b\t'@SUM(1)", "1.000000"),
+        ("c, '+1", "1.000000"),
         ("plain", "-0.250000"),
     ]
+    # And split on any list separator, no text cell reads as a formula
+    assert [formula_cells(r[2]) for r in rows] == [[]] * len(rows)
 
 
 async def test_overlapped_part_uploads_give_the_same_exact_object(parts: Parts) -> None:
