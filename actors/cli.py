@@ -29,6 +29,7 @@ from actors.scheduler import run_scheduler
 from service.api.app import create_app
 from service.api.auth import READ, WRITE, mint_token
 from service.api.openapi import build_openapi
+from service.api.server import serve
 from service.errors import DatabaseUnavailable, SettingsError
 from service.logs import configure_logging
 from service.migrations import migrate_down, migrate_up
@@ -79,8 +80,16 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         broker.close()
 
     app.on_cleanup.append(close_queue)
-    log.info("api listening", extra={"host": settings.http_host, "port": settings.http_port})
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None, shutdown_timeout=30)
+    try:
+        serve(app, settings)
+    except OSError as exc:
+        ports = f"{settings.http_port}" + (f" or {settings.metrics_port}" if settings.metrics_port else "")
+        print(
+            f"analytics-exports api: cannot listen on {settings.http_host} port {ports}: {exc.strerror};"
+            " set HTTP_PORT (and METRICS_PORT) to free ports",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
     return 0
 
 

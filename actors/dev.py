@@ -128,9 +128,17 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
                 f"port {settings.http_port} is already in use (another `make run`?): stop that, or set"
                 " HTTP_PORT to a free port"
             )
+        # The API's metrics and readiness details go to a port of their own, next to the worker's.
+        api_metrics_port = settings.metrics_port + 1 if settings.metrics_port else 0
+        if api_metrics_port and port_in_use(settings.http_host, api_metrics_port):
+            raise DevError(
+                f"port {api_metrics_port} (the API's metrics, METRICS_PORT + 1) is already in use: stop"
+                " that, or set METRICS_PORT to a free port"
+            )
         asyncio.run(_prepare(settings, demo_org))
         for role in ROLES:
-            children[role] = subprocess.Popen([str(bin_dir / "analytics-exports"), role], env=env)
+            role_env = {**env, "METRICS_PORT": str(api_metrics_port)} if role == "api" else env
+            children[role] = subprocess.Popen([str(bin_dir / "analytics-exports"), role], env=role_env)
         base = f"http://127.0.0.1:{settings.http_port}"
         if not wait_http(base + "/readyz", timeout=API_READY_TIMEOUT_S, process=children["api"]):
             code = children["api"].poll()
@@ -205,7 +213,11 @@ def export_command(bin_dir: Path, now: datetime | None = None) -> str:
 def next_steps(
     base: str, org: uuid.UUID, token: str, secret: str, bin_dir: Path, metrics_port: int = 0
 ) -> str:
-    worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off (METRICS_PORT=0)"
+    if metrics_port:
+        worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        api_metrics = f"http://127.0.0.1:{metrics_port + 1}/metrics"
+    else:
+        worker_metrics, api_metrics = "off (METRICS_PORT=0)", f"{base}/metrics"
     return NEXT_STEPS.format(
         base=base,
         org=org,
@@ -214,6 +226,7 @@ def next_steps(
         export=export_command(bin_dir),
         steps=walkthrough_steps(),
         worker_metrics=worker_metrics,
+        api_metrics=api_metrics,
     )
 
 
@@ -237,7 +250,7 @@ file is saved and checked against the SHA-256 the API vouches for:
 
 Or do the same by hand with curl (README.md, "Walkthrough"):
 {steps}
-Metrics (Prometheus text): API {base}/metrics, worker {worker_metrics}.
+Metrics (Prometheus text): API {api_metrics}, worker {worker_metrics}.
 Ctrl-C stops everything.
 """
 README = Path(__file__).resolve().parent.parent / "README.md"

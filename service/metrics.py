@@ -95,6 +95,25 @@ class ApiMetrics:
 
         for source in ("database", "broker"):
             self.backlog_errors.labels(source)  # present at 0 from the start: increase() sees the first
+        self.open_connections = Gauge(
+            "exports_http_open_connections",
+            "Client connections the API holds open now (HTTP_MAX_CONNECTIONS at most).",
+            registry=registry,
+        )
+        self.connections_closed = Counter(
+            "exports_http_connections_closed",
+            "Connections the API closed before a request was read: header_timeout (a request line "
+            "and headers slower than HTTP_HEADER_TIMEOUT) or over_capacity (HTTP_MAX_CONNECTIONS).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("header_timeout", "over_capacity"):
+            self.connections_closed.labels(reason)
+        self.malformed_requests = Counter(
+            "exports_http_malformed_requests",
+            "Requests refused by the HTTP parser before any handler ran (malformed HTTP).",
+            registry=registry,
+        )
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

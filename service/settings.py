@@ -274,6 +274,11 @@ class Settings:
             )
         if (v := get("METRICS_PORT")) is not None:
             values["metrics_port"] = parse_int("METRICS_PORT", v, minimum=0, maximum=65535)
+        defaults = cls()
+        http_port = values.get("http_port", defaults.http_port)
+        metrics_port = values.get("metrics_port", defaults.metrics_port)
+        if metrics_port and metrics_port == http_port:
+            raise SettingsError("METRICS_PORT", f"must differ from HTTP_PORT ({http_port}), or be 0")
         if (v := get("AUTH_JWT_SECRET")) is not None:
             values["auth_jwt_secret"] = parse_secret("AUTH_JWT_SECRET", v)
         if (v := get("AUTH_JWT_PREVIOUS_SECRETS")) is not None:

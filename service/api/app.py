@@ -9,9 +9,11 @@ from aiohttp import web
 
 from service.api import keys
 from service.api.auth import TokenVerifier
+from service.api.connections import ConnectionGuard
 from service.api.handlers import add_routes
 from service.api.openapi import build_openapi
 from service.api.problems import problem_middleware
+from service.api.server import guard_middleware
 from service.api.telemetry import telemetry_middleware
 from service.exports import ExportService
 from service.metrics import ApiMetrics
@@ -58,14 +60,22 @@ def create_app(settings: Settings, queue: JobQueue) -> web.Application:
     return app
 
 
+async def drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """No ``Server: Python/3.x aiohttp/3.y``: versions help only whoever looks for a known flaw."""
+    response.headers.popall("Server", None)
+
+
 def wired_app(settings: Settings, queue: JobQueue) -> web.Application:
     """Everything but the resources: unit tests add fakes of the repository, store and service."""
     # Outermost first: telemetry sees the final response, problem+json ones included.
     app = web.Application(
-        middlewares=[telemetry_middleware, problem_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[guard_middleware, telemetry_middleware, problem_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
+    app.on_response_prepare.append(drop_server_header)
     app[keys.SETTINGS] = settings
-    app[keys.METRICS] = ApiMetrics()
+    app[keys.METRICS] = metrics = ApiMetrics()
+    app[keys.GUARD] = ConnectionGuard.from_settings(settings, metrics)
     app[keys.QUEUE] = queue
     app[keys.OPENAPI] = build_openapi()
     app[keys.VERIFIER] = TokenVerifier(

@@ -20,6 +20,7 @@ from service.api.schemas import (
     parse_list_query,
     parse_uuid,
 )
+from service.api.server import internal_only
 from service.errors import (
     ClientClosedRequest,
     ExportsError,
@@ -150,9 +151,13 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format: this process's request metrics and the backlog read just now."""
+    """Prometheus text format: this process's request metrics and the backlog read just now.
+    Only on METRICS_PORT when that is set."""
+    if not internal_only(request):
+        raise web.HTTPNotFound()
     registry = request.app[keys.METRICS]
     registry.observe_backlog(await request.app[keys.EXPORTS].backlog())
+    registry.open_connections.set(request.app[keys.GUARD].open_connections)
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -161,7 +166,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database, the broker and every configured bucket answer."""
+    """Ready when the database, the broker and every configured bucket answer. Which check
+    failed, and why, only on METRICS_PORT when that is set."""
     app = request.app
     settings = app[keys.SETTINGS]
     buckets = sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()})
@@ -182,9 +188,10 @@ async def readyz(request: web.Request) -> web.Response:
         else:
             report[name] = "ok"
     ready = all(value == "ok" for value in report.values())
-    return json_response(
-        {"status": "ready" if ready else "unavailable", "checks": report}, status=200 if ready else 503
-    )
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable"}
+    if internal_only(request):
+        body["checks"] = report
+    return json_response(body, status=200 if ready else 503)
 
 
 def add_routes(app: web.Application) -> None:

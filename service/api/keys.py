@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.api.auth import TokenVerifier
+from service.api.connections import ConnectionGuard
 from service.exports import ExportService
 from service.metrics import ApiMetrics
 from service.queue import JobQueue
@@ -20,5 +21,6 @@ EXPORTS = web.AppKey("exports", ExportService)
 OPENAPI = web.AppKey("openapi", dict[str, object])
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", ApiMetrics)
+GUARD = web.AppKey("guard", ConnectionGuard)
 #: Per request (on the request, not the app): the id its log lines and its job carry.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -245,12 +245,14 @@ def build_openapi() -> dict[str, object]:
             "get": {
                 "operationId": "metrics",
                 "security": [],
-                "summary": "Prometheus metrics: requests, latency, the export backlog (text format 0.0.4).",
+                "summary": "Prometheus metrics: requests, connections, the export backlog (text format "
+                "0.0.4). Served on METRICS_PORT, or here when METRICS_PORT is 0.",
                 "responses": {
                     "200": {
                         "description": "Metrics in Prometheus text format.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "404": _problem("Not on this port: METRICS_PORT is set, and /metrics is served there."),
                 },
             }
         },
@@ -261,7 +263,8 @@ def build_openapi() -> dict[str, object]:
             "get": {
                 "operationId": "readyz",
                 "security": [],
-                "summary": "Readiness: database, broker and buckets reachable.",
+                "summary": "Readiness: database, broker and buckets reachable. Which check failed "
+                "(`checks`) only on METRICS_PORT, or here when METRICS_PORT is 0.",
                 "responses": {
                     "200": {"description": "Ready."},
                     "503": {"description": "A dependency is unreachable."},

@@ -43,6 +43,8 @@ class Stack:
     logs: Path
     #: The worker's /metrics.
     worker_metrics: str
+    #: The API's /metrics, on its own METRICS_PORT (the public port has none).
+    api_metrics: str
     #: The process id of each role.
     pids: dict[str, int]
 
@@ -108,16 +110,30 @@ def _run_stack(
     asyncio.run(_create_buckets(settings))
     logs = tmp_path_factory.mktemp("stack-logs")
     processes = {}
+    # The API's operators' port, apart from the worker's (both run on this one machine)
+    api_env = {**env, "METRICS_PORT": str(free_port())}
     for role in ROLES:
         log = (logs / f"{role}.log").open("wb")
         processes[role] = subprocess.Popen(
-            [str(BIN / "analytics-exports"), role], env=env, stdout=log, stderr=log
+            [str(BIN / "analytics-exports"), role],
+            env=api_env if role == "api" else env,
+            stdout=log,
+            stderr=log,
         )
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_http(base + "/healthz", timeout=30), "the API did not start"
         metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-        yield Stack(base, env, settings, logs, metrics, {role: proc.pid for role, proc in processes.items()})
+        api_metrics = f"http://127.0.0.1:{api_env['METRICS_PORT']}/metrics"
+        yield Stack(
+            base,
+            env,
+            settings,
+            logs,
+            metrics,
+            api_metrics,
+            {role: proc.pid for role, proc in processes.items()},
+        )
     finally:
         for proc in processes.values():
             proc.send_signal(signal.SIGTERM)

@@ -226,7 +226,8 @@ async def test_list_pages_every_job_once_newest_first_with_status_filter(
 async def test_health_readiness_and_openapi(stack: Stack, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{stack.base}/healthz") as reply:
         assert reply.status == 200
-    async with http.get(f"{stack.base}/readyz") as reply:
+    # Readiness with its checks on the operators' port (METRICS_PORT) ...
+    async with http.get(stack.api_metrics.removesuffix("/metrics") + "/readyz") as reply:
         body = await reply.json()
         assert reply.status == 200, body
         assert set(body["checks"]) == {
@@ -235,6 +236,12 @@ async def test_health_readiness_and_openapi(stack: Stack, http: aiohttp.ClientSe
             "bucket:analytics-exports",
             "bucket:acme-finance-exports",
         }
+    # ... and on the public port only whether it is ready; no metrics there, no server version
+    async with http.get(f"{stack.base}/readyz") as reply:
+        assert (reply.status, await reply.json()) == (200, {"status": "ready"})
+        assert "Server" not in reply.headers
+    async with http.get(f"{stack.base}/metrics") as reply:
+        assert reply.status == 404
     async with http.get(f"{stack.base}/analytics/v1/openapi.json") as reply:
         assert reply.status == 200
         assert "/analytics/v1/orgs/{orgId}/exports" in (await reply.json())["paths"]

@@ -91,12 +91,12 @@ async def test_metrics_on_the_api_and_the_worker_count_what_happened(
 ) -> None:
     # Given the counters before, and then one export created and finished
     api_before, worker_before = (
-        await scrape(http, f"{stack.base}/metrics"),
+        await scrape(http, stack.api_metrics),
         await scrape(http, stack.worker_metrics),
     )
     org = uuid.uuid4()
     await finished_export(http, stack, org, f"e2e-{uuid.uuid4().hex[:12]}")
-    api, worker = await scrape(http, f"{stack.base}/metrics"), await scrape(http, stack.worker_metrics)
+    api, worker = await scrape(http, stack.api_metrics), await scrape(http, stack.worker_metrics)
 
     # Then the API counted the POST under its route template, and reports the backlog it read
     create = {"route": "/analytics/v1/orgs/{org_id}/exports", "method": "POST", "status": "202"}
@@ -131,7 +131,7 @@ async def test_the_live_endpoints_expose_every_metric_the_alerts_and_dashboard_u
     # Given what the API and a worker of the running stack serve (after one export, so every
     # family has been touched)
     await finished_export(http, stack, uuid.uuid4(), f"e2e-{uuid.uuid4().hex[:12]}")
-    served = {name for name, _ in await scrape(http, f"{stack.base}/metrics")}
+    served = {name for name, _ in await scrape(http, stack.api_metrics)}
     served |= {name for name, _ in await scrape(http, stack.worker_metrics)}
     # Then every series the alert rules and the dashboard query is among them (Prometheus's own
     # `up` aside)

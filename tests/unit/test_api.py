@@ -70,7 +70,8 @@ async def problem(response: Any, status: int) -> dict[str, Any]:
 @pytest.fixture
 def settings() -> Settings:
     # A 20-year retention window keeps the fixed 2026 dates valid in later years.
-    return Settings(auth_jwt_secret=SECRET, data_retention_months=240)
+    # METRICS_PORT 0: metrics and readiness details on the one port the test client talks to.
+    return Settings(auth_jwt_secret=SECRET, data_retention_months=240, metrics_port=0)
 
 
 @pytest.fixture

@@ -499,7 +499,7 @@ def test_prometheus_scrapes_the_compose_services_on_the_ports_the_code_listens_o
     [target] = [t for static in api["static_configs"] for t in static["targets"]]
     host, port = target.rsplit(":", 1)
     assert host in services
-    assert int(port) == defaults.http_port
+    assert int(port) == defaults.metrics_port  # the API's /metrics is on its internal port
 
     worker = jobs["analytics-exports-worker"]
     assert worker.get("metrics_path", "/metrics") == "/metrics"

@@ -32,7 +32,7 @@ AUTH = {"Authorization": f"Bearer {mint_token(SECRET, subject='ana', orgs=[ORG_A
 
 @pytest.fixture
 async def client(aiohttp_client: Any, repo: FakeRepository, queue: FakeQueue) -> Client:
-    settings = Settings(auth_jwt_secret=SECRET, data_retention_months=240)
+    settings = Settings(auth_jwt_secret=SECRET, data_retention_months=240, metrics_port=0)
     store = ObjectStore(FakeS3(), settings.export_part_size)  # type: ignore[arg-type]
     app = wired_app(settings, queue)
     app[keys.REPOSITORY] = cast(JobRepository, repo)
@@ -195,7 +195,9 @@ async def test_a_body_trickled_past_the_deadline_gets_408_and_the_connection_clo
     aiohttp_client: Any, repo: FakeRepository, queue: FakeQueue
 ) -> None:
     # Given an API whose body deadline is short, and a client that sends its body too slowly
-    settings = Settings(auth_jwt_secret=SECRET, data_retention_months=240, http_body_timeout=0.3)
+    settings = Settings(
+        auth_jwt_secret=SECRET, data_retention_months=240, http_body_timeout=0.3, metrics_port=0
+    )
     store = ObjectStore(FakeS3(), settings.export_part_size)  # type: ignore[arg-type]
     app = wired_app(settings, queue)
     app[keys.REPOSITORY] = cast(JobRepository, repo)
