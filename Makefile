@@ -24,7 +24,7 @@ tools:
 
 ## Everything on embedded defaults: local S3 (moto), database, migrations, demo data, API + worker + scheduler.
 run: $(STAMP) services
-	$(BIN)/analytics-exports dev
+	$(BIN)/python -m devtools
 
 ## The whole suite: lint, types, OpenAPI drift, unit, integration and end-to-end tests.
 test: $(STAMP) tools services lint typecheck openapi-check
@@ -43,8 +43,8 @@ faults: $(STAMP) services
 	$(BIN)/pytest -q tests/faults
 
 lint: $(STAMP)
-	$(BIN)/ruff check service actors tests
-	$(BIN)/ruff format --check service actors tests
+	$(BIN)/ruff check service actors cli devtools bench tests
+	$(BIN)/ruff format --check service actors cli devtools bench tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,4 +1,5 @@
-"""Dramatiq on RabbitMQ: the broker, its middleware, and actors of a few lines each.
+"""Dramatiq on RabbitMQ: the broker, its middleware, the actors, the scheduler and the worker's
+health endpoint. Nothing else.
 
 Actors take ids and await one service call; everything they do lives in ``service/``.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from actors.exports import Actors
+from actors.tasks import Actors
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from pathlib import Path
 import aiohttp
 import pika
 
-from actors.localdev import free_port, moto_server, stop, wait_http
 from bench.run import bench_database, process_cpu
+from devtools.local import free_port, moto_server, stop, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.settings import Settings
 from service.storage import open_s3_client

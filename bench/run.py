@@ -50,15 +50,15 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 
-from actors.localdev import fresh_database
-from actors.localdev import moto_server as local_moto_server
+from devtools.local import fresh_database
+from devtools.local import moto_server as local_moto_server
 from service.exporter import Exporter
 from service.job import ExportRequest, Granularity, JobStatus, object_key
-from tests.rollups import csv_safe
 from service.repository import JobRepository, create_pool
 from service.settings import MIB, Settings
 from service.sql import QUERIES
 from service.storage import CSV_CONTENT_TYPE, ObjectStore, S3Client, open_s3_client
+from tests.rollups import csv_safe
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 ADMIN_DATABASE_URL: Final = os.environ.get(

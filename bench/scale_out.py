@@ -72,7 +72,6 @@ import orjson
 import pika
 import pika.exceptions
 
-from actors.localdev import free_port, stop, wait_http
 from bench.run import (
     BUCKET,
     CLK_TCK,
@@ -91,6 +90,7 @@ from bench.run import (
     postgres_cpu,
     process_cpu,
 )
+from devtools.local import free_port, stop, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.job import object_key
 from service.settings import MIB, Settings

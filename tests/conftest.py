@@ -19,8 +19,8 @@ import asyncpg
 import pika
 import pytest
 
-from actors import localdev
-from actors.localdev import moto_server
+from devtools import local as localdev
+from devtools.local import moto_server
 from service.settings import Settings
 from service.storage import open_s3_client
 

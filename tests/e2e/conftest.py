@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from yarl import URL
 
-from actors.localdev import free_port, wait_http
+from devtools.local import free_port, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.settings import Settings
 from service.storage import open_s3_client

@@ -1,4 +1,4 @@
-"""`make run` is `analytics-exports dev`: start it as a user would, follow what it prints, stop it."""
+"""`make run` is `python -m devtools`: start it as a user would, follow what it prints, stop it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from actors.localdev import free_port
+from devtools.local import free_port
 from tests.conftest import (
     ADMIN_DATABASE_URL,
     BIN,
@@ -40,7 +40,7 @@ def test_dev_starts_everything_prints_a_working_walkthrough_and_stops_cleanly(tm
     }
     log = (tmp_path / "dev.log").open("w+")
     proc = subprocess.Popen(
-        [str(BIN / "analytics-exports"), "dev"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+        [str(BIN / "python"), "-m", "devtools"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
     )
     try:
         # When it is up, it prints the three variables the walkthrough needs
@@ -106,12 +106,12 @@ def test_dev_says_in_one_line_which_port_is_taken_and_what_to_do(variable: str, 
         }
         # When `make run` starts
         result = subprocess.run(
-            [str(BIN / "analytics-exports"), "dev"], env=env, capture_output=True, text=True, timeout=60
+            [str(BIN / "python"), "-m", "devtools"], env=env, capture_output=True, text=True, timeout=60
         )
     # Then it stops with one line naming the port and the variable that moves it, and no traceback
     assert result.returncode == 1, result.stdout + result.stderr
     last = result.stderr.splitlines()[-1]
-    assert last.startswith(f"analytics-exports dev: {names}"), result.stderr
+    assert last.startswith(f"make run: {names}"), result.stderr
     assert f"port {port} is already in use" in last
     assert f"set {variable} to a free port" in last
     assert "Traceback" not in result.stdout + result.stderr

@@ -25,7 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from actors.broker import create_broker
-from actors.localdev import free_port, wait_http
+from devtools.local import free_port, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.job import object_key
 from service.settings import Settings

@@ -14,7 +14,7 @@ import aiohttp
 import asyncpg
 
 from actors.broker import create_broker
-from actors.exports import declare_actors
+from actors.tasks import declare_actors
 from service.storage import S3Client
 from tests.e2e.test_observability import scrape, value
 from tests.faults.conftest import (

@@ -23,8 +23,8 @@ from dramatiq.common import dq_name, xq_name
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 import actors.publisher as publisher_module
+from actors.job_queue import DramatiqJobQueue
 from actors.publisher import Publisher, _Unconfirmed
-from actors.queue import DramatiqJobQueue
 from service.errors import QueueUnavailable
 from tests.conftest import RABBITMQ_URL, delete_queues
 from tests.faults.proxy import FaultProxy

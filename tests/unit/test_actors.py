@@ -15,7 +15,7 @@ from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from dramatiq.brokers.stub import StubBroker
 
 from actors.context import Resources, WorkerContext
-from actors.exports import Actors, declare_actors
+from actors.tasks import Actors, declare_actors
 from service.errors import DatabaseUnavailable
 from service.settings import Settings
 
@@ -89,7 +89,7 @@ def test_a_tick_the_database_stops_is_skipped_and_counted(
 ) -> None:
     context = Context(DatabaseUnavailable("connection refused"))
     run: Any = getattr(declared(context), actor)
-    with caplog.at_level(logging.WARNING, logger="actors.exports"):
+    with caplog.at_level(logging.WARNING, logger="actors.tasks"):
         assert run.fn() is None  # returns: acknowledged, not retried or dead-lettered
     assert context.asked == 1
     assert sample(context, "exports_housekeeping_ticks_skipped_total", tick=tick) == 1

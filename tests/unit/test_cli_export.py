@@ -20,20 +20,20 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from actors.cli import main
-from actors.client import (
+from cli.client import (
     EXIT_INCOMPLETE,
     EXIT_SUCCEEDED,
     EXIT_UNSUCCESSFUL,
     EXIT_USAGE,
     ApiUnreachable,
-    ExportRequest,
+    CreateExportBody,
     ExportsClient,
     JobView,
     ProgressDisplay,
     progress_line,
 )
-from actors.localdev import free_port
+from cli.main import main
+from devtools.local import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN = "good-token"
@@ -375,7 +375,7 @@ def test_a_problem_answer_is_one_line_with_its_title_and_detail(
 def test_a_create_answered_503_is_sent_again_with_the_same_key_and_then_given_up(
     api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("actors.client.UNAVAILABLE_GRACE", 0.5)
+    monkeypatch.setattr("cli.client.UNAVAILABLE_GRACE", 0.5)
     api.refuse = (503, "A backing service is unavailable", "PostgreSQL is unavailable")
     code = export(api, "--wait")
     out, err = capsys.readouterr()
@@ -413,7 +413,7 @@ def test_a_create_whose_connection_dropped_is_resent_with_the_same_key(
     real = ExportsClient.create_export
     keys: list[str | None] = []
 
-    async def dropped_once(self: ExportsClient, request: ExportRequest) -> tuple[JobView, bool]:
+    async def dropped_once(self: ExportsClient, request: CreateExportBody) -> tuple[JobView, bool]:
         keys.append(request.idempotency_key)
         if len(keys) == 1:
             raise ApiUnreachable("lost the connection to the API: ServerDisconnectedError", connected=True)
@@ -505,7 +505,7 @@ def test_the_wait_rides_out_a_dropped_connection(
 def test_the_wait_gives_up_once_the_api_has_been_away_for_the_grace_period(
     api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("actors.client.UNAVAILABLE_GRACE", 0.2)
+    monkeypatch.setattr("cli.client.UNAVAILABLE_GRACE", 0.2)
     api.states = [{"status": "running", "attempts": 1}, {"answer": 503}]
     code = export(api, "--wait")
     _, err = capsys.readouterr()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.localdev import free_port
-from actors.preflight import check_broker, check_database, redact
+from cli.preflight import check_broker, check_database, redact
+from devtools.local import free_port
 
 BIN = Path(sys.executable).parent
 SECRET = "cli-startup-secret-9fQ2xL7wK4pZ8mN3vB6t"
@@ -39,7 +39,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "command", [["migrate", "up"], ["migrate", "down"], ["api"], ["worker"], ["seed-demo"], ["dev"]]
+    "command", [["migrate", "up"], ["migrate", "down"], ["api"], ["worker"], ["seed-demo"]]
 )
 def test_an_unreachable_database_is_one_line_naming_it_and_how_to_start_it(
     closed: dict[str, str], command: list[str]
@@ -57,6 +57,17 @@ def test_an_unreachable_database_is_one_line_naming_it_and_how_to_start_it(
         " that is running\n"
     )
     assert result.stdout == ""
+
+
+def test_make_run_says_in_one_line_that_the_database_is_unreachable(closed: dict[str, str]) -> None:
+    # `make run` is `python -m devtools`: the same check, the same one line, in its own name
+    result = subprocess.run(
+        [str(BIN / "python"), "-m", "devtools"], env=closed, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("make run: PostgreSQL is not reachable at 127.0.0.1:")
+    assert len(result.stderr.splitlines()) == 1
+    assert "pg-secret" not in result.stderr
 
 
 def test_an_unreachable_broker_stops_the_scheduler_with_one_line(closed: dict[str, str]) -> None:

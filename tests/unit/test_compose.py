@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-import actors.cli
-from actors.cli import build_parser
+import cli.main
+from cli.main import build_parser
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -355,7 +355,7 @@ def test_dockerfile_entrypoint_is_the_console_script() -> None:
     # pyproject installs that console script, and it runs the CLI whose parser the tests use.
     scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
     assert scripts.get(entrypoints[-1][0]) == f"{build_parser.__module__}:main"
-    assert callable(actors.cli.main)
+    assert callable(cli.main.main)
     # The default command is a role too.
     commands = [json.loads(arguments) for keyword, arguments in runtime if keyword == "CMD"]
     assert build_parser().parse_args(commands[-1]).command == "api"

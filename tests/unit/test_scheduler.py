@@ -9,8 +9,8 @@ from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import DramatiqError
 
-from actors.exports import TICK_TIME_LIMIT_MS, Actors, declare_actors
 from actors.scheduler import run_scheduler
+from actors.tasks import TICK_TIME_LIMIT_MS, Actors, declare_actors
 from service.settings import Settings
 
 TICKS = {"expire_exports", "sweep_exports", "prune_rollups"}

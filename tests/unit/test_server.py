@@ -13,7 +13,7 @@ from typing import cast
 import pytest
 from aiohttp import web
 
-from actors.localdev import free_port
+from devtools.local import free_port
 from service.api import keys
 from service.api.app import wired_app
 from service.api.server import Listening, listen

@@ -1,4 +1,5 @@
-"""``analytics-exports``: the command line, and the place where service and actors are composed."""
+"""``analytics-exports``: the command line, and the place where service and actors are composed
+into processes."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ from dramatiq import Worker
 from dramatiq.asyncio import get_event_loop_thread
 
 from actors.broker import create_broker
-from actors.client import EXIT_USAGE, ExportCommand, ExportRequest
 from actors.context import WorkerContext
-from actors.exports import declare_actors
-from actors.preflight import EXIT_UNAVAILABLE, unreachable_service
-from actors.queue import DramatiqJobQueue
+from actors.job_queue import DramatiqJobQueue
 from actors.scheduler import run_scheduler
+from actors.tasks import declare_actors
+from cli.client import EXIT_USAGE, CreateExportBody, ExportCommand
+from cli.preflight import EXIT_UNAVAILABLE, unreachable_service
 from service.api.app import create_app
 from service.api.auth import READ, WRITE, mint_token
 from service.api.openapi import build_openapi
@@ -165,12 +166,6 @@ def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from actors.dev import run_dev
-
-    return run_dev(settings, DEMO_ORG)
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """A client of the REST API: it needs none of the service's settings or connections."""
     missing = [
@@ -185,7 +180,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    request = ExportRequest(args.start, args.end, args.granularity, tuple(args.model), args.idempotency_key)
+    request = CreateExportBody(
+        args.start, args.end, args.granularity, tuple(args.model), args.idempotency_key
+    )
     command = ExportCommand(
         args.api,
         args.token,
@@ -243,7 +240,6 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = sub.add_parser("openapi", help="write openapi/openapi.json from the code")
     openapi.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
     openapi.set_defaults(func=cmd_openapi)
-    sub.add_parser("dev", help="everything on one machine: what `make run` runs").set_defaults(func=cmd_dev)
     export = sub.add_parser(
         "export",
         help="request an export over the REST API; --wait shows its progress, --download checks the file",

@@ -12,7 +12,7 @@ import dramatiq
 from dramatiq import Actor, Broker
 
 from actors.context import Resources, WorkerContext
-from actors.queue import DramatiqJobQueue
+from actors.job_queue import DramatiqJobQueue
 from service.errors import DatabaseUnavailable
 from service.settings import Settings
 

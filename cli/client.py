@@ -141,7 +141,7 @@ class JobView:
 
 
 @dataclass(frozen=True, slots=True)
-class ExportRequest:
+class CreateExportBody:
     start: str
     end: str
     granularity: str
@@ -182,7 +182,7 @@ class ExportsClient:
         self._exports = f"{self._api}{BASE_PATH}/orgs/{quote(org, safe='')}/exports"
         self._auth = {"Authorization": f"Bearer {token}"}
 
-    async def create_export(self, request: ExportRequest) -> tuple[JobView, bool]:
+    async def create_export(self, request: CreateExportBody) -> tuple[JobView, bool]:
         """POST the export; the job, and whether the API replayed an earlier one (Idempotency-Key)."""
         headers = {**self._auth, "Content-Type": "application/json"}
         if request.idempotency_key is not None:
@@ -453,7 +453,7 @@ class ExportCommand:
     api: str
     token: str
     org: str
-    request: ExportRequest
+    request: CreateExportBody
     wait: bool = False
     download: Path | None = None
     interval: float = 0.5

@@ -1,4 +1,4 @@
-"""``analytics-exports dev``: the whole service on one machine, for `make run`.
+"""`make run` (``python -m devtools``): the whole service on one machine.
 
 Starts a local S3 (moto server) when S3_ENDPOINT is unset, creates the database and buckets,
 migrates, seeds demo rollups, runs API + worker + scheduler as child processes and prints the
@@ -23,7 +23,7 @@ from pathlib import Path
 import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
-from actors.localdev import port_in_use, start_moto, stop, wait_http
+from devtools.local import port_in_use, start_moto, stop, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.migrations import migrate_up
 from service.repository import ensure_database, seed_demo
@@ -173,17 +173,17 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             for name, child in children.items():
                 if (code := child.poll()) is not None:
                     print(
-                        f"analytics-exports dev: the {name} exited (status {code}); stopping everything",
+                        f"make run: the {name} exited (status {code}); stopping everything",
                         file=sys.stderr,
                     )
                     return 1
             time.sleep(0.5)
         return 0
     except DevError as exc:
-        print(f"analytics-exports dev: {exc}", file=sys.stderr)
+        print(f"make run: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("analytics-exports dev: interrupted; stopping everything", file=sys.stderr)
+        print("make run: interrupted; stopping everything", file=sys.stderr)
         return 130
     finally:
         for child in reversed(children.values()):

@@ -1,0 +1,85 @@
+"""The house rules docs/architecture.md states, checked on the source: who may import what, no
+two modules or classes with one name."""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION = ("service", "actors", "cli")
+PACKAGES = (*PRODUCTION, "devtools")
+
+#: package (or sub-package) -> top-level names it must never import, at any depth of the code.
+FORBIDDEN: dict[str, set[str]] = {
+    # The core knows no queue library and no HTTP server: actors/ and service/api/ adapt it.
+    "service": {"dramatiq", "pika", "aio_pika", "aiormq", "aiohttp", "service.api", "actors", "cli"},
+    "service/api": {"dramatiq", "pika", "aio_pika", "aiormq", "actors", "cli"},
+    "actors": {"service.api", "aiohttp", "cli"},
+    "cli": set(),
+}
+#: Nothing in production imports what only developers and tests have.
+DEV_ONLY = {"devtools", "tests", "bench"}
+
+
+def modules(*packages: str) -> list[Path]:
+    return sorted(path for package in packages for path in (ROOT / package).rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Every module ``path`` imports, with each of its parents (``a.b.c`` gives a, a.b, a.b.c)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found = [node.module]
+        else:
+            continue
+        for name in found:
+            parts = name.split(".")
+            names |= {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return names
+
+
+def rule_for(path: Path) -> tuple[str, set[str]]:
+    relative = path.relative_to(ROOT).as_posix()
+    owner = max((key for key in FORBIDDEN if relative.startswith(key + "/")), key=len)
+    return owner, FORBIDDEN[owner] | DEV_ONLY
+
+
+@pytest.mark.parametrize("path", modules(*PRODUCTION), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_production_code_imports_only_what_its_folder_may(path: Path) -> None:
+    owner, forbidden = rule_for(path)
+    assert imported(path) & forbidden == set(), f"{owner}/ may not import these"
+
+
+def test_the_rules_see_real_imports() -> None:
+    # The check itself: a module known to import dramatiq is seen to
+    assert "dramatiq" in imported(ROOT / "actors" / "broker.py")
+    assert "service.api.app" in imported(ROOT / "cli" / "main.py")
+
+
+def test_no_two_modules_share_a_name() -> None:
+    names = Counter(path.stem for path in modules(*PACKAGES) if path.stem not in ("__init__", "__main__"))
+    assert [name for name, count in names.items() if count > 1] == []
+
+
+def test_no_two_classes_share_a_name() -> None:
+    classes = Counter(
+        node.name
+        for path in modules(*PACKAGES)
+        for node in ast.walk(ast.parse(path.read_text("utf-8")))
+        if isinstance(node, ast.ClassDef)
+    )
+    assert [name for name, count in classes.items() if count > 1] == []
+
+
+def test_the_wheel_leaves_the_dev_tooling_out() -> None:
+    import tomllib
+
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert set(wheel["packages"]) == set(PRODUCTION)
