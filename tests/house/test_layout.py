@@ -83,3 +83,59 @@ def test_the_wheel_leaves_the_dev_tooling_out() -> None:
 
     wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
     assert set(wheel["packages"]) == set(PRODUCTION)
+
+
+OURS = {*PACKAGES, "tests", "bench"}
+
+
+def private_uses(path: Path) -> list[str]:
+    """Where ``path`` touches a private name (``_x``, not a dunder) of a module that is not ours:
+    ``from lib import _x``, ``import lib._x``, or ``lib.sub._x`` through an imported library."""
+    tree = ast.parse(path.read_text("utf-8"), str(path))
+    libraries: set[str] = set()  # local names bound to another library's modules
+    found: list[str] = []
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] not in OURS:
+                    libraries.add(alias.asname or alias.name.split(".")[0])
+                    if any(private(part) for part in alias.name.split(".")):
+                        found.append(f"{path.name}:{node.lineno} import {alias.name}")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] in OURS:
+                continue
+            for alias in node.names:
+                if private(alias.name) or any(private(part) for part in node.module.split(".")):
+                    found.append(f"{path.name}:{node.lineno} from {node.module} import {alias.name}")
+                else:
+                    libraries.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in libraries:
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    modules(*PACKAGES, "tests", "bench"),
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_no_code_reaches_into_another_librarys_private_names(path: Path) -> None:
+    assert private_uses(path) == []
+
+
+def test_the_private_name_check_sees_them(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import somelib\nfrom somelib.adapters import _Adapter\n"
+        "from service.job import _private_of_ours\nx = somelib.adapters._x\n"
+    )
+    assert len(private_uses(sample)) == 2
