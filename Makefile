@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test tools lint typecheck openapi openapi-check unit integration e2e faults services bench bench-scale clean
+.PHONY: run test tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ run: $(STAMP) services
 test: $(STAMP) tools services lint typecheck openapi-check
 	$(BIN)/pytest -q tests
 
-unit: $(STAMP) tools
+unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+## The house rules (imports, names) and the files that are not code (compose, alerts, docs).
+house: $(STAMP) tools
+	$(BIN)/pytest -q tests/house
 
 integration: $(STAMP) services
 	$(BIN)/pytest -q tests/integration

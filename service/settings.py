@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
@@ -138,6 +138,55 @@ def parse_url(variable: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw.strip()
 
 
+Parser = Callable[[str, str], object]
+
+
+def ranged_int(minimum: int, maximum: int) -> Parser:
+    return lambda variable, raw: parse_int(variable, raw, minimum=minimum, maximum=maximum)
+
+
+def ranged_duration(minimum: float, maximum: float | None = None, why: str = "") -> Parser:
+    """A duration of at least ``minimum`` (and at most ``maximum``) seconds."""
+
+    def parse(variable: str, raw: str) -> float:
+        seconds = parse_duration(variable, raw)
+        if seconds < minimum or (maximum is not None and seconds > maximum):
+            raise SettingsError(variable, f"{raw!r} is out of range{why}")
+        return seconds
+
+    return parse
+
+
+def parse_part_size(variable: str, raw: str) -> int:
+    size = parse_size(variable, raw)
+    if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
+        raise SettingsError(variable, f"{raw!r} must be between 5MiB and 5GiB")
+    return size
+
+
+def matching(pattern: str, what: str) -> Parser:
+    def parse(variable: str, raw: str) -> str:
+        if not re.fullmatch(pattern, raw):
+            raise SettingsError(variable, f"{raw!r} is not {what}")
+        return raw
+
+    return parse
+
+
+def urls(*schemes: str) -> Parser:
+    return lambda variable, raw: parse_url(variable, raw, schemes)
+
+
+def text(variable: str, raw: str) -> str:
+    return raw
+
+
+def parse_log_level(variable: str, raw: str) -> str:
+    if raw.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(variable, f"{raw!r} is not DEBUG, INFO, WARNING or ERROR")
+    return raw.upper()
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/analytics"
@@ -198,102 +247,22 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Build settings from an environment mapping; unset or empty variables take defaults."""
-
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            return value if value not in (None, "") else None
-
+        """Build settings from an environment mapping, one :data:`VARIABLES` entry at a time;
+        unset or empty variables take the field's default. Then the rules that span variables."""
         values: dict[str, object] = {}
-        if (v := get("DATABASE_URL")) is not None:
-            values["database_url"] = parse_url("DATABASE_URL", v, ("postgresql", "postgres"))
-        if (v := get("RABBITMQ_URL")) is not None:
-            values["rabbitmq_url"] = parse_url("RABBITMQ_URL", v, ("amqp", "amqps"))
-        if (v := get("EXPORT_QUEUE")) is not None:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", v):
-                raise SettingsError("EXPORT_QUEUE", f"{v!r} is not a valid queue name")
-            values["queue_name"] = v
-        if (v := get("S3_ENDPOINT")) is not None:
-            values["s3_endpoint"] = parse_url("S3_ENDPOINT", v, ("http", "https"))
-        values["s3_access_key"] = get("S3_ACCESS_KEY")
-        values["s3_secret_key"] = get("S3_SECRET_KEY")
-        if (values["s3_access_key"] is None) != (values["s3_secret_key"] is None):
+        for variable in VARIABLES:
+            raw = env.get(variable.name)
+            if raw not in (None, ""):
+                values[variable.field] = variable.parse(variable.name, raw)
+        settings = replace(cls(), **values)  # type: ignore[arg-type]
+        settings._check_together()
+        return settings
+
+    def _check_together(self) -> None:
+        if (self.s3_access_key is None) != (self.s3_secret_key is None):
             raise SettingsError("S3_SECRET_KEY", "S3_ACCESS_KEY and S3_SECRET_KEY must be set together")
-        if (v := get("S3_BUCKET")) is not None:
-            values["s3_bucket"] = parse_bucket("S3_BUCKET", v)
-        if (v := get("S3_REGION")) is not None:
-            if not re.fullmatch(r"[a-z0-9-]{2,40}", v):
-                raise SettingsError("S3_REGION", f"{v!r} is not a region name")
-            values["s3_region"] = v
-        if (v := get("S3_BUCKET_OVERRIDES")) is not None:
-            values["s3_bucket_overrides"] = parse_bucket_overrides("S3_BUCKET_OVERRIDES", v)
-        if (v := get("EXPORT_WORKER_INTERVAL")) is not None:
-            values["export_worker_interval"] = parse_duration("EXPORT_WORKER_INTERVAL", v)
-        if (v := get("EXPORT_WORKER_CONCURRENCY")) is not None:
-            values["export_worker_concurrency"] = parse_int(
-                "EXPORT_WORKER_CONCURRENCY", v, minimum=1, maximum=64
-            )
-        if (v := get("EXPORT_SIGNED_URL_TTL")) is not None:
-            ttl = parse_duration("EXPORT_SIGNED_URL_TTL", v)
-            # SigV4 presigned URLs are valid for at most 7 days.
-            if not 1 <= ttl <= 7 * 86400:
-                raise SettingsError("EXPORT_SIGNED_URL_TTL", f"{v!r} must be between 1s and 7d")
-            values["export_signed_url_ttl"] = ttl
-        if (v := get("EXPORT_PART_SIZE")) is not None:
-            size = parse_size("EXPORT_PART_SIZE", v)
-            if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
-                raise SettingsError("EXPORT_PART_SIZE", f"{v!r} must be between 5MiB and 5GiB")
-            values["export_part_size"] = size
-        if (v := get("EXPORT_PARTS_IN_FLIGHT")) is not None:
-            values["export_parts_in_flight"] = parse_int("EXPORT_PARTS_IN_FLIGHT", v, minimum=1, maximum=8)
-        if (v := get("EXPORT_MAX_ACTIVE_PER_ORG")) is not None:
-            values["export_max_active_per_org"] = parse_int(
-                "EXPORT_MAX_ACTIVE_PER_ORG", v, minimum=1, maximum=10_000
-            )
-        if (v := get("EXPORT_MAX_ATTEMPTS")) is not None:
-            values["export_max_attempts"] = parse_int("EXPORT_MAX_ATTEMPTS", v, minimum=1, maximum=100)
-        for variable, name in (
-            ("EXPORT_LEASE_TTL", "export_lease_ttl"),
-            ("EXPORT_RETRY_WINDOW", "export_retry_window"),
-            ("EXPORT_SHUTDOWN_GRACE", "export_shutdown_grace"),
-            ("HTTP_HEADER_TIMEOUT", "http_header_timeout"),
-            ("HTTP_BODY_TIMEOUT", "http_body_timeout"),
-            ("HTTP_KEEPALIVE_TIMEOUT", "http_keepalive_timeout"),
-        ):
-            if (v := get(variable)) is not None:
-                values[name] = parse_duration(variable, v)
-        if float(values.get("export_lease_ttl", 3.0)) < 3:  # type: ignore[arg-type]
-            raise SettingsError("EXPORT_LEASE_TTL", "must be at least 3s (it is renewed every third)")
-        if (v := get("HTTP_HOST")) is not None:
-            values["http_host"] = v
-        if (v := get("HTTP_PORT")) is not None:
-            values["http_port"] = parse_int("HTTP_PORT", v, minimum=0, maximum=65535)
-        if (v := get("HTTP_MAX_CONNECTIONS")) is not None:
-            values["http_max_connections"] = parse_int(
-                "HTTP_MAX_CONNECTIONS", v, minimum=1, maximum=1_000_000
-            )
-        if (v := get("METRICS_PORT")) is not None:
-            values["metrics_port"] = parse_int("METRICS_PORT", v, minimum=0, maximum=65535)
-        defaults = cls()
-        http_port = values.get("http_port", defaults.http_port)
-        metrics_port = values.get("metrics_port", defaults.metrics_port)
-        if metrics_port and metrics_port == http_port:
-            raise SettingsError("METRICS_PORT", f"must differ from HTTP_PORT ({http_port}), or be 0")
-        if (v := get("AUTH_JWT_SECRET")) is not None:
-            values["auth_jwt_secret"] = parse_secret("AUTH_JWT_SECRET", v)
-        if (v := get("AUTH_JWT_PREVIOUS_SECRETS")) is not None:
-            values["auth_jwt_previous_secrets"] = parse_previous_secrets("AUTH_JWT_PREVIOUS_SECRETS", v)
-        values["auth_jwt_issuer"] = get("AUTH_JWT_ISSUER")
-        values["auth_jwt_audience"] = get("AUTH_JWT_AUDIENCE")
-        if (v := get("AUTH_JWKS_URL")) is not None:
-            values["auth_jwks_url"] = parse_url("AUTH_JWKS_URL", v, ("https", "http"))
-        if (v := get("DATA_RETENTION_MONTHS")) is not None:
-            values["data_retention_months"] = parse_int("DATA_RETENTION_MONTHS", v, minimum=1, maximum=240)
-        if (v := get("LOG_LEVEL")) is not None:
-            if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-                raise SettingsError("LOG_LEVEL", f"{v!r} is not DEBUG, INFO, WARNING or ERROR")
-            values["log_level"] = v.upper()
-        return replace(cls(), **values)  # type: ignore[arg-type]
+        if self.metrics_port and self.metrics_port == self.http_port:
+            raise SettingsError("METRICS_PORT", f"must differ from HTTP_PORT ({self.http_port}), or be 0")
 
     def signing_secret(self) -> str:
         """AUTH_JWT_SECRET, for whatever mints tokens; a SettingsError naming it when unset."""
@@ -313,3 +282,244 @@ class Settings:
     def bucket_for(self, org_id: uuid.UUID) -> str:
         """The bucket an org's exports go to: its override, or the default bucket."""
         return self.s3_bucket_overrides.get(org_id, self.s3_bucket)
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable: the field it sets, how it is parsed, and what the README says of
+    it (its default as written there, and one line of meaning)."""
+
+    name: str
+    field: str
+    parse: Parser
+    default: str
+    doc: str
+
+
+#: Every variable any process reads, in the README's order: the one declaration from which
+#: ``Settings.from_env``, the README's settings table (tests/house) and compose's environment
+#: check (tests/house) all read.
+VARIABLES: Final[tuple[Variable, ...]] = (
+    Variable(
+        "DATABASE_URL",
+        "database_url",
+        urls("postgresql", "postgres"),
+        "`postgresql://postgres@127.0.0.1:5432/analytics`",
+        "PostgreSQL",
+    ),
+    Variable(
+        "RABBITMQ_URL",
+        "rabbitmq_url",
+        urls("amqp", "amqps"),
+        "`amqp://guest:guest@127.0.0.1:5672/%2F`",
+        "RabbitMQ",
+    ),
+    Variable(
+        "EXPORT_QUEUE",
+        "queue_name",
+        matching(r"[A-Za-z0-9_.-]{1,200}", "a valid queue name"),
+        "`exports`",
+        "queue name (Dramatiq adds `.DQ` and `.XQ`)",
+    ),
+    Variable(
+        "S3_ENDPOINT",
+        "s3_endpoint",
+        urls("http", "https"),
+        "unset: AWS S3",
+        "S3-compatible endpoint (MinIO, moto); path-style addressing when set",
+    ),
+    Variable(
+        "S3_ACCESS_KEY",
+        "s3_access_key",
+        text,
+        "unset: the AWS credential chain",
+        "set it and `S3_SECRET_KEY`, or neither",
+    ),
+    Variable(
+        "S3_SECRET_KEY",
+        "s3_secret_key",
+        text,
+        "unset: the AWS credential chain",
+        "set it and `S3_ACCESS_KEY`, or neither",
+    ),
+    Variable("S3_BUCKET", "s3_bucket", parse_bucket, "`analytics-exports`", "default bucket"),
+    Variable(
+        "S3_REGION",
+        "s3_region",
+        matching(r"[a-z0-9-]{2,40}", "a region name"),
+        "`us-east-1`",
+        "the S3 region to sign for",
+    ),
+    Variable(
+        "S3_BUCKET_OVERRIDES",
+        "s3_bucket_overrides",
+        parse_bucket_overrides,
+        "empty",
+        "per-org buckets: `ORG_UUID=bucket,ORG_UUID=bucket`",
+    ),
+    Variable(
+        "EXPORT_WORKER_INTERVAL",
+        "export_worker_interval",
+        parse_duration,
+        "`30s`",
+        "scheduler tick (expiry, sweep, rollup retention)",
+    ),
+    Variable(
+        "EXPORT_WORKER_CONCURRENCY",
+        "export_worker_concurrency",
+        ranged_int(1, 64),
+        "`2`",
+        "exports one worker process runs at once (and its prefetch)",
+    ),
+    Variable(
+        "EXPORT_SIGNED_URL_TTL",
+        "export_signed_url_ttl",
+        ranged_duration(1, 7 * 86400, " (1s to 7d: SigV4's limit)"),
+        "`24h`",
+        "how long a succeeded export can be downloaded (max `7d`, SigV4's limit)",
+    ),
+    Variable(
+        "EXPORT_PART_SIZE",
+        "export_part_size",
+        parse_part_size,
+        "`8MiB`",
+        "multipart part size, `5MiB`..`5GiB`",
+    ),
+    Variable(
+        "EXPORT_PARTS_IN_FLIGHT",
+        "export_parts_in_flight",
+        ranged_int(1, 8),
+        "`2`",
+        "part uploads on their way while the next part fills (1 = read and upload in turn)",
+    ),
+    Variable(
+        "EXPORT_MAX_ACTIVE_PER_ORG",
+        "export_max_active_per_org",
+        ranged_int(1, 10_000),
+        "`5`",
+        "pending + running exports per org; the next POST gets 429 with `Retry-After`",
+    ),
+    Variable(
+        "EXPORT_MAX_ATTEMPTS",
+        "export_max_attempts",
+        ranged_int(1, 100),
+        "`3`",
+        "attempts (claims not handed back at shutdown) before a job fails for good",
+    ),
+    Variable(
+        "EXPORT_LEASE_TTL",
+        "export_lease_ttl",
+        ranged_duration(3, None, ": at least 3s (it is renewed every third)"),
+        "`60s`",
+        "a running job's lease, renewed every third; reclaimed by the sweep once lapsed (min `3s`)",
+    ),
+    Variable(
+        "EXPORT_RETRY_WINDOW",
+        "export_retry_window",
+        parse_duration,
+        "`30s`",
+        "how long one attempt retries a failing S3 call, with backoff",
+    ),
+    Variable(
+        "EXPORT_SHUTDOWN_GRACE",
+        "export_shutdown_grace",
+        parse_duration,
+        "`30s`",
+        "on SIGTERM, how long running exports may finish before they are handed back",
+    ),
+    Variable(
+        "HTTP_HOST",
+        "http_host",
+        text,
+        "`127.0.0.1`",
+        "where the API and `METRICS_PORT` listen (containers use `0.0.0.0`)",
+    ),
+    Variable("HTTP_PORT", "http_port", ranged_int(0, 65535), "`8084`", "the API's port"),
+    Variable(
+        "HTTP_HEADER_TIMEOUT",
+        "http_header_timeout",
+        parse_duration,
+        "`10s`",
+        "a request line and headers slower than this (from their first byte) get 408 and the"
+        " connection is closed",
+    ),
+    Variable(
+        "HTTP_BODY_TIMEOUT",
+        "http_body_timeout",
+        parse_duration,
+        "`30s`",
+        "a request body slower than this gets 408 and the connection is closed",
+    ),
+    Variable(
+        "HTTP_KEEPALIVE_TIMEOUT",
+        "http_keepalive_timeout",
+        parse_duration,
+        "`75s`",
+        "an idle keep-alive connection is closed after this (keep it above a load balancer's idle timeout)",
+    ),
+    Variable(
+        "HTTP_MAX_CONNECTIONS",
+        "http_max_connections",
+        ranged_int(1, 1_000_000),
+        "`1024`",
+        "connections the API holds at once; the next gets 503 and is closed",
+    ),
+    Variable(
+        "METRICS_PORT",
+        "metrics_port",
+        ranged_int(0, 65535),
+        "`9191`",
+        "the operators' port (on `HTTP_HOST`, keep it internal): a worker's `/metrics` and liveness"
+        " `/healthz`; the API's `/metrics` and `/readyz` with its checks (on `HTTP_PORT` then `/readyz`"
+        " says only ready or not, and there is no `/metrics`). `0`: a worker serves neither, the API"
+        " serves both on `HTTP_PORT`; `make run` gives the API `METRICS_PORT + 1`",
+    ),
+    Variable(
+        "AUTH_JWT_SECRET",
+        "auth_jwt_secret",
+        parse_secret,
+        "none: the API and `token` refuse to start without it",
+        "HS256 key: at least 32 bytes, generated (`openssl rand -base64 48`); published or placeholder"
+        " values are refused. `make run` makes one per run",
+    ),
+    Variable(
+        "AUTH_JWT_PREVIOUS_SECRETS",
+        "auth_jwt_previous_secrets",
+        parse_previous_secrets,
+        "empty",
+        "former HS256 keys, comma-separated, each held to `AUTH_JWT_SECRET`'s rules: tokens they signed"
+        " are still accepted, new ones are signed only with `AUTH_JWT_SECRET` (rotation without"
+        " downtime: docs/runbooks/exports.md)",
+    ),
+    Variable(
+        "AUTH_JWT_ISSUER", "auth_jwt_issuer", text, "unset", "when set, tokens must carry exactly this `iss`"
+    ),
+    Variable(
+        "AUTH_JWT_AUDIENCE",
+        "auth_jwt_audience",
+        text,
+        "unset",
+        "when set, tokens must carry exactly this `aud`",
+    ),
+    Variable(
+        "AUTH_JWKS_URL",
+        "auth_jwks_url",
+        urls("https", "http"),
+        "unset",
+        "when set, RS256 tokens are accepted too, verified with the keys this JWKS URL publishes",
+    ),
+    Variable(
+        "DATA_RETENTION_MONTHS",
+        "data_retention_months",
+        ranged_int(1, 240),
+        "`13`",
+        "rollups are kept this long; an export may not start earlier",
+    ),
+    Variable("LOG_LEVEL", "log_level", parse_log_level, "`INFO`", "JSON logs on stderr"),
+)
+
+
+def settings_table() -> str:
+    """The README's settings table, as VARIABLES declares it."""
+    rows = [f"| `{v.name}` | {v.default} | {v.doc} |" for v in VARIABLES]
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows]) + "\n"
