@@ -58,7 +58,7 @@ from service.repository import JobRepository, create_pool
 from service.settings import MIB, Settings
 from service.sql import QUERIES
 from service.storage import CSV_CONTENT_TYPE, ObjectStore, S3Client, open_s3_client
-from tests.rollups import csv_safe
+from tests.support.rollups import csv_safe
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 ADMIN_DATABASE_URL: Final = os.environ.get(

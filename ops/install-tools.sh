@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the machine tools the test suite needs beyond the venv, if missing (dev machines and CI):
 # docker-compose, Debian's Python v1, which parses and validates docker-compose.yml without a
-# Docker engine (tests/unit/test_compose.py). A no-op when it is already installed.
+# Docker engine (tests/house/test_compose.py). A no-op when it is already installed.
 set -euo pipefail
 
 command -v docker-compose >/dev/null 2>&1 && exit 0

@@ -19,9 +19,9 @@ import asyncpg
 import pytest
 
 from service.api.auth import READ
-from tests.docblocks import marked_block, run_bash
 from tests.e2e.conftest import Stack
-from tests.rollups import HEADER
+from tests.support.docblocks import marked_block, run_bash
+from tests.support.rollups import HEADER
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "metrics" / "report.md"

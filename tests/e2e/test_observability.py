@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.repository import seed_demo
 from tests.e2e.conftest import Stack, wait_for_job
-from tests.unit.test_observability import DASHBOARD, alert_exprs, dashboard_exprs, load_alerts, metric_names
+from tests.house.test_observability import DASHBOARD, alert_exprs, dashboard_exprs, load_alerts, metric_names
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 BODY = {

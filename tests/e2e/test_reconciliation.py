@@ -18,7 +18,7 @@ import pytest
 from service.job import object_key
 from tests.conftest import BUCKET, OVERRIDE_BUCKET, OVERRIDE_ORG
 from tests.e2e.conftest import Stack, create_export, download, wait_for_job
-from tests.rollups import (
+from tests.support.rollups import (
     HEADER,
     TRICKY_MODELS,
     Rollup,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.docblocks import marked_block, run_bash
 from tests.e2e.conftest import Stack
+from tests.support.docblocks import marked_block, run_bash
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 README = Path(__file__).resolve().parents[2] / "README.md"

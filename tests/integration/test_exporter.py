@@ -19,7 +19,7 @@ from service.repository import JobRepository, create_pool
 from service.settings import Settings
 from service.storage import ObjectStore, S3Client, open_s3_client
 from tests.conftest import BUCKET, OVERRIDE_BUCKET, OVERRIDE_ORG
-from tests.rollups import (
+from tests.support.rollups import (
     HEADER,
     TRICKY_MODELS,
     daily_from_hourly,

@@ -19,7 +19,7 @@ from service.retention import PRUNE_GRACE, RollupTable, retention_cutoff
 from service.settings import Settings
 from service.sql import QUERIES
 from service.storage import ObjectStore, open_s3_client
-from tests.rollups import Rollup, hourly_rollups, insert
+from tests.support.rollups import Rollup, hourly_rollups, insert
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 #: A clock on the hour, so the cutoff (13 months back) is itself the start of an hourly bucket.

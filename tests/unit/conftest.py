@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .fakes import FakeQueue, FakeRepository, FakeS3
+from tests.support.fakes import FakeQueue, FakeRepository, FakeS3
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ import pytest
 from service.job import Granularity
 from service.sql import QUERIES, parse_queries
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES = sorted([*(ROOT / "service").rglob("*.py"), *(ROOT / "actors").rglob("*.py")])
+ROOT = Path(__file__).resolve().parents[3]
+SOURCES = sorted(
+    path for package in ("service", "actors", "cli", "devtools") for path in (ROOT / package).rglob("*.py")
+)
 
 _LOOKUP = re.compile(r"QUERIES\[\s*(?P<expr>[^\]]+?)\s*\]")
 _LITERAL = re.compile(r"""^(["'])(?P<name>\w+)\1$""")

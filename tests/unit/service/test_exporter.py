@@ -15,8 +15,7 @@ from service.exporter import Exporter, content_disposition
 from service.job import Granularity, Job, JobStatus
 from service.settings import Settings
 from service.storage import ObjectStore
-
-from .fakes import ORG_A, ORG_B, T0, FakeRepository, FakeS3, client_error, make_job
+from tests.support.fakes import ORG_A, ORG_B, T0, FakeRepository, FakeS3, client_error, make_job
 
 PART = 16
 CSV = [

@@ -23,8 +23,7 @@ from service.job import Job, JobStatus
 from service.repository import JobRepository
 from service.settings import Settings
 from service.storage import ObjectStore
-
-from .fakes import (
+from tests.support.fakes import (
     ORG_A,
     ORG_B,
     SECRET,

@@ -22,8 +22,7 @@ from service.api.schemas import (
 from service.errors import ValidationFailed
 from service.job import Granularity, JobPage, JobStatus
 from service.retention import months_before
-
-from .fakes import ORG_A, make_job, schema_errors, succeeded_job
+from tests.support.fakes import ORG_A, make_job, schema_errors, succeeded_job
 
 USER = "alice@example.com"
 

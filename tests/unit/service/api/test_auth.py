@@ -25,8 +25,7 @@ from service.api.auth import (
     verify_token,
 )
 from service.errors import Forbidden, Unauthenticated
-
-from .fakes import ORG_A, ORG_B, SECRET
+from tests.support.fakes import ORG_A, ORG_B, SECRET
 
 
 def principal_from_header(

@@ -25,8 +25,7 @@ from service.storage import (
     s3_uri,
     storage_error,
 )
-
-from .fakes import FakeS3, client_error
+from tests.support.fakes import FakeS3, client_error
 
 BUCKET = "analytics-exports"
 KEY = "analytics/exports/org/job.csv"

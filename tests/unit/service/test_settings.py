@@ -9,8 +9,7 @@ import pytest
 
 from service.errors import SettingsError
 from service.settings import PUBLIC_SECRETS, Settings
-
-from .fakes import ORG_A, ORG_B
+from tests.support.fakes import ORG_A, ORG_B
 
 MIB = 1024 * 1024
 

@@ -13,8 +13,7 @@ from service.errors import Conflict, Gone, IdempotencyKeyReused, NotFound
 from service.exports import ExportService, request_fingerprint
 from service.job import ExportRequest, Granularity, JobStatus
 from service.storage import ObjectStore
-
-from .fakes import ORG_A, ORG_B, T0, FakeQueue, FakeRepository, FakeS3, make_job, succeeded_job
+from tests.support.fakes import ORG_A, ORG_B, T0, FakeQueue, FakeRepository, FakeS3, make_job, succeeded_job
 
 
 def service(repo: FakeRepository, s3: FakeS3, queue: FakeQueue) -> ExportService:

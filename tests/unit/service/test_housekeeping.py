@@ -16,8 +16,7 @@ from service.metrics import ExportMetrics
 from service.retention import PRUNE_GRACE, RollupTable
 from service.settings import Settings
 from service.storage import ObjectStore
-
-from .fakes import FakeQueue, FakeRepository, FakeS3, client_error, make_job, succeeded_job
+from tests.support.fakes import FakeQueue, FakeRepository, FakeS3, client_error, make_job, succeeded_job
 
 
 def housekeeper(repo: FakeRepository, s3: FakeS3) -> Housekeeper:

@@ -21,8 +21,7 @@ from service.exports import ExportService
 from service.repository import JobRepository
 from service.settings import Settings
 from service.storage import ObjectStore
-
-from .fakes import SECRET, FakeQueue, FakeRepository, FakeS3
+from tests.support.fakes import SECRET, FakeQueue, FakeRepository, FakeS3
 
 #: Short enough to wait out, long enough that a loaded CI machine answers a prompt client first.
 HEADER_TIMEOUT = 0.5

@@ -21,8 +21,7 @@ from service.job import JobStatus
 from service.repository import JobRepository
 from service.settings import Settings
 from service.storage import ObjectStore
-
-from .fakes import ORG_A, SECRET, FakeQueue, FakeRepository, FakeS3, make_job
+from tests.support.fakes import ORG_A, SECRET, FakeQueue, FakeRepository, FakeS3, make_job
 
 Client = TestClient[web.Request, web.Application]
 EXPORTS_A = f"/analytics/v1/orgs/{ORG_A}/exports"

@@ -12,8 +12,7 @@ from service.housekeeping import Housekeeper
 from service.retention import PRUNE_GRACE, retention_cutoff
 from service.settings import Settings
 from service.storage import ObjectStore
-
-from .fakes import ORG_A, FakeRepository, FakeS3
+from tests.support.fakes import ORG_A, FakeRepository, FakeS3
 
 CLOCKS = [
     datetime(2026, 11, 29, 12, tzinfo=UTC),
