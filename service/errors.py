@@ -1,7 +1,7 @@
 """The service's error tree.
 
-``ExportsError`` is the root. API-facing errors carry the HTTP status and a stable problem
-``type`` slug; the error middleware is the only place that turns them into responses.
+``ExportsError`` is the root. Errors say what went wrong in the service's terms; none knows
+HTTP: ``service/api/problems.py`` is the one place that decides how each is answered.
 Export failures are split into :class:`ExportFailed` subclasses so a worker can tell a
 retryable fault from a terminal one.
 """
@@ -23,14 +23,10 @@ class SettingsError(ExportsError):
         self.variable = variable
 
 
-class ApiError(ExportsError):
-    """An error answered to an API client as ``application/problem+json``."""
-
-    status: int = 400
-    slug: str = "bad-request"
-    title: str = "Bad request"
-    #: Seconds a client should wait before trying again (the Retry-After header), if it should.
-    retry_after: int | None = None
+class RequestRefused(ExportsError):
+    """A request the service will not carry out, and why: ``detail`` for a person, ``errors``
+    naming the offending fields. How each kind is answered over HTTP is decided in one place,
+    ``service/api/problems.py``."""
 
     def __init__(self, detail: str, *, errors: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -38,78 +34,53 @@ class ApiError(ExportsError):
         self.errors = dict(errors or {})
 
 
-class ValidationFailed(ApiError):
-    status = 400
-    slug = "validation-error"
-    title = "Request validation failed"
+class ValidationFailed(RequestRefused):
+    """The input is malformed or breaks a rule (a field, a range, a cursor)."""
 
 
-class Unauthenticated(ApiError):
-    status = 401
-    slug = "unauthenticated"
-    title = "Missing or invalid bearer token"
+class Unauthenticated(RequestRefused):
+    """No caller could be established: the bearer token is missing or invalid."""
 
 
-class Forbidden(ApiError):
-    status = 403
-    slug = "forbidden"
-    title = "Not allowed"
+class Forbidden(RequestRefused):
+    """The caller may not do this: a scope or an org the token does not grant."""
 
 
-class NotFound(ApiError):
-    status = 404
-    slug = "not-found"
-    title = "Not found"
+class NotFound(RequestRefused):
+    """No such export for this org (another org's export is not found either)."""
 
 
-class Conflict(ApiError):
-    status = 409
-    slug = "conflict"
-    title = "Conflict with the job's current state"
+class Conflict(RequestRefused):
+    """The export's current state does not allow it (download before success, cancel after end)."""
 
 
-class Gone(ApiError):
-    status = 410
-    slug = "gone"
-    title = "Export expired"
+class Gone(RequestRefused):
+    """The export expired and its file was deleted."""
 
 
-class IdempotencyKeyReused(ApiError):
-    status = 422
-    slug = "idempotency-key-reused"
-    title = "Idempotency-Key already used for a different request"
+class IdempotencyKeyReused(RequestRefused):
+    """The Idempotency-Key was used in the last 24 hours for a different request."""
 
 
-class TooManyActiveExports(ApiError):
-    status = 429
-    slug = "too-many-active-exports"
-    title = "Too many exports in progress for this org"
+class TooManyActiveExports(RequestRefused):
+    """The org has as many exports pending or running as it may; try again later."""
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
+        #: Seconds after which trying again makes sense.
         self.retry_after = retry_after
 
 
-class RequestTimeout(ApiError):
+class RequestTimeout(RequestRefused):
     """The client did not send its request in time; the connection is closed after the answer."""
 
-    status = 408
-    slug = "request-timeout"
-    title = "Request not received in time"
+
+class ClientClosedRequest(RequestRefused):
+    """The client went away before its request was read; nothing can be answered."""
 
 
-class ClientClosedRequest(ApiError):
-    """The client went away before its request was read; nothing is answered (499 in metrics)."""
-
-    status = 499
-    slug = "client-closed-request"
-    title = "Client closed the request"
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    slug = "unsupported-media-type"
-    title = "Unsupported media type"
+class UnsupportedMediaType(RequestRefused):
+    """The body is not in a format the service reads (JSON)."""
 
 
 class ExportFailed(ExportsError):
@@ -144,13 +115,13 @@ class QueueUnavailable(ExportsError):
     """The task queue could not accept a message."""
 
 
-class ServiceUnavailable(ApiError):
-    status = 503
-    slug = "service-unavailable"
-    title = "A backing service is unavailable"
-    #: Outages usually pass in seconds (a failover, a restart); clients poll again after this.
-    retry_after = 5
+class BackendUnavailable(ExportsError):
+    """A service this one depends on is unreachable; such outages usually pass in seconds."""
 
 
-class DatabaseUnavailable(ServiceUnavailable, Retryable):
+class IdentityProviderUnavailable(BackendUnavailable):
+    """The identity provider's signing keys (AUTH_JWKS_URL) could not be fetched."""
+
+
+class DatabaseUnavailable(BackendUnavailable, Retryable):
     """PostgreSQL could not be reached or dropped the connection."""

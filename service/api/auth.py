@@ -13,7 +13,7 @@ from typing import Final
 
 import jwt
 
-from service.errors import Forbidden, ServiceUnavailable, Unauthenticated
+from service.errors import Forbidden, IdentityProviderUnavailable, Unauthenticated
 
 log = logging.getLogger(__name__)
 READ: Final = "exports:read"
@@ -189,7 +189,9 @@ class TokenVerifier:
                 # PyJWKClient fetches with urllib: keep that off the event loop.
                 key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
             except jwt.PyJWKClientConnectionError as exc:
-                raise ServiceUnavailable(f"the identity provider's keys are unavailable: {exc}") from None
+                raise IdentityProviderUnavailable(
+                    f"the identity provider's keys are unavailable: {exc}"
+                ) from None
             except jwt.PyJWKClientError:
                 raise Unauthenticated(
                     "invalid token: its key (kid) is not one the identity provider publishes"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.api.auth import READ, TokenVerifier, mint_token
-from service.errors import ServiceUnavailable, Unauthenticated
+from service.errors import IdentityProviderUnavailable, Unauthenticated
 
 SECRET = "shared-hs256-secret-that-is-32-bytes-long!"
 ORG = uuid.UUID("0b6f3c2e-8f57-4a4e-9d1c-3a1f4f0e9a01")
@@ -108,5 +108,5 @@ async def test_rs256_is_refused_when_no_jwks_is_configured() -> None:
 
 
 async def test_an_unreachable_jwks_is_a_503_not_a_401() -> None:
-    with pytest.raises(ServiceUnavailable):
+    with pytest.raises(IdentityProviderUnavailable):
         await verifier("http://127.0.0.1:9/jwks.json").verify(f"Bearer {rs256(KEY, 'key-1')}")
