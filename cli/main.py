@@ -29,7 +29,7 @@ from cli.client import EXIT_USAGE, CreateExportBody, ExportCommand
 from cli.preflight import EXIT_UNAVAILABLE, unreachable_service
 from service.api.app import create_app
 from service.api.auth import READ, WRITE, mint_token
-from service.api.openapi import build_openapi
+from service.api.routes import openapi_document
 from service.api.server import serve
 from service.errors import DatabaseUnavailable, SettingsError
 from service.logs import configure_logging
@@ -155,7 +155,7 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    text = orjson.dumps(build_openapi(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    text = orjson.dumps(openapi_document(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
     if args.check:
         if not OPENAPI_PATH.exists() or OPENAPI_PATH.read_text() != text:
             print(f"{OPENAPI_PATH} is out of date: run `analytics-exports openapi`", file=sys.stderr)

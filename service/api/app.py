@@ -10,9 +10,9 @@ from aiohttp import web
 from service.api import keys
 from service.api.auth import TokenVerifier
 from service.api.connections import ConnectionGuard
-from service.api.handlers import add_routes
-from service.api.openapi import build_openapi
+from service.api.contract import add_routes
 from service.api.problems import problem_middleware
+from service.api.routes import ROUTES, openapi_document
 from service.api.server import guard_middleware
 from service.api.telemetry import telemetry_middleware
 from service.exports import ExportService
@@ -77,7 +77,7 @@ def wired_app(settings: Settings, queue: JobQueue) -> web.Application:
     app[keys.METRICS] = metrics = ApiMetrics()
     app[keys.GUARD] = ConnectionGuard.from_settings(settings, metrics)
     app[keys.QUEUE] = queue
-    app[keys.OPENAPI] = build_openapi()
+    app[keys.OPENAPI] = openapi_document()
     app[keys.VERIFIER] = TokenVerifier(
         settings.auth_jwt_secret,
         issuer=settings.auth_jwt_issuer,
@@ -85,5 +85,5 @@ def wired_app(settings: Settings, queue: JobQueue) -> web.Application:
         jwks_url=settings.auth_jwks_url,
         previous_secrets=settings.auth_jwt_previous_secrets,
     )
-    add_routes(app)
+    add_routes(app, ROUTES)
     return app

@@ -1,16 +1,12 @@
-"""Request parsing and response shapes, and the JSON Schemas the OpenAPI document publishes.
-
-The parsers here are the API's only validation; the schemas below describe exactly what they
-accept, and ``tests/unit/test_schemas.py`` checks the two against each other on examples.
-"""
+"""The JSON Schemas of the API's bodies (validated by service/api/contract.py and published in
+the OpenAPI document), what a validated request body means, and the JSON of the answers."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from service.errors import ValidationFailed
 from service.job import (
@@ -30,9 +26,12 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
 MAX_MODELS: Final = 1000
 MAX_MODEL_ID_LENGTH: Final = 256
-#: Matched in full (a trailing newline is not part of a timestamp), ASCII digits only.
+#: RFC 3339 with an offset, ASCII digits only: the schema's pattern, matched whole here.
+TIMESTAMP_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 _RFC3339: Final = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
@@ -57,42 +56,19 @@ def parse_timestamp(value: object, field: str) -> datetime:
         ) from None
 
 
-def parse_uuid(value: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise ValidationFailed(f"{field} must be a UUID", errors={field: "must be a UUID"}) from None
-
-
-def _reject_unknown(body: Mapping[str, object], allowed: set[str], prefix: str = "") -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ValidationFailed(
-            f"unknown field(s): {', '.join(prefix + name for name in unknown)}",
-            errors={prefix + name: "unknown field" for name in unknown},
-        )
-
-
 def parse_export_request(
-    body: object,
+    body: Any,
     org_id: uuid.UUID,
     requested_by: str,
     *,
     retention_months: int | None = None,
     now: datetime | None = None,
 ) -> ExportRequest:
-    if not isinstance(body, dict):
-        raise ValidationFailed("request body must be a JSON object")
-    _reject_unknown(body, {"timeRange", "granularity", "models"})
-    time_range = body.get("timeRange")
-    if not isinstance(time_range, dict):
-        raise ValidationFailed("timeRange is required", errors={"timeRange": "required object {start, end}"})
-    _reject_unknown(time_range, {"start", "end"}, prefix="timeRange.")
-    if "start" not in time_range or "end" not in time_range:
-        missing = [f"timeRange.{k}" for k in ("start", "end") if k not in time_range]
-        raise ValidationFailed(f"{', '.join(missing)} required", errors={k: "required" for k in missing})
-    start = parse_timestamp(time_range["start"], "timeRange.start")
-    end = parse_timestamp(time_range["end"], "timeRange.end")
+    """The export asked for by ``body``, which has passed the contract's structural validation
+    (CreateExportRequest): the timestamps read, and the rules across fields applied (start
+    before end, at most 31 days, not before the retention window)."""
+    start = parse_timestamp(body["timeRange"]["start"], "timeRange.start")
+    end = parse_timestamp(body["timeRange"]["end"], "timeRange.end")
     if start >= end:
         raise ValidationFailed(
             "timeRange.start must be before timeRange.end", errors={"timeRange": "start >= end"}
@@ -109,82 +85,16 @@ def parse_export_request(
             f"{retention_months} months, so the earliest start is {rfc3339(oldest)}",
             errors={"timeRange.start": f"before the {retention_months}-month retention window"},
         )
-    granularity = body.get("granularity")
-    if not isinstance(granularity, str) or granularity not in {g.value for g in Granularity}:
-        raise ValidationFailed(
-            "granularity must be one of hourly, daily, monthly",
-            errors={"granularity": "one of hourly, daily, monthly"},
-        )
+    models = body.get("models")
     return ExportRequest(
         org_id=org_id,
         requested_by=requested_by,
-        start=start.astimezone(UTC),
-        end=end.astimezone(UTC),
-        granularity=Granularity(granularity),
-        models=parse_models(body.get("models")),
+        start=start,
+        end=end,
+        granularity=Granularity(body["granularity"]),
+        # Empty means every model; duplicates mean nothing more than once.
+        models=tuple(dict.fromkeys(models)) or None if models else None,
     )
-
-
-def parse_models(models: object) -> tuple[str, ...] | None:
-    if models is None:
-        return None
-    if not isinstance(models, list):
-        raise ValidationFailed("models must be a list of model ids", errors={"models": "must be a list"})
-    if len(models) > MAX_MODELS:
-        raise ValidationFailed(f"at most {MAX_MODELS} models", errors={"models": f"more than {MAX_MODELS}"})
-    for i, model in enumerate(models):
-        if not isinstance(model, str) or not 1 <= len(model) <= MAX_MODEL_ID_LENGTH or "\x00" in model:
-            raise ValidationFailed(
-                f"models[{i}] must be a non-empty string of at most {MAX_MODEL_ID_LENGTH} characters",
-                errors={f"models[{i}]": "invalid model id"},
-            )
-    # Empty means every model; duplicates mean nothing more than once.
-    return tuple(dict.fromkeys(models)) or None
-
-
-def _occurrences(query: Mapping[str, str], name: str) -> int:
-    """How often a query parameter was given (aiohttp's query is a multidict)."""
-    getall = getattr(query, "getall", None)
-    return len(getall(name, [])) if getall is not None else int(name in query)
-
-
-def _page_query(query: Mapping[str, str], names: tuple[str, ...]) -> tuple[int, str | None]:
-    """``limit`` and ``cursor`` of a paged listing whose parameters are ``names``: each optional,
-    but present means a valid value (an empty ``?cursor=`` is an error, not "from the start").
-    Unknown and repeated parameters are refused."""
-    _reject_unknown(query, set(names))
-    repeated = sorted(name for name in names if _occurrences(query, name) > 1)
-    if repeated:
-        raise ValidationFailed(
-            f"{', '.join(repeated)} may be given once",
-            errors={name: "given more than once" for name in repeated},
-        )
-    limit_raw = query.get("limit", str(DEFAULT_LIMIT))
-    if not re.fullmatch(r"[0-9]{1,4}", limit_raw) or not 1 <= int(limit_raw) <= MAX_LIMIT:
-        raise ValidationFailed(
-            f"limit must be an integer from 1 to {MAX_LIMIT}", errors={"limit": "out of range"}
-        )
-    cursor = query.get("cursor")
-    if cursor is not None and not cursor:
-        raise ValidationFailed("cursor must be one this API returned", errors={"cursor": "empty"})
-    return int(limit_raw), cursor
-
-
-def parse_list_query(query: Mapping[str, str]) -> tuple[JobStatus | None, int, str | None]:
-    """``status``, ``limit`` and ``cursor`` of the list of exports."""
-    limit, cursor = _page_query(query, ("status", "limit", "cursor"))
-    status_raw = query.get("status")
-    if status_raw is not None and status_raw not in {s.value for s in JobStatus}:
-        raise ValidationFailed(
-            f"status must be one of {', '.join(s.value for s in JobStatus)}",
-            errors={"status": "unknown status"},
-        )
-    return (JobStatus(status_raw) if status_raw is not None else None), limit, cursor
-
-
-def parse_events_query(query: Mapping[str, str]) -> tuple[int, str | None]:
-    """``limit`` and ``cursor`` of a job's audit trail."""
-    return _page_query(query, ("limit", "cursor"))
 
 
 def job_json(job: Job) -> dict[str, object]:
@@ -238,6 +148,11 @@ def event_page_json(page: EventPage) -> dict[str, object]:
 # --- JSON Schemas published in the OpenAPI document --------------------------------------------
 
 _TIMESTAMP: Final = {"type": "string", "format": "date-time"}
+_TIMESTAMP_IN: Final = {
+    **_TIMESTAMP,
+    "pattern": TIMESTAMP_PATTERN,
+    "x-message": "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-01T00:00:00Z",
+}
 #: The kinds of audit events (the CHECK constraint of analytics.export_events).
 EVENT_KINDS: Final = (
     "created",
@@ -259,8 +174,8 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
         "additionalProperties": False,
         "required": ["start", "end"],
         "properties": {
-            "start": {**_TIMESTAMP, "description": "Inclusive; RFC 3339 with an offset."},
-            "end": {**_TIMESTAMP, "description": "Exclusive; at most 31 days after start."},
+            "start": {**_TIMESTAMP_IN, "description": "Inclusive; RFC 3339 with an offset."},
+            "end": {**_TIMESTAMP_IN, "description": "Exclusive; at most 31 days after start."},
         },
     },
     "CreateExportRequest": {
@@ -273,7 +188,13 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "models": {
                 "type": ["array", "null"],
                 "maxItems": MAX_MODELS,
-                "items": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_ID_LENGTH},
+                "items": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_MODEL_ID_LENGTH,
+                    "pattern": "^[^\\x00]*$",
+                    "x-message": "must not contain a NUL character",
+                },
                 "description": "Model ids to include; absent, null or empty means every model.",
             },
         },

@@ -34,7 +34,7 @@ def request_id_of(request: web.Request) -> str:
 
 
 def route_of(request: web.Request) -> str:
-    """The matched route's template (``/analytics/v1/orgs/{org_id}/exports``), never the path."""
+    """The matched route's template (``/analytics/v1/orgs/{orgId}/exports``), never the path."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED
 

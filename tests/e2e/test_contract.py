@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from service.api.auth import READ, WRITE, mint_token
-from service.api.openapi import build_openapi
+from service.api.routes import openapi_document
 from tests.e2e.conftest import SECRET, Stack
 
-schema = schemathesis.openapi.from_dict(build_openapi())
+schema = schemathesis.openapi.from_dict(openapi_document())
 # 413 (body over 64 KiB) is a documented, correct rejection of schema-violating input too.
 schema.config.checks.negative_data_rejection.expected_statuses.append("413")
 

@@ -99,7 +99,7 @@ async def test_metrics_on_the_api_and_the_worker_count_what_happened(
     api, worker = await scrape(http, stack.api_metrics), await scrape(http, stack.worker_metrics)
 
     # Then the API counted the POST under its route template, and reports the backlog it read
-    create = {"route": "/analytics/v1/orgs/{org_id}/exports", "method": "POST", "status": "202"}
+    create = {"route": "/analytics/v1/orgs/{orgId}/exports", "method": "POST", "status": "202"}
     assert (
         value(api, "exports_http_requests_total", **create)
         == value(api_before, "exports_http_requests_total", **create) + 1

@@ -6,7 +6,6 @@ records the calls it received, so tests can assert on what the code under test a
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -15,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from service.api.contract import validator
 from service.api.schemas import SCHEMAS
 from service.errors import IdempotencyKeyReused, QueueUnavailable, TooManyActiveExports
 from service.job import (
@@ -608,80 +608,12 @@ class FakeRepository:
 
 # --- a tiny JSON Schema check (the keywords SCHEMAS uses, nothing else) -------------------------
 
-_JSON_TYPES: dict[str, Callable[[object], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-_KNOWN = {
-    "$ref",
-    "type",
-    "required",
-    "properties",
-    "additionalProperties",
-    "items",
-    "enum",
-    "pattern",
-    "minLength",
-    "maxLength",
-    "maxItems",
-    "minimum",
-    "format",
-    "description",
-}
 
-
-def schema_errors(instance: object, schema: Mapping[str, Any], path: str = "$") -> list[str]:
-    """Where ``instance`` breaks ``schema`` (empty when valid). Unknown keywords are an error,
-    so a constraint added to SCHEMAS is never silently ignored here."""
-    unknown = set(schema) - _KNOWN
-    assert not unknown, f"schema keyword(s) {unknown} at {path} not supported by this check"
-    if "$ref" in schema:
-        name = schema["$ref"].removeprefix("#/components/schemas/")
-        return schema_errors(instance, SCHEMAS[name], path)
-    errors: list[str] = []
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_JSON_TYPES[t](instance) for t in types):
-            return [f"{path}: {instance!r} is not of type {types}"]
-    if instance is None:
-        return errors
-    if "enum" in schema and instance not in schema["enum"]:
-        errors.append(f"{path}: {instance!r} not in {schema['enum']}")
-    if isinstance(instance, str):
-        if "pattern" in schema and not re.search(schema["pattern"], instance):
-            errors.append(f"{path}: {instance!r} does not match {schema['pattern']}")
-        if len(instance) < schema.get("minLength", 0):
-            errors.append(f"{path}: shorter than {schema['minLength']}")
-        if "maxLength" in schema and len(instance) > schema["maxLength"]:
-            errors.append(f"{path}: longer than {schema['maxLength']}")
-        if schema.get("format") == "date-time" and not _DATE_TIME.match(instance):
-            errors.append(f"{path}: {instance!r} is not a date-time")
-        if schema.get("format") == "uuid":
-            try:
-                uuid.UUID(instance)
-            except ValueError:
-                errors.append(f"{path}: {instance!r} is not a uuid")
-    if isinstance(instance, int) and "minimum" in schema and instance < schema["minimum"]:
-        errors.append(f"{path}: below {schema['minimum']}")
-    if isinstance(instance, list):
-        if "maxItems" in schema and len(instance) > schema["maxItems"]:
-            errors.append(f"{path}: more than {schema['maxItems']} items")
-        for i, item in enumerate(instance):
-            errors += schema_errors(item, schema.get("items", {}), f"{path}[{i}]")
-    if isinstance(instance, dict):
-        properties = schema.get("properties", {})
-        errors += [f"{path}: missing {key}" for key in schema.get("required", []) if key not in instance]
-        for key, value in instance.items():
-            if key in properties:
-                errors += schema_errors(value, properties[key], f"{path}.{key}")
-            elif schema.get("additionalProperties") is False:
-                errors.append(f"{path}: unexpected {key}")
-            elif isinstance(schema.get("additionalProperties"), dict):
-                errors += schema_errors(value, schema["additionalProperties"], f"{path}.{key}")
-    return errors
+def schema_errors(instance: object, schema: Mapping[str, Any]) -> list[str]:
+    """Where ``instance`` breaks ``schema``, one of SCHEMAS (empty when valid), checked by the
+    validator the API itself uses on requests."""
+    [name] = [name for name, candidate in SCHEMAS.items() if candidate is schema]
+    return [
+        f"{'/'.join(map(str, error.absolute_path)) or '$'}: {error.message}"
+        for error in validator(name).iter_errors(instance)
+    ]

@@ -94,11 +94,11 @@ async def test_requests_are_counted_by_route_template_method_and_status(
     assert (await client.post(EXPORTS_A, json=BODY, headers=AUTH)).status == 202
     assert (await client.get("/no/such/path")).status == 404
     samples = await scrape(client)
-    one = "/analytics/v1/orgs/{org_id}/exports/{job_id}"
+    one = "/analytics/v1/orgs/{orgId}/exports/{jobId}"
     for labels, count in [
         ((("method", "GET"), ("route", one), ("status", "200")), 1),
         ((("method", "GET"), ("route", one), ("status", "404")), 1),
-        ((("method", "POST"), ("route", "/analytics/v1/orgs/{org_id}/exports"), ("status", "202")), 1),
+        ((("method", "POST"), ("route", "/analytics/v1/orgs/{orgId}/exports"), ("status", "202")), 1),
         ((("method", "GET"), ("route", "unmatched"), ("status", "404")), 1),
     ]:
         assert samples[("exports_http_requests_total", labels)] == count, labels

@@ -1,0 +1,179 @@
+"""Every operation of the API, declared once: the route table, request validation and the
+OpenAPI document all come from :data:`ROUTES` (service/api/contract.py)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from service.api import handlers
+from service.api.auth import READ, WRITE
+from service.api.contract import Answer, Parameter, Route, build_openapi, problem
+from service.api.schemas import DEFAULT_LIMIT, MAX_LIMIT
+from service.job import JobStatus
+
+BASE: Final = handlers.BASE
+EXPORTS: Final = BASE + "/orgs/{orgId}/exports"
+JOB: Final = EXPORTS + "/{jobId}"
+
+_UUID: Final = {"type": "string", "format": "uuid"}
+ORG_ID: Final = Parameter("orgId", "path", _UUID, required=True)
+JOB_ID: Final = Parameter("jobId", "path", _UUID, required=True)
+LIMIT: Final = Parameter(
+    "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
+)
+CURSOR: Final = Parameter(
+    "cursor", "query", {"type": "string", "minLength": 1}, description="The nextCursor of the page before."
+)
+STATUS: Final = Parameter("status", "query", {"type": "string", "enum": [s.value for s in JobStatus]})
+IDEMPOTENCY_KEY: Final = Parameter(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    description="Same key and body within 24 h: the same job (Idempotent-Replayed: true); same key, "
+    "different body: 422.",
+)
+
+RETRY_AFTER: Final = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
+#: What every operation with a scope may answer before its handler runs.
+GUARDED: Final = {
+    400: problem("Malformed input (ids, query, body); `errors` names the fields."),
+    401: problem("Missing, invalid or expired bearer token."),
+    403: problem("The token lacks the scope or does not grant the org."),
+    503: problem(
+        "A backing service (the database, the identity provider's keys) is unavailable; "
+        "try again after Retry-After.",
+        RETRY_AFTER,
+    ),
+}
+NO_SUCH_JOB: Final = {404: problem("No such job in this org.")}
+
+ROUTES: Final[tuple[Route, ...]] = (
+    Route(
+        "POST",
+        EXPORTS,
+        "createExport",
+        "Request an export (scope exports:write).",
+        handlers.create_export,
+        WRITE,
+        {
+            202: Answer(
+                "Accepted: the job, pending.",
+                "ExportJob",
+                headers={"Location": {"schema": {"type": "string"}, "description": "The job's URL."}},
+            ),
+            **GUARDED,
+            408: problem("The body did not arrive within HTTP_BODY_TIMEOUT; the connection is closed."),
+            413: problem("Request body too large."),
+            415: problem("Request body is not application/json."),
+            422: problem("The Idempotency-Key was used for a different request in the last 24 h."),
+            429: problem("The org has EXPORT_MAX_ACTIVE_PER_ORG exports pending or running.", RETRY_AFTER),
+        },
+        (ORG_ID, IDEMPOTENCY_KEY),
+        body="CreateExportRequest",
+    ),
+    Route(
+        "GET",
+        EXPORTS,
+        "listExports",
+        "List the org's exports, newest first (scope exports:read).",
+        handlers.list_exports,
+        READ,
+        {200: Answer("A page of jobs.", "ExportJobPage"), **GUARDED},
+        (ORG_ID, STATUS, LIMIT, CURSOR),
+    ),
+    Route(
+        "GET",
+        JOB,
+        "getExport",
+        "One export job (scope exports:read).",
+        handlers.get_export,
+        READ,
+        {200: Answer("The job.", "ExportJob"), **GUARDED, **NO_SUCH_JOB},
+        (ORG_ID, JOB_ID),
+    ),
+    Route(
+        "GET",
+        JOB + "/download",
+        "downloadExport",
+        "Redirect to a presigned URL for the CSV, valid until the job expires.",
+        handlers.download_export,
+        READ,
+        {
+            302: Answer(
+                "Redirect to the object.",
+                headers={
+                    "Location": {"schema": {"type": "string"}, "description": "Presigned S3 GET URL."},
+                    "Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}},
+                },
+            ),
+            **GUARDED,
+            **NO_SUCH_JOB,
+            409: problem("The job has not succeeded (pending, running or failed)."),
+            410: problem("The export expired and its file was deleted."),
+        },
+        (ORG_ID, JOB_ID),
+    ),
+    Route(
+        "POST",
+        JOB + "/cancel",
+        "cancelExport",
+        "Cancel an export (scope exports:write): a pending one at once, a running one at its next part.",
+        handlers.cancel_export,
+        WRITE,
+        {
+            202: Answer("The job: cancelled, or running with cancelRequestedAt set.", "ExportJob"),
+            **GUARDED,
+            **NO_SUCH_JOB,
+            409: problem("The export already finished."),
+        },
+        (ORG_ID, JOB_ID),
+    ),
+    Route(
+        "GET",
+        JOB + "/events",
+        "listExportEvents",
+        "The job's append-only audit trail, oldest first, paged (scope exports:read).",
+        handlers.list_events,
+        READ,
+        {200: Answer("The events.", "ExportEventList"), **GUARDED, **NO_SUCH_JOB},
+        (ORG_ID, JOB_ID, LIMIT, CURSOR),
+    ),
+    Route(
+        "GET",
+        BASE + "/openapi.json",
+        "openapi",
+        "This document.",
+        handlers.openapi_document,
+        None,
+        {200: Answer("The OpenAPI document.", content_type="application/json")},
+    ),
+    Route("GET", "/healthz", "healthz", "Liveness.", handlers.healthz, None, {200: Answer("Alive.")}),
+    Route(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics: requests, connections, the export backlog (text format 0.0.4). Served on "
+        "METRICS_PORT, or here when METRICS_PORT is 0.",
+        handlers.metrics,
+        None,
+        {
+            200: Answer("Metrics in Prometheus text format.", content_type="text/plain"),
+            404: problem("Not on this port: METRICS_PORT is set, and /metrics is served there."),
+        },
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        "readyz",
+        "Readiness: database, broker and buckets reachable. Which check failed (`checks`) only on "
+        "METRICS_PORT, or here when METRICS_PORT is 0.",
+        handlers.readyz,
+        None,
+        {200: Answer("Ready."), 503: Answer("A dependency is unreachable.")},
+    ),
+)
+
+
+def openapi_document() -> dict[str, object]:
+    """The OpenAPI document of :data:`ROUTES` (``analytics-exports openapi`` writes it)."""
+    return build_openapi(ROUTES)
