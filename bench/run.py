@@ -58,7 +58,7 @@ from service.repository import JobRepository, create_pool
 from service.settings import MIB, Settings
 from service.sql import QUERIES
 from service.storage import CSV_CONTENT_TYPE, ObjectStore, S3Client, open_s3_client
-from tests.support.rollups import csv_safe
+from tests.support.rollups import HEADER, csv_safe
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 ADMIN_DATABASE_URL: Final = os.environ.get(
@@ -82,15 +82,6 @@ PIPE_READ: Final = 1 << 20
 CHILD_TIMEOUT: Final = 1800.0
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
-HEADER: Final = (
-    "bucket_start",
-    "organization_id",
-    "model_id",
-    "request_count",
-    "tokens_total",
-    "error_count",
-    "cost_total",
-)
 #: B and C: the seven columns, same filter and order as export_hourly, formatted in Python.
 PLAIN_SELECT: Final = """
 SELECT bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total

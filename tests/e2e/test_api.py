@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
 import aiohttp
 import asyncpg
 import pytest
 
 from service.api.auth import READ, mint_token
+from service.api.schemas import SCHEMAS
 from tests.e2e.conftest import Stack, create_export, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 BODY = {"timeRange": {"start": "2026-10-01T00:00:00Z", "end": "2026-10-02T00:00:00Z"}, "granularity": "daily"}
-JOB_FIELDS = {
-    "attempts",
-    "nextAttemptAt",
-    "cancelRequestedAt",
-    "jobId",
-    "orgId",
-    "requestedBy",
-    "status",
-    "granularity",
-    "timeRange",
-    "models",
-    "initiatedAt",
-    "completedAt",
-    "expiresAt",
-    "rowCount",
-    "byteCount",
-    "checksum",
-    "outputUri",
-    "errorMessage",
-}
+#: Every field the published schema requires of a job.
+JOB_FIELDS = set(cast(list[str], SCHEMAS["ExportJob"]["required"]))
 
 
 async def problem(reply: aiohttp.ClientResponse, status: int) -> dict[str, object]:
