@@ -105,13 +105,16 @@ class Route:
 # --- validation ------------------------------------------------------------------------------
 
 _VALIDATORS: dict[str, Draft202012Validator] = {}
+#: Formats checked: only ``uuid``, whatever optional packages are installed (``date-time`` would be
+#: checked only where rfc3339-validator happens to be): timestamps have a pattern of their own.
+_FORMATS: Final = FormatChecker(formats=["uuid"])
 
 
 def validator(name: str) -> Draft202012Validator:
     """A validator for the component schema ``name`` (its ``$ref``s resolve among SCHEMAS)."""
     if name not in _VALIDATORS:
         root = {"$ref": f"#/components/schemas/{name}", "components": {"schemas": SCHEMAS}}
-        _VALIDATORS[name] = Draft202012Validator(root, format_checker=FormatChecker())
+        _VALIDATORS[name] = Draft202012Validator(root, format_checker=_FORMATS)
     return _VALIDATORS[name]
 
 
@@ -195,10 +198,18 @@ def _parameter_value(parameter: Parameter, raw: str) -> object:
     return raw
 
 
+#: A validator per parameter schema, made at its first use.
+_PARAMETER_VALIDATORS: dict[bytes, Draft202012Validator] = {}
+
+
 def _check_parameter(parameter: Parameter, value: object) -> None:
-    found = list(
-        Draft202012Validator(dict(parameter.schema), format_checker=FormatChecker()).iter_errors(value)
-    )
+    key = orjson.dumps(dict(parameter.schema), option=orjson.OPT_SORT_KEYS)
+    checker = _PARAMETER_VALIDATORS.get(key)
+    if checker is None:
+        checker = _PARAMETER_VALIDATORS[key] = Draft202012Validator(
+            dict(parameter.schema), format_checker=_FORMATS
+        )
+    found = list(checker.iter_errors(value))
     if found:
         what = _described(found[0], parameter.name)[parameter.name]
         raise ValidationFailed(f"{parameter.name} {what}", errors={parameter.name: what})
