@@ -478,3 +478,34 @@ async def test_marking_a_job_enqueued_leaves_the_connection_committing_durably(s
             assert await conn.fetchval("SELECT current_setting('synchronous_commit')") == "on"
     finally:
         await pool.close()
+
+
+async def test_due_for_expiry_finds_succeeded_jobs_past_their_expiry_oldest_first(
+    repository: JobRepository,
+) -> None:
+    # Given succeeded jobs whose downloads closed a minute and an hour ago, one still open, and a
+    # running job
+    org = uuid.uuid4()
+
+    async def succeeded(ttl_seconds: float) -> uuid.UUID:
+        job = (await repository.create(request(org))).job
+        claimed = await repository.claim(job.job_id, 60, "w:1")
+        assert claimed is not None
+        assert await repository.complete(claimed, output(job.job_id), ttl_seconds) is not None
+        return job.job_id
+
+    minute_ago, hour_ago, open_still = await succeeded(-60), await succeeded(-3600), await succeeded(3600)
+    running = (await repository.create(request(org))).job
+    assert await repository.claim(running.job_id, 60, "w:1") is not None
+    # When the expiry asks, then only the closed ones come, the oldest expiry first, within the limit
+    due = [job.job_id for job in await repository.due_for_expiry(limit=100) if job.org_id == org]
+    assert due == [hour_ago, minute_ago]
+    assert len(await repository.due_for_expiry(limit=1)) == 1
+    # And once expired, a job is no longer due, nor can it be expired twice
+    assert await repository.expire(hour_ago) is not None
+    assert await repository.expire(hour_ago) is None
+    assert [j.job_id for j in await repository.due_for_expiry(limit=100) if j.org_id == org] == [minute_ago]
+    # The orphan sweep's question: which of these jobs are still pending or running
+    pending = (await repository.create(request(org))).job
+    asked = [minute_ago, open_still, running.job_id, pending.job_id, uuid.uuid4()]
+    assert await repository.unfinished_job_ids(asked) == {running.job_id, pending.job_id}

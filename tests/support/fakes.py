@@ -252,7 +252,9 @@ CopyRows = Callable[[Job, Callable[[bytes], Awaitable[None]]], Awaitable[int]]
 
 
 class FakeRepository:
-    """A ``JobRepository`` over a dict, with the same compare-and-set semantics as the SQL."""
+    """A ``JobRepository`` over a dict. Its selections answer what a test sets; its transitions
+    only fence by attempt (a stale attempt changes nothing). The SQL itself, conditions and all, is
+    proven against PostgreSQL in tests/integration/test_repository.py."""
 
     def __init__(self, jobs: tuple[Job, ...] | list[Job] = ()) -> None:
         self.jobs: dict[uuid.UUID, Job] = {job.job_id: job for job in jobs}
@@ -266,7 +268,15 @@ class FakeRepository:
         self.complete_error: BaseException | None = None
         self.fail_error: BaseException | None = None
         self.get_error: BaseException | None = None
+        # What the repository's selections answer (their SQL is proven against PostgreSQL in
+        # tests/integration/test_repository.py; here a test says what they find).
         self.stale: list[uuid.UUID] = []
+        self.due: list[Job] = []
+        self.lapsed_requeued: list[uuid.UUID] = []
+        self.lapsed_failed: list[Job] = []
+        self.lapsed_cancelled: list[uuid.UUID] = []
+        self.leftovers: list[Job] = []
+        self.unfinished: set[uuid.UUID] = set()
         self.callers: list[Caller | None] = []
         self.idempotency: dict[str, tuple[str, uuid.UUID]] = {}
         #: Events the API recorded (download_url_issued), as (job_id, event, caller, details).
@@ -427,10 +437,7 @@ class FakeRepository:
 
     async def cancel_lapsed(self, limit: int) -> list[uuid.UUID]:
         self._record("cancel_lapsed", limit)
-        cancelled = [j.job_id for j in self._lapsed() if j.cancel_requested_at is not None]
-        for job_id in cancelled:
-            self.jobs[job_id] = replace(self.jobs[job_id], status=JobStatus.CANCELLED)
-        return cancelled[:limit]
+        return self.lapsed_cancelled[:limit]
 
     async def clear_upload_id(self, job_id: uuid.UUID, upload_id: str) -> None:
         self._record("clear_upload_id", job_id, upload_id)
@@ -470,45 +477,19 @@ class FakeRepository:
 
     async def requeue_lapsed(self, max_attempts: int, limit: int) -> list[uuid.UUID]:
         self._record("requeue_lapsed", max_attempts, limit)
-        requeued = []
-        for job in self._lapsed():
-            if job.charged_attempts < max_attempts:
-                self.jobs[job.job_id] = replace(
-                    job, status=JobStatus.PENDING, enqueued_at=None, lease_expires_at=None
-                )
-                requeued.append(job.job_id)
-        return requeued[:limit]
+        return self.lapsed_requeued[:limit]
 
     async def fail_lapsed(self, max_attempts: int, limit: int) -> list[Job]:
         self._record("fail_lapsed", max_attempts, limit)
-        failed = []
-        for job in self._lapsed():
-            if job.charged_attempts >= max_attempts:
-                self.jobs[job.job_id] = replace(
-                    job,
-                    status=JobStatus.FAILED,
-                    error_message=f"gave up after {job.charged_attempts} attempts",
-                )
-                failed.append(self.jobs[job.job_id])
-        return failed[:limit]
-
-    def _lapsed(self) -> list[Job]:
-        now = datetime.now(UTC)
-        return [
-            j
-            for j in self.jobs.values()
-            if j.status is JobStatus.RUNNING and j.lease_expires_at is not None and j.lease_expires_at < now
-        ]
+        return self.lapsed_failed[:limit]
 
     async def unfinished_job_ids(self, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         self._record("unfinished_job_ids", job_ids)
-        live = (JobStatus.PENDING, JobStatus.RUNNING)
-        return {j.job_id for j in self.jobs.values() if j.job_id in job_ids and j.status in live}
+        return self.unfinished & set(job_ids)
 
     async def leftover_uploads(self, limit: int) -> list[Job]:
         self._record("leftover_uploads", limit)
-        finished = (JobStatus.FAILED, JobStatus.SUCCEEDED, JobStatus.EXPIRED)
-        return [j for j in self.jobs.values() if j.upload_id is not None and j.status in finished][:limit]
+        return self.leftovers[:limit]
 
     def _owns(self, job: Job) -> bool:
         current = self.jobs.get(job.job_id)
@@ -570,13 +551,7 @@ class FakeRepository:
 
     async def due_for_expiry(self, limit: int) -> list[Job]:
         self._record("due_for_expiry", limit)
-        now = datetime.now(UTC)
-        due = [
-            j
-            for j in self.jobs.values()
-            if j.status is JobStatus.SUCCEEDED and j.expires_at is not None and j.expires_at <= now
-        ]
-        return sorted(due, key=lambda j: j.expires_at or now)[:limit]
+        return self.due[:limit]
 
     async def expire(self, job_id: uuid.UUID) -> Job | None:
         self._record("expire", job_id)

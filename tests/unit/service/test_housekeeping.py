@@ -24,10 +24,12 @@ def housekeeper(repo: FakeRepository, s3: FakeS3) -> Housekeeper:
 
 
 async def test_expire_due_deletes_the_object_then_expires_the_job(repo: FakeRepository, s3: FakeS3) -> None:
-    # Given one succeeded job past its expiry (its object in the bucket) and one still valid
+    # Given one succeeded job the repository finds past its expiry (its object in the bucket), and
+    # one still valid
     due = succeeded_job(expires_in=-timedelta(minutes=1))
     valid = succeeded_job(expires_in=timedelta(hours=1))
     repo.jobs.update({due.job_id: due, valid.job_id: valid})
+    repo.due = [due]
     key = f"analytics/exports/{due.org_id}/{due.job_id}.csv"
     s3.objects[("analytics-exports", key)] = {"Body": b"csv"}
     # When the sweep runs
@@ -50,6 +52,7 @@ async def test_storage_failure_leaves_the_job_succeeded(repo: FakeRepository, s3
     # Given S3 refuses the delete
     due = succeeded_job(expires_in=-timedelta(minutes=1))
     repo.jobs[due.job_id] = due
+    repo.due = [due]
     s3.errors["delete_object"] = client_error("SlowDown", 503, "DeleteObject")
     # When the sweep runs
     expired = await housekeeper(repo, s3).expire_due()
@@ -66,6 +69,7 @@ async def test_one_storage_failure_does_not_stop_the_batch(
     stuck = succeeded_job(expires_in=-timedelta(hours=2), output_uri="s3://broken-bucket/a.csv")
     fine = succeeded_job(expires_in=-timedelta(hours=1))
     repo.jobs.update({stuck.job_id: stuck, fine.job_id: fine})
+    repo.due = [stuck, fine]
 
     real_delete = s3.delete_object
 
@@ -85,6 +89,7 @@ async def test_a_job_expired_by_someone_else_is_not_counted(
 ) -> None:
     due = succeeded_job(expires_in=-timedelta(minutes=1))
     repo.jobs[due.job_id] = due
+    repo.due = [due]
     sweeper = housekeeper(repo, s3)
     real_expire = repo.expire
 
@@ -131,20 +136,18 @@ async def test_sweep_with_nothing_to_do_does_nothing(
 async def test_sweep_reclaims_lapsed_jobs_and_fails_exhausted_ones(
     repo: FakeRepository, queue: FakeQueue, s3: FakeS3
 ) -> None:
-    # Given two running jobs whose workers died: one with attempts left, one on its last attempt
-    lapsed = datetime.now(UTC) - timedelta(seconds=1)
-    retry = make_job(status=JobStatus.RUNNING, attempt=1, lease_expires_at=lapsed)
-    last = make_job(status=JobStatus.RUNNING, attempt=3, lease_expires_at=lapsed)
-    alive = make_job(status=JobStatus.RUNNING, attempt=1, lease_expires_at=lapsed + timedelta(minutes=5))
-    repo.jobs.update({j.job_id: j for j in (retry, last, alive)})
+    # Given the repository finds two running jobs whose workers died: one it puts back to pending
+    # (attempts left), one it fails (its last attempt)
+    retry = make_job(status=JobStatus.RUNNING, attempt=1)
+    last = make_job(status=JobStatus.FAILED, attempt=3, error_message="gave up after 3 attempts")
+    repo.lapsed_requeued = [retry.job_id]
+    repo.lapsed_failed = [last]
     # When the sweep runs
     report = await housekeeper(repo, s3).sweep(queue)
-    # Then the first is pending again, the second failed, the live one untouched
+    # Then it reports both, having asked with the configured attempt budget
     assert (report.requeued, report.failed) == (1, 1)
-    assert repo.jobs[retry.job_id].status is JobStatus.PENDING
-    assert repo.jobs[last.job_id].status is JobStatus.FAILED
-    assert repo.jobs[alive.job_id].status is JobStatus.RUNNING
-    assert repo.called("requeue_lapsed")[0][0] == Settings().export_max_attempts
+    max_attempts = Settings().export_max_attempts
+    assert repo.called("requeue_lapsed")[0][0] == repo.called("fail_lapsed")[0][0] == max_attempts
 
 
 async def test_sweep_cleans_up_after_failed_jobs(repo: FakeRepository, queue: FakeQueue, s3: FakeS3) -> None:
@@ -154,25 +157,25 @@ async def test_sweep_cleans_up_after_failed_jobs(repo: FakeRepository, queue: Fa
     key = f"analytics/exports/{failed.org_id}/{failed.job_id}.csv"
     upload = await store.start_upload("analytics-exports", key, "attachment")
     s3.objects[("analytics-exports", key)] = {"Body": b"partial"}
-    repo.jobs[failed.job_id] = replace(failed, upload_id=upload.upload_id)
+    repo.leftovers = [replace(failed, upload_id=upload.upload_id)]
     # When the sweep runs
     report = await housekeeper(repo, s3).sweep(queue)
-    # Then the upload is aborted, the object deleted, and the job no longer points at an upload
+    # Then the upload is aborted, the object deleted, and the job told it points at no upload
     assert report.cleaned == 1
     assert s3.uploads == {}
     assert s3.objects == {}
-    assert repo.jobs[failed.job_id].upload_id is None
+    assert repo.called("clear_upload_id") == [(failed.job_id, upload.upload_id)]
 
 
 async def test_sweep_keeps_a_leftover_it_could_not_clean(
     repo: FakeRepository, queue: FakeQueue, s3: FakeS3
 ) -> None:
     failed = make_job(status=JobStatus.FAILED, upload_id="u-1")
-    repo.jobs[failed.job_id] = failed
+    repo.leftovers = [failed]
     s3.errors["abort_multipart_upload"] = client_error("SlowDown", 503, "AbortMultipartUpload")
     report = await housekeeper(repo, s3).sweep(queue)
     assert report.cleaned == 0
-    assert repo.jobs[failed.job_id].upload_id == "u-1"  # tried again next sweep
+    assert repo.called("clear_upload_id") == []  # still recorded: tried again next sweep
 
 
 async def test_sweep_aborts_old_unrecorded_uploads_in_every_bucket(
@@ -182,7 +185,7 @@ async def test_sweep_aborts_old_unrecorded_uploads_in_every_bucket(
     orphan = await store.start_upload("analytics-exports", "analytics/exports/x/y.csv", "attachment")
     young = await store.start_upload("analytics-exports", "analytics/exports/x/z.csv", "attachment")
     running = make_job(status=JobStatus.RUNNING)
-    repo.jobs[running.job_id] = running
+    repo.unfinished = {running.job_id}
     key = f"analytics/exports/{running.org_id}/{running.job_id}.csv"
     recorded = await store.start_upload("analytics-exports", key, "attachment")
     for upload in (orphan, recorded):
@@ -300,7 +303,9 @@ async def test_every_tick_and_what_it_did_is_counted(repo: FakeRepository, s3: F
         lease_expires_at=datetime.now(UTC) - timedelta(minutes=1),
         started_at=datetime.now(UTC) - timedelta(minutes=5),
     )
-    repo.jobs.update({due.job_id: due, lapsed.job_id: lapsed})
+    repo.jobs[due.job_id] = due
+    repo.due = [due]
+    repo.lapsed_failed = [replace(lapsed, status=JobStatus.FAILED)]
     # When each tick runs once
     await keeper.expire_due()
     await keeper.sweep(FakeQueue())
