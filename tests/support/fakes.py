@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from service.api.contract import validator
 from service.api.schemas import SCHEMAS
-from service.errors import IdempotencyKeyReused, QueueUnavailable, TooManyActiveExports
+from service.errors import IdempotencyKeyReused, QueueUnavailable
 from service.job import (
     Caller,
     Created,
@@ -268,6 +268,8 @@ class FakeRepository:
         self.complete_error: BaseException | None = None
         self.fail_error: BaseException | None = None
         self.get_error: BaseException | None = None
+        #: What ``create`` raises instead of creating (a test's stand-in for the per-org limit).
+        self.create_refused: BaseException | None = None
         # What the repository's selections answer (their SQL is proven against PostgreSQL in
         # tests/integration/test_repository.py; here a test says what they find).
         self.stale: list[uuid.UUID] = []
@@ -304,16 +306,15 @@ class FakeRepository:
         idempotency: IdempotencyKey | None = None,
         max_active: int | None = None,
     ) -> Created:
-        self._record("create", request)
+        self._record("create", request, max_active)
         self.callers.append(caller)
         if idempotency is not None and idempotency.key in self.idempotency:
             request_hash, job_id = self.idempotency[idempotency.key]
             if request_hash != idempotency.request_hash:
                 raise IdempotencyKeyReused("different request")
             return Created(self.jobs[job_id], new=False)
-        active = [j for j in self.jobs.values() if j.org_id == request.org_id and not j.status.finished]
-        if max_active is not None and len(active) >= max_active:
-            raise TooManyActiveExports("too many", retry_after=30)
+        if self.create_refused is not None:  # the per-org limit is the SQL's, proven in integration
+            raise self.create_refused
         job = make_job(
             org_id=request.org_id,
             requested_by=request.requested_by,

@@ -17,7 +17,7 @@ from service.api.app import MAX_BODY_BYTES, wired_app
 from service.api.auth import READ, WRITE, mint_token
 from service.api.problems import PROBLEM_TYPE_BASE
 from service.api.schemas import SCHEMAS
-from service.errors import DatabaseUnavailable, QueueUnavailable
+from service.errors import DatabaseUnavailable, QueueUnavailable, TooManyActiveExports
 from service.exports import ExportService
 from service.job import Job, JobStatus
 from service.repository import JobRepository
@@ -556,12 +556,17 @@ async def test_the_per_org_limit_is_a_429_with_retry_after(
     store = ObjectStore(s3, settings.export_part_size)
     app[keys.EXPORTS] = ExportService(cast(JobRepository, repo), store, queue, max_active_per_org=2)
     client = await aiohttp_client(app)
-    statuses = [(await client.post(EXPORTS_A, json=BODY, headers=auth())).status for _ in range(2)]
-    assert statuses == [202, 202]
+    assert (await client.post(EXPORTS_A, json=BODY, headers=auth())).status == 202
+    # The service asks the repository to keep the limit (its SQL: tests/integration) ...
+    [(_, max_active)] = repo.called("create")
+    assert max_active == 2
+    # ... and when the repository refuses, the client gets 429 and when to try again
+    repo.create_refused = TooManyActiveExports("this org has 2 exports pending or running", retry_after=30)
     refused = await client.post(EXPORTS_A, json=BODY, headers=auth())
     doc = await problem(refused, 429)
     assert doc["type"].endswith("/too-many-active-exports")
-    assert int(refused.headers["Retry-After"]) > 0
+    assert refused.headers["Retry-After"] == "30"
+    assert queue.enqueued == [next(iter(repo.jobs))]
 
 
 async def test_an_idempotent_replay_is_the_same_job_and_says_so(client: Client, queue: FakeQueue) -> None:
