@@ -189,9 +189,11 @@ def parse_log_level(variable: str, raw: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting of every process, with its default. What each one means, and the variable
+    that sets it: :data:`VARIABLES`."""
+
     database_url: str = "postgresql://postgres@127.0.0.1:5432/analytics"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    #: Name of the RabbitMQ queue the export actors consume (delay/dead-letter queues derive from it).
     queue_name: str = "exports"
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
@@ -203,45 +205,24 @@ class Settings:
     export_worker_concurrency: int = 2
     export_signed_url_ttl: float = 24 * 3600.0
     export_part_size: int = 8 * MIB
-    #: Part uploads on their way while the next part fills (1 = no overlap of reading and upload).
     export_parts_in_flight: int = 2
-    #: Attempts (claims not handed back cleanly) before a job is failed for good.
     export_max_attempts: int = 3
-    #: A running job's lease; its worker renews it every third of this. Reclaimable once lapsed.
     export_lease_ttl: float = 60.0
-    #: How long one attempt keeps retrying a failing S3 call (with backoff) before it gives up.
     export_retry_window: float = 30.0
-    #: On SIGTERM, how long a worker lets running exports finish before handing them back.
     export_shutdown_grace: float = 30.0
-    #: Pending + running exports one org may have; the next POST gets 429.
     export_max_active_per_org: int = 5
     http_host: str = "127.0.0.1"
     http_port: int = 8084
-    #: A request's line and headers must have arrived this long after its first byte (or after
-    #: the connection opened); else the connection gets 408 and is closed.
     http_header_timeout: float = 10.0
-    #: A request's body must have arrived this long after the handler starts reading it (408).
     http_body_timeout: float = 30.0
-    #: An idle keep-alive connection is closed after this (above a load balancer's idle timeout).
     http_keepalive_timeout: float = 75.0
-    #: Connections the API holds open at once; the next one gets 503 and is closed at once.
     http_max_connections: int = 1024
-    #: Where a worker serves /metrics (on HTTP_HOST); 0 turns it off. The API serves its own on
-    #: HTTP_PORT.
     metrics_port: int = 9191
-    #: The HS256 key tokens are signed and verified with. No default: the API refuses to start
-    #: without it (or AUTH_JWKS_URL), and `make run` generates one per run. Kept out of repr.
     auth_jwt_secret: str | None = field(default=None, repr=False)
-    #: Former HS256 keys, still accepted for verification (never used to mint) while tokens signed
-    #: with them run out: what makes rotating AUTH_JWT_SECRET possible without downtime. Kept out
-    #: of repr.
     auth_jwt_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
-    #: When set, tokens must carry exactly this ``iss`` / this ``aud``.
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
-    #: When set, RS256 tokens are also accepted, verified with the keys this JWKS URL publishes.
     auth_jwks_url: str | None = None
-    #: Rollups older than this many months are gone; exports may not start before that.
     data_retention_months: int = 13
     log_level: str = "INFO"
 
