@@ -45,6 +45,36 @@ class Granularity(enum.StrEnum):
 MAX_TIME_RANGE = timedelta(days=31)
 
 
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """The instants an export counts: the whole hourly buckets inside the requested range, from the
+    first hour boundary at or after its start to the last one at or before its end. An hour only
+    partly inside the range is not counted (its rollup cannot be split)."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, start: datetime, end: datetime) -> Coverage:
+        """The coverage of ``[start, end)`` (empty, ``start == end``, when it holds no whole hour)."""
+        first = _floor_hour(start)
+        if first < start:
+            first += HOUR
+        return cls(first, max(first, _floor_hour(end)))
+
+    @property
+    def empty(self) -> bool:
+        return self.start >= self.end
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    utc = moment.astimezone(UTC)
+    return utc.replace(minute=0, second=0, microsecond=0)
+
+
 @dataclass(frozen=True, slots=True)
 class ExportRequest:
     """A validated request for an export: what the API accepted and the worker will produce."""
@@ -87,6 +117,11 @@ class Job:
     cancel_requested_at: datetime | None
     #: The API request that created the job (its X-Request-ID), for following it through the logs.
     request_id: str | None
+
+    @property
+    def coverage(self) -> Coverage:
+        """What the export counts (the API accepts only ranges that cover a whole hour)."""
+        return Coverage.of(self.time_range_start, self.time_range_end)
 
     @property
     def charged_attempts(self) -> int:

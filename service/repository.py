@@ -433,8 +433,8 @@ class JobRepository:
             status = await conn.copy_from_query(
                 QUERIES[f"export_{job.granularity.value}"],
                 job.org_id,
-                job.time_range_start,
-                job.time_range_end,
+                job.coverage.start,
+                job.coverage.end,
                 list(job.models) if job.models else None,
                 output=sink,
                 format="csv",

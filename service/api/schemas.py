@@ -11,6 +11,7 @@ from typing import Any, Final
 from service.errors import ValidationFailed
 from service.job import (
     MAX_TIME_RANGE,
+    Coverage,
     Event,
     EventPage,
     ExportRequest,
@@ -73,6 +74,12 @@ def parse_export_request(
         raise ValidationFailed(
             "timeRange.start must be before timeRange.end", errors={"timeRange": "start >= end"}
         )
+    if Coverage.of(start, end).empty:
+        raise ValidationFailed(
+            "timeRange covers no whole hour: usage is counted in whole hourly buckets inside"
+            " [start, end), and an hour only partly inside is not counted",
+            errors={"timeRange": "covers no whole hour"},
+        )
     if end - start > MAX_TIME_RANGE:
         raise ValidationFailed(
             f"timeRange may span at most {MAX_TIME_RANGE.days} days",
@@ -98,6 +105,8 @@ def parse_export_request(
 
 
 def job_json(job: Job) -> dict[str, object]:
+    coverage = job.coverage
+
     def opt(value: datetime | None) -> str | None:
         return rfc3339(value) if value is not None else None
 
@@ -108,6 +117,7 @@ def job_json(job: Job) -> dict[str, object]:
         "status": job.status.value,
         "granularity": job.granularity.value,
         "timeRange": {"start": rfc3339(job.time_range_start), "end": rfc3339(job.time_range_end)},
+        "coverage": {"start": rfc3339(coverage.start), "end": rfc3339(coverage.end)},
         "models": list(job.models) if job.models is not None else None,
         "initiatedAt": rfc3339(job.initiated_at),
         "completedAt": opt(job.completed_at),
@@ -208,6 +218,7 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "status",
             "granularity",
             "timeRange",
+            "coverage",
             "models",
             "initiatedAt",
             "completedAt",
@@ -228,6 +239,17 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "status": {"type": "string", "enum": [s.value for s in JobStatus]},
             "granularity": {"type": "string", "enum": [g.value for g in Granularity]},
             "timeRange": {"$ref": "#/components/schemas/TimeRange"},
+            "coverage": {
+                "type": "object",
+                "required": ["start", "end"],
+                "properties": {"start": _TIMESTAMP, "end": _TIMESTAMP},
+                "description": (
+                    "The instants the export counts: whole hourly buckets inside timeRange, from "
+                    "the first hour boundary at or after its start to the last at or before its "
+                    "end (an hour only partly inside is not counted). Daily and monthly buckets at "
+                    "the edges hold only the covered hours."
+                ),
+            },
             "models": {"type": ["array", "null"], "items": {"type": "string"}},
             "initiatedAt": _TIMESTAMP,
             "completedAt": _NULLABLE_TIMESTAMP,

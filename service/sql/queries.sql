@@ -272,8 +272,9 @@ WHERE ctid = ANY (ARRAY(
 ));
 
 -- name: export_hourly
--- CSV rows of the hourly rollups in [start, end), optional model filter; COPY-able. Text cells
--- go through csv_safe (formula injection); numbers are never touched; order is by the raw id.
+-- CSV rows of the hourly rollups in the coverage [$2, $3) (whole hours), optional model filter;
+-- COPY-able. Text cells go through csv_safe (formula injection); numbers are never touched; order
+-- is by the raw id.
 SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
        org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
        request_count, tokens_total, error_count, cost_total
@@ -283,27 +284,24 @@ WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 ORDER BY hourly_rollups.bucket_start, model_id COLLATE "C";
 
 -- name: export_daily
--- CSV rows of the daily rollups in [start, end), optional model filter; COPY-able.
-SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
+-- CSV rows per UTC day and model of exactly the hours in the coverage [$2, $3) (covered_days:
+-- whole days from the daily rollups, partly covered days from their covered hours); COPY-able.
+SELECT to_char(day AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
        org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
        request_count, tokens_total, error_count, cost_total
-FROM analytics.daily_rollups
-WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-  AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
-ORDER BY daily_rollups.bucket_start, model_id COLLATE "C";
+FROM analytics.covered_days($1, $2, $3, $4::text[])
+ORDER BY day, model_id COLLATE "C";
 
 -- name: export_monthly
--- CSV rows summing the daily rollups in [start, end) per UTC month and model; COPY-able.
+-- CSV rows per UTC month and model of exactly the hours in the coverage [$2, $3); COPY-able.
 SELECT to_char(month, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
        org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
        request_count, tokens_total, error_count, cost_total
 FROM (
-    SELECT date_trunc('month', bucket_start AT TIME ZONE 'UTC') AS month, org_id, model_id,
+    SELECT date_trunc('month', day AT TIME ZONE 'UTC') AS month, org_id, model_id,
            sum(request_count) AS request_count, sum(tokens_total) AS tokens_total,
            sum(error_count) AS error_count, sum(cost_total) AS cost_total
-    FROM analytics.daily_rollups
-    WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-      AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
+    FROM analytics.covered_days($1, $2, $3, $4::text[])
     GROUP BY 1, org_id, model_id
 ) AS monthly
 ORDER BY month, model_id COLLATE "C";

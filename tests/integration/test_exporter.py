@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -77,7 +78,7 @@ async def no_uploads_left(client: S3Client, bucket: str) -> bool:
 
 async def test_export_streams_exact_rows_and_checksum(parts: Parts) -> None:
     org = uuid.uuid4()
-    hourly, daily = await seed(parts.settings, org, 48, TRICKY_MODELS)
+    hourly, _ = await seed(parts.settings, org, 48, TRICKY_MODELS)
     job = (await parts.repository.create(ExportRequest(org, "me", START, END, Granularity.HOURLY, None))).job
 
     done = await parts.exporter.run(job.job_id)
@@ -90,9 +91,7 @@ async def test_export_streams_exact_rows_and_checksum(parts: Parts) -> None:
     assert hashlib.sha256(data).hexdigest() == done.checksum
     assert done.byte_count == len(data)
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
-    expected = expected_rows(
-        hourly, daily, org_id=org, granularity="hourly", start=START, end=END, models=None
-    )
+    expected = expected_rows(hourly, org_id=org, granularity="hourly", start=START, end=END, models=None)
     assert rows[0] == HEADER
     assert rows[1:] == expected
     assert done.row_count == len(expected)
@@ -262,3 +261,47 @@ async def test_overlapped_part_uploads_give_the_same_exact_object(parts: Parts) 
     assert hashlib.sha256(data).hexdigest() == done.checksum
     assert data.count(b"\n") == done.row_count + 1
     assert await no_uploads_left(parts.client, BUCKET)
+
+
+@pytest.mark.parametrize("granularity", [Granularity.HOURLY, Granularity.DAILY, Granularity.MONTHLY])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        # hour-aligned, not day-aligned: partial days at both edges, and a month edge inside
+        (datetime(2026, 10, 30, 5, tzinfo=UTC), datetime(2026, 11, 2, 19, tzinfo=UTC)),
+        # starting and ending inside an hour: the partial hours at both ends are not counted
+        (datetime(2026, 10, 30, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 2, 45, tzinfo=UTC)),
+        # inside one day
+        (datetime(2026, 11, 1, 3, tzinfo=UTC), datetime(2026, 11, 1, 9, 15, tzinfo=UTC)),
+    ],
+    ids=["hour-aligned", "mid-hour", "one-day"],
+)
+async def test_an_export_counts_exactly_the_whole_hours_inside_its_range(
+    parts: Parts, granularity: Granularity, start: datetime, end: datetime
+) -> None:
+    # Given hourly rollups over October and November 2026 (and daily ones, their exact sums)
+    org = uuid.uuid4()
+    hourly = hourly_rollups(org, datetime(2026, 10, 28, tzinfo=UTC), 24 * 8, ("gpt-4o", "claude-haiku"))
+    conn = await asyncpg.connect(parts.settings.database_url)
+    try:
+        await insert(conn, "hourly_rollups", hourly)
+        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
+    finally:
+        await conn.close()
+    job = (await parts.repository.create(ExportRequest(org, "me", start, end, granularity, None))).job
+
+    done = await parts.exporter.run(job.job_id)
+
+    # Then the file holds exactly the hours wholly inside [start, end), bucketed by granularity,
+    # and its totals equal those hours' totals to the micro-unit
+    assert done is not None
+    data, _ = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))[1:]
+    assert rows == expected_rows(
+        hourly, org_id=org, granularity=granularity.value, start=start, end=end, models=None
+    )
+    inside = [r for r in hourly if job.coverage.start <= r.bucket_start < job.coverage.end]
+    assert sum(Decimal(row[6]) for row in rows) == sum(r.cost_total for r in inside)
+    assert sum(int(row[3]) for row in rows) == sum(r.request_count for r in inside)
+    # and the bucket_start of a partly covered day or month is the bucket's own start
+    assert all(row[0].endswith("T00:00:00Z") for row in rows) or granularity is Granularity.HOURLY

@@ -152,7 +152,6 @@ def csv_row(r: Rollup) -> list[str]:
 
 def expected_rows(
     hourly: Sequence[Rollup],
-    daily: Sequence[Rollup],
     *,
     org_id: uuid.UUID,
     granularity: str,
@@ -160,15 +159,21 @@ def expected_rows(
     end: datetime,
     models: Sequence[str] | None,
 ) -> list[list[str]]:
-    """What the CSV must hold: rows with start <= bucket_start < end, ordered by time then model id
-    (code point order); monthly sums the daily rows per UTC month and model."""
-    source = hourly if granularity == "hourly" else daily
+    """What the CSV must hold, derived from the hourly rollups alone (the truth the daily ones sum):
+    the hours wholly inside ``[start, end)``, as they are (hourly) or summed per UTC day or month
+    and model, ordered by time then model id (code point order)."""
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if first < start:
+        first += timedelta(hours=1)
+    last = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     chosen = [
         r
-        for r in source
-        if r.org_id == org_id and start <= r.bucket_start < end and (not models or r.model_id in models)
+        for r in hourly
+        if r.org_id == org_id and first <= r.bucket_start < last and (not models or r.model_id in models)
     ]
-    if granularity == "monthly":
+    if granularity == "daily":
+        chosen = _aggregate(chosen, lambda t: t.astimezone(UTC).replace(hour=0, minute=0, second=0))
+    elif granularity == "monthly":
         chosen = _aggregate(chosen, lambda t: t.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0))
     chosen.sort(key=lambda r: (r.bucket_start, r.model_id.encode()))
     return [csv_row(r) for r in chosen]

@@ -149,6 +149,27 @@ def test_start_must_be_before_end(start: str, end: str) -> None:
     assert "timeRange" in rejected(body(timeRange={"start": start, "end": end})).errors
 
 
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("2026-11-01T00:10:00Z", "2026-11-01T00:50:00Z"), ("2026-11-01T00:30:00Z", "2026-11-01T01:29:59Z")],
+)
+def test_a_range_that_covers_no_whole_hour_is_rejected_saying_so(start: str, end: str) -> None:
+    error = rejected(body(timeRange={"start": start, "end": end}))
+    assert error.errors == {"timeRange": "covers no whole hour"}
+    assert "whole hour" in error.detail
+
+
+def test_the_job_says_which_hours_it_covers() -> None:
+    job = make_job(
+        time_range_start=datetime(2026, 11, 1, 0, 30, tzinfo=UTC),
+        time_range_end=datetime(2026, 11, 1, 5, 45, tzinfo=UTC),
+    )
+    doc = job_json(job)
+    assert doc["timeRange"] == {"start": "2026-11-01T00:30:00Z", "end": "2026-11-01T05:45:00Z"}
+    assert doc["coverage"] == {"start": "2026-11-01T01:00:00Z", "end": "2026-11-01T05:00:00Z"}
+    assert schema_errors(doc, SCHEMAS["ExportJob"]) == []
+
+
 def test_exactly_31_days_is_accepted() -> None:
     request = parsed(body(timeRange={"start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}))
     assert request.end - request.start == timedelta(days=31)

@@ -1,0 +1,1 @@
+DROP FUNCTION analytics.covered_days(uuid, timestamptz, timestamptz, text[]);
