@@ -147,12 +147,15 @@ class CreateExportBody:
     granularity: str
     models: tuple[str, ...] = ()
     idempotency_key: str | None = None
+    time_zone: str | None = None
 
     def body(self) -> dict[str, object]:
         body: dict[str, object] = {
             "timeRange": {"start": self.start, "end": self.end},
             "granularity": self.granularity,
         }
+        if self.time_zone:
+            body["timeZone"] = self.time_zone
         if self.models:
             body["models"] = list(self.models)
         return body

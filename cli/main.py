@@ -181,7 +181,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     request = CreateExportBody(
-        args.start, args.end, args.granularity, tuple(args.model), args.idempotency_key
+        args.start, args.end, args.granularity, tuple(args.model), args.idempotency_key, args.time_zone
     )
     command = ExportCommand(
         args.api,
@@ -254,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--start", required=True, help="inclusive, RFC 3339: 2026-10-01T00:00:00Z")
     export.add_argument("--end", required=True, help="exclusive, RFC 3339, at most 31 days after --start")
     export.add_argument("--granularity", required=True, choices=["hourly", "daily", "monthly"])
+    export.add_argument(
+        "--time-zone",
+        metavar="ZONE",
+        help="IANA time zone of the daily and monthly buckets, e.g. Europe/Berlin (default: UTC)",
+    )
     export.add_argument(
         "--model", action="append", default=[], help="only this model (repeatable; default: every model)"
     )

@@ -50,6 +50,8 @@ def request_fingerprint(request: ExportRequest) -> str:
             "end": request.end.isoformat(),
             "granularity": request.granularity.value,
             "models": list(request.models) if request.models else None,
+            # Only when not UTC: keys used before time zones existed keep their fingerprints.
+            **({"timeZone": request.time_zone} if request.time_zone != "UTC" else {}),
         },
         option=orjson.OPT_SORT_KEYS,
     )

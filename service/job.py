@@ -86,6 +86,8 @@ class ExportRequest:
     granularity: Granularity
     #: ``None`` means every model.
     models: tuple[str, ...] | None
+    #: The IANA time zone whose days and months the buckets are (and whose offsets they carry).
+    time_zone: str = "UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class Job:
     cancel_requested_at: datetime | None
     #: The API request that created the job (its X-Request-ID), for following it through the logs.
     request_id: str | None
+    time_zone: str = "UTC"
 
     @property
     def coverage(self) -> Coverage:

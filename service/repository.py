@@ -212,6 +212,7 @@ class JobRepository:
                 request.granularity.value,
                 list(request.models) if request.models else None,
                 caller.request_id if caller is not None else None,
+                request.time_zone,
             )
             assert row is not None
             if idempotency is not None:
@@ -436,6 +437,7 @@ class JobRepository:
                 job.coverage.start,
                 job.coverage.end,
                 list(job.models) if job.models else None,
+                job.time_zone,
                 output=sink,
                 format="csv",
                 header=True,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.errors import ValidationFailed
 from service.job import (
@@ -92,6 +93,7 @@ def parse_export_request(
             f"{retention_months} months, so the earliest start is {rfc3339(oldest)}",
             errors={"timeRange.start": f"before the {retention_months}-month retention window"},
         )
+    time_zone = parse_time_zone(body.get("timeZone", "UTC"), start, end)
     models = body.get("models")
     return ExportRequest(
         org_id=org_id,
@@ -101,7 +103,34 @@ def parse_export_request(
         granularity=Granularity(body["granularity"]),
         # Empty means every model; duplicates mean nothing more than once.
         models=tuple(dict.fromkeys(models)) or None if models else None,
+        time_zone=time_zone,
     )
+
+
+def parse_time_zone(name: str, start: datetime, end: datetime) -> str:
+    """An IANA time zone whose offset from UTC is a whole number of hours at every hour of
+    ``[start, end]``: hourly rollups cannot be split into a zone's half or quarter hours."""
+    if name == "UTC":
+        return name
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed(
+            f"timeZone {name!r} is not a known IANA time zone (e.g. Europe/Berlin, America/New_York)",
+            errors={"timeZone": "unknown time zone"},
+        ) from None
+    moment = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while moment <= end:
+        offset = moment.astimezone(zone).utcoffset() or timedelta()
+        if offset % timedelta(hours=1):
+            raise ValidationFailed(
+                f"timeZone {name} is {offset} from UTC at {rfc3339(moment)}: usage is recorded per"
+                " UTC hour, which cannot be split into that zone's days; choose a zone whose offset"
+                " is a whole number of hours, or UTC",
+                errors={"timeZone": "offset not a whole number of hours"},
+            )
+        moment += timedelta(hours=1)
+    return name
 
 
 def job_json(job: Job) -> dict[str, object]:
@@ -117,6 +146,7 @@ def job_json(job: Job) -> dict[str, object]:
         "status": job.status.value,
         "granularity": job.granularity.value,
         "timeRange": {"start": rfc3339(job.time_range_start), "end": rfc3339(job.time_range_end)},
+        "timeZone": job.time_zone,
         "coverage": {"start": rfc3339(coverage.start), "end": rfc3339(coverage.end)},
         "models": list(job.models) if job.models is not None else None,
         "initiatedAt": rfc3339(job.initiated_at),
@@ -195,6 +225,17 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
         "properties": {
             "timeRange": {"$ref": "#/components/schemas/TimeRange"},
             "granularity": {"type": "string", "enum": [g.value for g in Granularity]},
+            "timeZone": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "default": "UTC",
+                "description": (
+                    "IANA time zone whose local days and months the daily and monthly buckets are, "
+                    "and whose offset bucket_start carries; its offset must be a whole number of "
+                    "hours throughout the range. Default UTC."
+                ),
+            },
             "models": {
                 "type": ["array", "null"],
                 "maxItems": MAX_MODELS,
@@ -218,6 +259,7 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "status",
             "granularity",
             "timeRange",
+            "timeZone",
             "coverage",
             "models",
             "initiatedAt",
@@ -239,6 +281,7 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "status": {"type": "string", "enum": [s.value for s in JobStatus]},
             "granularity": {"type": "string", "enum": [g.value for g in Granularity]},
             "timeRange": {"$ref": "#/components/schemas/TimeRange"},
+            "timeZone": {"type": "string"},
             "coverage": {
                 "type": "object",
                 "required": ["start", "end"],

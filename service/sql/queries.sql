@@ -23,8 +23,9 @@ SELECT count(*) FROM analytics.export_jobs WHERE org_id = $1 AND status IN ('pen
 -- name: create_job
 -- Insert a new pending export job and return it.
 INSERT INTO analytics.export_jobs
-    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models, request_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models, request_id,
+     time_zone)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING *;
 
 -- name: set_caller
@@ -272,10 +273,10 @@ WHERE ctid = ANY (ARRAY(
 ));
 
 -- name: export_hourly
--- CSV rows of the hourly rollups in the coverage [$2, $3) (whole hours), optional model filter;
--- COPY-able. Text cells go through csv_safe (formula injection); numbers are never touched; order
--- is by the raw id.
-SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
+-- CSV rows of the hourly rollups in the coverage [$2, $3) (whole hours), optional model filter,
+-- bucket_start in zone $5; COPY-able. Text cells go through csv_safe (formula injection); numbers
+-- are never touched; order is by the raw id.
+SELECT analytics.rfc3339_in(bucket_start, $5) AS bucket_start,
        org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
        request_count, tokens_total, error_count, cost_total
 FROM analytics.hourly_rollups
@@ -284,25 +285,35 @@ WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 ORDER BY hourly_rollups.bucket_start, model_id COLLATE "C";
 
 -- name: export_daily
--- CSV rows per UTC day and model of exactly the hours in the coverage [$2, $3) (covered_days:
--- whole days from the daily rollups, partly covered days from their covered hours); COPY-able.
-SELECT to_char(day AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
-       org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
-       request_count, tokens_total, error_count, cost_total
-FROM analytics.covered_days($1, $2, $3, $4::text[])
-ORDER BY day, model_id COLLATE "C";
-
--- name: export_monthly
--- CSV rows per UTC month and model of exactly the hours in the coverage [$2, $3); COPY-able.
-SELECT to_char(month, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
+-- CSV rows per day of zone $5 and model of exactly the hours in the coverage [$2, $3); COPY-able.
+-- UTC days: covered_days (whole days from the daily rollups, partly covered days from their
+-- hours); any other zone: covered_local (local days from the hourly rollups).
+SELECT analytics.rfc3339_in(day, $5) AS bucket_start,
        org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
        request_count, tokens_total, error_count, cost_total
 FROM (
-    SELECT date_trunc('month', day AT TIME ZONE 'UTC') AS month, org_id, model_id,
+    SELECT * FROM analytics.covered_days($1, $2, $3, $4::text[]) WHERE $5::text = 'UTC'
+    UNION ALL
+    SELECT * FROM analytics.covered_local($1, $2, $3, $4::text[], $5::text, 'day') WHERE $5::text <> 'UTC'
+) AS days
+ORDER BY day, model_id COLLATE "C";
+
+-- name: export_monthly
+-- CSV rows per month of zone $5 and model of exactly the hours in the coverage [$2, $3); COPY-able.
+SELECT analytics.rfc3339_in(month, $5) AS bucket_start,
+       org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
+       request_count, tokens_total, error_count, cost_total
+FROM (
+    SELECT date_trunc('month', day AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month, org_id, model_id,
            sum(request_count) AS request_count, sum(tokens_total) AS tokens_total,
            sum(error_count) AS error_count, sum(cost_total) AS cost_total
     FROM analytics.covered_days($1, $2, $3, $4::text[])
+    WHERE $5::text = 'UTC'
     GROUP BY 1, org_id, model_id
+    UNION ALL
+    SELECT bucket, org_id, model_id, request_count, tokens_total, error_count, cost_total
+    FROM analytics.covered_local($1, $2, $3, $4::text[], $5::text, 'month')
+    WHERE $5::text <> 'UTC'
 ) AS monthly
 ORDER BY month, model_id COLLATE "C";
 

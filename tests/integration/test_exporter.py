@@ -8,8 +8,9 @@ import io
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -305,3 +306,57 @@ async def test_an_export_counts_exactly_the_whole_hours_inside_its_range(
     assert sum(int(row[3]) for row in rows) == sum(r.request_count for r in inside)
     # and the bucket_start of a partly covered day or month is the bucket's own start
     assert all(row[0].endswith("T00:00:00Z") for row in rows) or granularity is Granularity.HOURLY
+
+
+async def zoned_export(
+    parts: Parts, org: uuid.UUID, start: datetime, end: datetime, granularity: Granularity
+) -> list[list[str]]:
+    request = ExportRequest(org, "me", start, end, granularity, None, time_zone="Europe/Berlin")
+    job = (await parts.repository.create(request)).job
+    assert await parts.exporter.run(job.job_id) is not None
+    data, _ = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
+    return list(csv.reader(io.StringIO(data.decode(), newline="")))[1:]
+
+
+@pytest.mark.parametrize(
+    ("first_day", "day", "hours", "offsets"),
+    [
+        (datetime(2026, 10, 23, tzinfo=UTC), "2026-10-25", 25, ("+02:00", "+02:00", "+01:00")),
+        (datetime(2026, 3, 27, tzinfo=UTC), "2026-03-29", 23, ("+01:00", "+01:00", "+02:00")),
+    ],
+    ids=["October, 25 hours", "March, 23 hours"],
+)
+async def test_berlin_days_are_local_days_with_their_daylight_saving_hours(
+    parts: Parts, first_day: datetime, day: str, hours: int, offsets: tuple[str, str, str]
+) -> None:
+    # Given hourly rollups around a daylight-saving change in Berlin (and daily ones in UTC days)
+    org = uuid.uuid4()
+    hourly = hourly_rollups(org, first_day, 24 * 5, ("gpt-4o",))
+    conn = await asyncpg.connect(parts.settings.database_url)
+    try:
+        await insert(conn, "hourly_rollups", hourly)
+        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
+    finally:
+        await conn.close()
+    berlin = ZoneInfo("Europe/Berlin")
+    local = datetime.fromisoformat(day).replace(tzinfo=berlin)
+    start, end = local - timedelta(days=1), local + timedelta(days=2)
+    # When the three local days around the change are exported daily in Europe/Berlin
+    rows = await zoned_export(parts, org, start, end, Granularity.DAILY)
+    # Then each row is a local day, written with that midnight's offset, and the day of the change
+    # sums exactly its 25 (or 23) hours
+    assert [row[0] for row in rows] == [
+        f"{(local + timedelta(days=n)).date()}T00:00:00{offset}"
+        for n, offset in zip((-1, 0, 1), offsets, strict=True)
+    ]
+    midnight, next_midnight = local.astimezone(UTC), (local + timedelta(days=1)).astimezone(UTC)
+    that_day = [r for r in hourly if midnight <= r.bucket_start < next_midnight]
+    assert len(that_day) == hours
+    assert (int(rows[1][3]), Decimal(rows[1][6])) == (
+        sum(r.request_count for r in that_day),
+        sum(r.cost_total for r in that_day),
+    )
+    # And hourly rows carry the offset of their own instant
+    hourly_rows = await zoned_export(parts, org, start, end, Granularity.HOURLY)
+    assert hourly_rows[0][0] == f"{start.date()}T00:00:00{offsets[0]}"
+    assert len(hourly_rows) == 24 + hours + 24

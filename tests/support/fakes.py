@@ -324,6 +324,7 @@ class FakeRepository:
             models=request.models,
             initiated_at=datetime.now(UTC),
             request_id=caller.request_id if caller is not None else None,
+            time_zone=request.time_zone,
         )
         self.jobs[job.job_id] = job
         if idempotency is not None:

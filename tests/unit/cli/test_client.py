@@ -267,6 +267,11 @@ def test_wait_follows_the_job_and_ends_with_status_checksum_rows_and_link(
     assert err.splitlines()[-1].endswith(f"3 rows  {len(CSV)} B")
 
 
+def test_a_time_zone_is_sent_when_given(api: FakeApi) -> None:
+    assert export(api, "--time-zone", "Europe/Berlin") == EXIT_SUCCEEDED
+    assert api.posted[0]["timeZone"] == "Europe/Berlin"
+
+
 def test_on_a_terminal_progress_is_redrawn_with_carriage_returns(
     api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -583,6 +583,19 @@ async def test_an_idempotent_replay_is_the_same_job_and_says_so(client: Client, 
     assert doc["type"].endswith("/idempotency-key-reused")
 
 
+async def test_a_zone_that_cannot_bucket_hours_is_a_400_naming_the_time_zone(client: Client) -> None:
+    for zone in ("Asia/Kolkata", "No/Such_Zone"):
+        response = await client.post(EXPORTS_A, json={**BODY, "timeZone": zone}, headers=auth())
+        doc = await problem(response, 400)
+        assert "timeZone" in doc["errors"], doc
+
+
+async def test_the_job_echoes_its_time_zone(client: Client) -> None:
+    response = await client.post(EXPORTS_A, json={**BODY, "timeZone": "Europe/Berlin"}, headers=auth())
+    assert response.status == 202
+    assert (await response.json())["timeZone"] == "Europe/Berlin"
+
+
 @pytest.mark.parametrize("key", ["", "has space", "x" * 256, "ünïcode"])
 async def test_a_malformed_idempotency_key_is_a_400(client: Client, key: str) -> None:
     response = await client.post(EXPORTS_A, json=BODY, headers={**auth(), "Idempotency-Key": key})

@@ -170,6 +170,28 @@ def test_the_job_says_which_hours_it_covers() -> None:
     assert schema_errors(doc, SCHEMAS["ExportJob"]) == []
 
 
+@pytest.mark.parametrize(
+    ("zone", "why"),
+    [
+        ("Asia/Kolkata", "offset not a whole number of hours"),  # +05:30
+        ("Asia/Kathmandu", "offset not a whole number of hours"),  # +05:45
+        ("Australia/Adelaide", "offset not a whole number of hours"),  # +10:30 / +09:30
+        ("Mars/Olympus_Mons", "unknown time zone"),
+        ("../../etc/passwd", "unknown time zone"),
+        ("", "must be at least 1 characters"),
+        (5, "must be a string"),
+    ],
+)
+def test_a_time_zone_that_cannot_bucket_hours_is_rejected_naming_it(zone: object, why: str) -> None:
+    assert rejected(body(timeZone=zone)).errors == {"timeZone": why}
+
+
+def test_a_time_zone_is_kept_and_utc_is_the_default() -> None:
+    assert parsed(body()).time_zone == "UTC"
+    assert parsed(body(timeZone="Europe/Berlin")).time_zone == "Europe/Berlin"
+    assert parsed(body(timeZone="America/New_York")).time_zone == "America/New_York"
+
+
 def test_exactly_31_days_is_accepted() -> None:
     request = parsed(body(timeRange={"start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}))
     assert request.end - request.start == timedelta(days=31)
