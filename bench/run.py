@@ -375,13 +375,14 @@ def sql_literal(value: str) -> str:
 
 
 def literal_export_query(org_id: uuid.UUID, start: datetime, end: datetime) -> str:
-    """export_hourly with its four parameters as SQL literals, on one line (psql's \\copy reads
+    """export_hourly with its parameters as SQL literals (UTC), on one line (psql's \\copy reads
     one line)."""
     literals = {
         "1": f"{sql_literal(str(org_id))}::uuid",
         "2": f"{sql_literal(start.isoformat())}::timestamptz",
         "3": f"{sql_literal(end.isoformat())}::timestamptz",
         "4": "NULL",
+        "5": "'UTC'::text",
     }
     sql = re.sub(r"\$(\d+)(?!\d)", lambda m: literals[m.group(1)], QUERIES["export_hourly"])
     return " ".join(line.strip() for line in sql.splitlines())
