@@ -34,6 +34,9 @@ from service.errors import (
     ValidationFailed,
 )
 
+#: Formats checked: only ``uuid``, whatever optional packages are installed (``date-time`` would be
+#: checked only where rfc3339-validator happens to be): timestamps have a pattern of their own.
+_FORMATS: Final = FormatChecker(formats=["uuid"])
 JSON: Final = "application/json"
 PROBLEM: Final = "application/problem+json"
 
@@ -45,6 +48,12 @@ class Parameter:
     schema: Mapping[str, Any]
     required: bool = False
     description: str = ""
+    #: The schema's validator, made once when the parameter is declared (not per request).
+    checker: Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        checker = Draft202012Validator(dict(self.schema), format_checker=_FORMATS)
+        object.__setattr__(self, "checker", checker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +114,6 @@ class Route:
 # --- validation ------------------------------------------------------------------------------
 
 _VALIDATORS: dict[str, Draft202012Validator] = {}
-#: Formats checked: only ``uuid``, whatever optional packages are installed (``date-time`` would be
-#: checked only where rfc3339-validator happens to be): timestamps have a pattern of their own.
-_FORMATS: Final = FormatChecker(formats=["uuid"])
 
 
 def validator(name: str) -> Draft202012Validator:
@@ -198,18 +204,8 @@ def _parameter_value(parameter: Parameter, raw: str) -> object:
     return raw
 
 
-#: A validator per parameter schema, made at its first use.
-_PARAMETER_VALIDATORS: dict[bytes, Draft202012Validator] = {}
-
-
 def _check_parameter(parameter: Parameter, value: object) -> None:
-    key = orjson.dumps(dict(parameter.schema), option=orjson.OPT_SORT_KEYS)
-    checker = _PARAMETER_VALIDATORS.get(key)
-    if checker is None:
-        checker = _PARAMETER_VALIDATORS[key] = Draft202012Validator(
-            dict(parameter.schema), format_checker=_FORMATS
-        )
-    found = list(checker.iter_errors(value))
+    found = list(parameter.checker.iter_errors(value))
     if found:
         what = _described(found[0], parameter.name)[parameter.name]
         raise ValidationFailed(f"{parameter.name} {what}", errors={parameter.name: what})

@@ -30,11 +30,10 @@ MAX_MODELS: Final = 1000
 MAX_MODEL_ID_LENGTH: Final = 256
 #: RFC 3339 with an offset, ASCII digits only: the schema's pattern, matched whole here.
 TIMESTAMP_PATTERN: Final = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-_RFC3339: Final = re.compile(
-    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
+_RFC3339: Final = re.compile(TIMESTAMP_PATTERN)
 
 
 def parse_timestamp(value: object, field: str) -> datetime:

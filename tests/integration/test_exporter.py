@@ -54,8 +54,11 @@ async def parts(settings: Settings) -> AsyncIterator[Parts]:
     await pool.close()
 
 
-async def seed(settings: Settings, org: uuid.UUID, hours: int, models: tuple[str, ...]) -> tuple[list, list]:
-    hourly = hourly_rollups(org, START, hours, models)
+async def seed(
+    settings: Settings, org: uuid.UUID, hours: int, models: tuple[str, ...], start: datetime = START
+) -> tuple[list, list]:
+    """Hourly rollups from ``start`` and the daily ones as their exact sums."""
+    hourly = hourly_rollups(org, start, hours, models)
     daily = daily_from_hourly(hourly)
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -282,13 +285,8 @@ async def test_an_export_counts_exactly_the_whole_hours_inside_its_range(
 ) -> None:
     # Given hourly rollups over October and November 2026 (and daily ones, their exact sums)
     org = uuid.uuid4()
-    hourly = hourly_rollups(org, datetime(2026, 10, 28, tzinfo=UTC), 24 * 8, ("gpt-4o", "claude-haiku"))
-    conn = await asyncpg.connect(parts.settings.database_url)
-    try:
-        await insert(conn, "hourly_rollups", hourly)
-        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
-    finally:
-        await conn.close()
+    first = datetime(2026, 10, 28, tzinfo=UTC)
+    hourly, _ = await seed(parts.settings, org, 24 * 8, ("gpt-4o", "claude-haiku"), first)
     job = (await parts.repository.create(ExportRequest(org, "me", start, end, granularity, None))).job
 
     done = await parts.exporter.run(job.job_id)
@@ -331,13 +329,7 @@ async def test_berlin_days_are_local_days_with_their_daylight_saving_hours(
 ) -> None:
     # Given hourly rollups around a daylight-saving change in Berlin (and daily ones in UTC days)
     org = uuid.uuid4()
-    hourly = hourly_rollups(org, first_day, 24 * 5, ("gpt-4o",))
-    conn = await asyncpg.connect(parts.settings.database_url)
-    try:
-        await insert(conn, "hourly_rollups", hourly)
-        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
-    finally:
-        await conn.close()
+    hourly, _ = await seed(parts.settings, org, 24 * 5, ("gpt-4o",), first_day)
     berlin = ZoneInfo("Europe/Berlin")
     local = datetime.fromisoformat(day).replace(tzinfo=berlin)
     start, end = local - timedelta(days=1), local + timedelta(days=2)
