@@ -82,12 +82,12 @@ PIPE_READ: Final = 1 << 20
 CHILD_TIMEOUT: Final = 1800.0
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
-#: B and C: the seven columns, same filter and order as export_hourly, formatted in Python.
+#: B and C: the eight columns, same filter and order as export_hourly, formatted in Python.
 PLAIN_SELECT: Final = """
-SELECT bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total
+SELECT bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total, currency
 FROM analytics.hourly_rollups
 WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-ORDER BY bucket_start, model_id COLLATE "C"
+ORDER BY bucket_start, model_id COLLATE "C", currency
 """
 TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -96,10 +96,10 @@ TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 #: with six significant decimals (numeric(20,6)), model ids like 'claude-sonnet-0042'.
 SEED_HOURLY: Final = """
 INSERT INTO analytics.hourly_rollups
-    (bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total)
+    (bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total, currency)
 SELECT $3::timestamptz + h * interval '1 hour', $1::uuid, v.model,
        v.requests, t.tokens, v.requests / 97 + (h + m) % 5,
-       round(t.tokens * (15 + (m * 7) % 600) / 10000000.0, 6)
+       round(t.tokens * (15 + (m * 7) % 600) / 10000000.0, 6), 'USD'
 FROM generate_series(0, $4::int - 1) AS h,
      generate_series(1, $2::int) AS m,
      LATERAL (SELECT (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', 'claude-haiku', 'llama-3-70b',
@@ -390,7 +390,7 @@ def literal_export_query(org_id: uuid.UUID, start: datetime, end: datetime) -> s
 
 def format_row(record: asyncpg.Record) -> tuple[object, ...]:
     """One rollup as the export formats it: UTC timestamp with Z, csv_safe model id, exact
-    numeric text for the cost (never a float)."""
+    numeric text for the cost (never a float), its currency."""
     return (
         record[0].strftime(TIMESTAMP_FORMAT),
         str(record[1]),
@@ -399,6 +399,7 @@ def format_row(record: asyncpg.Record) -> tuple[object, ...]:
         record[4],
         record[5],
         format(record[6], "f"),
+        record[7],
     )
 
 

@@ -61,7 +61,7 @@ def _stop_event() -> threading.Event:
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     if args.direction == "up":
-        done = asyncio.run(migrate_up(settings.database_url))
+        done = asyncio.run(migrate_up(settings.database_url, billing_currency=settings.billing_currency))
         print("applied: " + (", ".join(done) or "nothing (up to date)"))
     else:
         steps = 10**6 if args.all else args.steps
@@ -147,7 +147,9 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = (end - timedelta(days=args.days)).replace(hour=0)
-    rows = asyncio.run(seed_demo(settings.database_url, args.org, args.models, start, end))
+    rows = asyncio.run(
+        seed_demo(settings.database_url, args.org, args.models, start, end, settings.billing_currency)
+    )
     print(f"seeded {rows} hourly rollup rows for org {args.org} ({start:%Y-%m-%d} to {end:%Y-%m-%dT%H:%MZ})")
     return 0
 

@@ -47,7 +47,8 @@ async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
     try:
         created = await ensure_database(settings.database_url)
         print(f"database: {'created' if created else 'exists'}; migrations: ", end="")
-        print(", ".join(await migrate_up(settings.database_url)) or "up to date")
+        applied = await migrate_up(settings.database_url, billing_currency=settings.billing_currency)
+        print(", ".join(applied) or "up to date")
     except asyncpg.PostgresError as exc:
         raise DevError(f"PostgreSQL refused to prepare the database: {exc}") from exc
     where = settings.s3_endpoint or "AWS"
@@ -71,7 +72,12 @@ async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
         ) from exc
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     rows = await seed_demo(
-        settings.database_url, demo_org, 8, (end - timedelta(days=40)).replace(hour=0), end
+        settings.database_url,
+        demo_org,
+        8,
+        (end - timedelta(days=40)).replace(hour=0),
+        end,
+        settings.billing_currency,
     )
     print(f"demo data: {rows} new hourly rollup rows for org {demo_org}")
 

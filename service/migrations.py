@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
+from service.settings import Settings
 from service.sql import QUERIES
 
 
@@ -58,12 +59,19 @@ async def _locked(conn: asyncpg.Connection) -> set[int]:
     return {row["version"] for row in await conn.fetch(QUERIES["migrations_applied"])}
 
 
-async def migrate_up(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every migration not yet applied; return the names applied."""
+async def migrate_up(
+    database_url: str,
+    directory: Path = MIGRATIONS_DIR,
+    *,
+    billing_currency: str = Settings().billing_currency,
+) -> list[str]:
+    """Apply every migration not yet applied; return the names applied. ``billing_currency``
+    (BILLING_CURRENCY) is the currency of rollup rows that state none (migration 0015)."""
     migrations = load_migrations(directory)
     conn = await asyncpg.connect(database_url)
     try:
         applied = await _locked(conn)
+        await conn.execute(QUERIES["migrations_billing_currency"], billing_currency)
         done = []
         for migration in migrations:
             if migration.version in applied:

@@ -446,12 +446,15 @@ class JobRepository:
         return int(status.split()[-1])
 
 
-async def seed_demo(database_url: str, org_id: uuid.UUID, models: int, start: datetime, end: datetime) -> int:
-    """Insert deterministic demo rollups (hourly, and daily as their exact sums); return hourly rows."""
+async def seed_demo(
+    database_url: str, org_id: uuid.UUID, models: int, start: datetime, end: datetime, currency: str
+) -> int:
+    """Insert deterministic demo rollups in ``currency`` (hourly, and daily as their exact sums);
+    return hourly rows."""
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
-            status = await conn.execute(QUERIES["seed_demo_hourly"], org_id, models, start, end)
+            status = await conn.execute(QUERIES["seed_demo_hourly"], org_id, models, start, end, currency)
             await conn.execute(QUERIES["seed_demo_daily"], org_id)
         return int(status.split()[-1])
     finally:

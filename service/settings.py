@@ -224,6 +224,7 @@ class Settings:
     auth_jwt_audience: str | None = None
     auth_jwks_url: str | None = None
     data_retention_months: int = 13
+    billing_currency: str = "USD"
     log_level: str = "INFO"
 
     @classmethod
@@ -495,6 +496,14 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         ranged_int(1, 240),
         "`13`",
         "rollups are kept this long; an export may not start earlier",
+    ),
+    Variable(
+        "BILLING_CURRENCY",
+        "billing_currency",
+        matching(r"[A-Z]{3}", "an ISO 4217 currency code (three capital letters: USD, EUR)"),
+        "`USD`",
+        "the currency of rollup rows that state none: `migrate up` gives it to the rows already there"
+        " and makes it the column's default; `seed-demo` writes in it",
     ),
     Variable("LOG_LEVEL", "log_level", parse_log_level, "`INFO`", "JSON logs on stderr"),
 )

@@ -275,47 +275,47 @@ WHERE ctid = ANY (ARRAY(
 -- name: export_hourly
 -- CSV rows of the hourly rollups in the coverage [$2, $3) (whole hours), optional model filter,
 -- bucket_start in zone $5; COPY-able. Text cells go through csv_safe (formula injection); numbers
--- are never touched; order is by the raw id.
+-- are never touched; order is by the raw id, then currency (the primary key's order).
 SELECT analytics.rfc3339_in(bucket_start, $5) AS bucket_start,
        org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
-       request_count, tokens_total, error_count, cost_total
+       request_count, tokens_total, error_count, cost_total, currency
 FROM analytics.hourly_rollups
 WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
   AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
-ORDER BY hourly_rollups.bucket_start, model_id COLLATE "C";
+ORDER BY hourly_rollups.bucket_start, model_id COLLATE "C", currency;
 
 -- name: export_daily
--- CSV rows per day of zone $5 and model of exactly the hours in the coverage [$2, $3); COPY-able.
+-- CSV rows per day of zone $5, model and currency of exactly the hours in the coverage [$2, $3); COPY-able.
 -- UTC days: covered_days (whole days from the daily rollups, partly covered days from their
 -- hours); any other zone: covered_local (local days from the hourly rollups).
 SELECT analytics.rfc3339_in(day, $5) AS bucket_start,
        org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
-       request_count, tokens_total, error_count, cost_total
+       request_count, tokens_total, error_count, cost_total, currency
 FROM (
     SELECT * FROM analytics.covered_days($1, $2, $3, $4::text[]) WHERE $5::text = 'UTC'
     UNION ALL
     SELECT * FROM analytics.covered_local($1, $2, $3, $4::text[], $5::text, 'day') WHERE $5::text <> 'UTC'
 ) AS days
-ORDER BY day, model_id COLLATE "C";
+ORDER BY day, model_id COLLATE "C", currency;
 
 -- name: export_monthly
--- CSV rows per month of zone $5 and model of exactly the hours in the coverage [$2, $3); COPY-able.
+-- CSV rows per month of zone $5, model and currency of exactly the hours in the coverage [$2, $3); COPY-able.
 SELECT analytics.rfc3339_in(month, $5) AS bucket_start,
        org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
-       request_count, tokens_total, error_count, cost_total
+       request_count, tokens_total, error_count, cost_total, currency
 FROM (
     SELECT date_trunc('month', day AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month, org_id, model_id,
            sum(request_count) AS request_count, sum(tokens_total) AS tokens_total,
-           sum(error_count) AS error_count, sum(cost_total) AS cost_total
+           sum(error_count) AS error_count, sum(cost_total) AS cost_total, currency
     FROM analytics.covered_days($1, $2, $3, $4::text[])
     WHERE $5::text = 'UTC'
-    GROUP BY 1, org_id, model_id
+    GROUP BY 1, org_id, model_id, currency
     UNION ALL
-    SELECT bucket, org_id, model_id, request_count, tokens_total, error_count, cost_total
+    SELECT bucket, org_id, model_id, request_count, tokens_total, error_count, cost_total, currency
     FROM analytics.covered_local($1, $2, $3, $4::text[], $5::text, 'month')
     WHERE $5::text <> 'UTC'
 ) AS monthly
-ORDER BY month, model_id COLLATE "C";
+ORDER BY month, model_id COLLATE "C", currency;
 
 -- name: job_backlog
 -- Pending and running jobs of every org, and how long the oldest pending job has been due (a job
@@ -348,6 +348,10 @@ CREATE TABLE IF NOT EXISTS public.analytics_exports_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- name: migrations_billing_currency
+-- Hand BILLING_CURRENCY to the migrations of this session (0015 reads it).
+SELECT set_config('analytics_exports.billing_currency', $1, false);
+
 -- name: migrations_applied
 -- Applied migration versions, in order.
 SELECT version FROM public.analytics_exports_migrations ORDER BY version;
@@ -361,12 +365,13 @@ INSERT INTO public.analytics_exports_migrations (version, name) VALUES ($1, $2);
 DELETE FROM public.analytics_exports_migrations WHERE version = $1;
 
 -- name: seed_demo_hourly
--- Demo data: hourly rollups for org $1, $2 models, every hour from $3 to $4 (deterministic values).
+-- Demo data: hourly rollups for org $1, $2 models, every hour from $3 to $4 (deterministic values),
+-- costs in currency $5.
 INSERT INTO analytics.hourly_rollups
-    (bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total)
+    (bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total, currency)
 SELECT hour, $1, model,
        requests, requests * (200 + m * 37), requests / 97,
-       round(requests * (200 + m * 37) * (0.0000015 + m * 0.0000004), 6)
+       round(requests * (200 + m * 37) * (0.0000015 + m * 0.0000004), 6), $5
 FROM generate_series($3::timestamptz, $4::timestamptz - interval '1 hour', interval '1 hour') AS hour,
      generate_series(1, $2) AS m,
      LATERAL (SELECT (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', 'claude-haiku', 'llama-3-70b',
@@ -374,18 +379,18 @@ FROM generate_series($3::timestamptz, $4::timestamptz - interval '1 hour', inter
                      || CASE WHEN m > 8 THEN '-' || m ELSE '' END AS model,
                      (50 + (extract(epoch FROM hour)::bigint / 3600 * 7919 + m * 104729) % 950)::bigint AS requests
              ) AS v
-ON CONFLICT (org_id, bucket_start, model_id) DO NOTHING;
+ON CONFLICT (org_id, bucket_start, model_id, currency) DO NOTHING;
 
 -- name: seed_demo_daily
 -- Demo data: daily rollups of org $1 as the exact sums of its hourly rollups per UTC day.
 INSERT INTO analytics.daily_rollups
-    (bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total)
+    (bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total, currency)
 SELECT date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', org_id, model_id,
-       sum(request_count), sum(tokens_total), sum(error_count), sum(cost_total)
+       sum(request_count), sum(tokens_total), sum(error_count), sum(cost_total), currency
 FROM analytics.hourly_rollups
 WHERE org_id = $1
-GROUP BY 1, org_id, model_id
-ON CONFLICT (org_id, bucket_start, model_id) DO UPDATE
+GROUP BY 1, org_id, model_id, currency
+ON CONFLICT (org_id, bucket_start, model_id, currency) DO UPDATE
 SET request_count = EXCLUDED.request_count, tokens_total = EXCLUDED.tokens_total,
     error_count = EXCLUDED.error_count, cost_total = EXCLUDED.cost_total;
 

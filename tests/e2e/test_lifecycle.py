@@ -66,7 +66,7 @@ async def test_31_day_hourly_export_of_200_models(stack: Stack, http: aiohttp.Cl
             """INSERT INTO analytics.hourly_rollups
                SELECT '2026-10-01T00:00:00Z'::timestamptz + h * interval '1 hour', $1,
                       'model-' || lpad(m::text, 3, '0'),
-                      h + m, (h + m) * 100, m % 3, ((h * 7 + m) % 100000) / 1000.0
+                      h + m, (h + m) * 100, m % 3, ((h * 7 + m) % 100000) / 1000.0, 'USD'
                FROM generate_series(0, 743) h, generate_series(1, 200) m""",
             org,
         )
@@ -92,4 +92,6 @@ async def test_31_day_hourly_export_of_200_models(stack: Stack, http: aiohttp.Cl
     assert hashlib.sha256(data).hexdigest() == job["checksum"]
     lines = data.split(b"\n")
     assert len(lines) == 148_800 + 2  # header, rows, and the empty string after the final newline
-    assert sum(Decimal(line.rsplit(b",", 1)[1].decode()) for line in lines[1:-1]) == Decimal(expected_cost)
+    cells = [line.rsplit(b",", 2) for line in lines[1:-1]]  # cost_total, currency: the last two
+    assert {currency for _, _, currency in cells} == {b"USD"}
+    assert sum(Decimal(cost.decode()) for _, cost, _ in cells) == Decimal(expected_cost)

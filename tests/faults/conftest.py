@@ -217,7 +217,7 @@ async def seed_hours(db: asyncpg.Connection, org: uuid.UUID, models: int, hours:
         """INSERT INTO analytics.hourly_rollups
            SELECT '2026-10-01T00:00:00Z'::timestamptz + h * interval '1 hour', $1,
                   'model-' || lpad(m::text, 4, '0'), h + m, (h + m) * 100, m % 3,
-                  ((h * 7 + m) % 100000) / 1000.0
+                  ((h * 7 + m) % 100000) / 1000.0, 'USD'
            FROM generate_series(0, $3 - 1) h, generate_series(1, $2) m""",
         org,
         models,
@@ -226,8 +226,8 @@ async def seed_hours(db: asyncpg.Connection, org: uuid.UUID, models: int, hours:
     await db.execute(
         """INSERT INTO analytics.daily_rollups
            SELECT date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', org_id, model_id,
-                  sum(request_count), sum(tokens_total), sum(error_count), sum(cost_total)
-           FROM analytics.hourly_rollups WHERE org_id = $1 GROUP BY 1, 2, 3""",
+                  sum(request_count), sum(tokens_total), sum(error_count), sum(cost_total), currency
+           FROM analytics.hourly_rollups WHERE org_id = $1 GROUP BY 1, 2, 3, currency""",
         org,
     )
 

@@ -213,7 +213,7 @@ async def test_formula_cells_are_neutralised_and_negative_costs_stay_numbers(par
     conn = await asyncpg.connect(parts.settings.database_url)
     try:
         await conn.executemany(
-            "INSERT INTO analytics.daily_rollups VALUES ('2026-10-02T00:00:00Z', $1, $2, 1, 2, 0, $3)",
+            "INSERT INTO analytics.daily_rollups VALUES ('2026-10-02T00:00:00Z', $1, $2, 1, 2, 0, $3, 'USD')",
             [
                 (org, '=HYPERLINK("http://evil","x")', "-1.5"),
                 (org, "-negative-id", "2"),
@@ -307,9 +307,14 @@ async def test_an_export_counts_exactly_the_whole_hours_inside_its_range(
 
 
 async def zoned_export(
-    parts: Parts, org: uuid.UUID, start: datetime, end: datetime, granularity: Granularity
+    parts: Parts,
+    org: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
+    time_zone: str = "Europe/Berlin",
 ) -> list[list[str]]:
-    request = ExportRequest(org, "me", start, end, granularity, None, time_zone="Europe/Berlin")
+    request = ExportRequest(org, "me", start, end, granularity, None, time_zone=time_zone)
     job = (await parts.repository.create(request)).job
     assert await parts.exporter.run(job.job_id) is not None
     data, _ = await read_object(parts.client, BUCKET, object_key(org, job.job_id))
@@ -352,3 +357,67 @@ async def test_berlin_days_are_local_days_with_their_daylight_saving_hours(
     hourly_rows = await zoned_export(parts, org, start, end, Granularity.HOURLY)
     assert hourly_rows[0][0] == f"{start.date()}T00:00:00{offsets[0]}"
     assert len(hourly_rows) == 24 + hours + 24
+
+
+#: How a bucket_start begins, by granularity: the local hour, day or month.
+BUCKET_PREFIX = {
+    Granularity.HOURLY: "%Y-%m-%dT%H",
+    Granularity.DAILY: "%Y-%m-%d",
+    Granularity.MONTHLY: "%Y-%m",
+}
+
+
+def totals_by_currency(cells: list[tuple[str, Decimal]]) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = {}
+    for currency, cost in cells:
+        totals[currency] = totals.get(currency, Decimal(0)) + cost
+    return totals
+
+
+@pytest.mark.parametrize("granularity", [Granularity.HOURLY, Granularity.DAILY, Granularity.MONTHLY])
+@pytest.mark.parametrize("time_zone", ["UTC", "Europe/Berlin"])
+async def test_two_currencies_of_one_org_are_never_summed_together(
+    parts: Parts, granularity: Granularity, time_zone: str
+) -> None:
+    # Given an org whose billing currency changes from USD to EUR at noon on 2026-10-15 (the hour
+    # of the change has usage in both), and one model billed in GBP throughout
+    org = uuid.uuid4()
+    switch = datetime(2026, 10, 15, 12, tzinfo=UTC)
+    usage = hourly_rollups(
+        org, datetime(2026, 10, 13, tzinfo=UTC), 24 * 5, ("gpt-4o", "claude-haiku", "embed-v3")
+    )
+    hourly = [
+        replace(
+            r, currency="GBP" if r.model_id == "embed-v3" else ("USD" if r.bucket_start < switch else "EUR")
+        )
+        for r in usage
+    ]
+    hourly += [replace(r, currency="USD") for r in hourly if r.bucket_start == switch and r.currency == "EUR"]
+    conn = await asyncpg.connect(parts.settings.database_url)
+    try:
+        await insert(conn, "hourly_rollups", hourly)
+        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
+    finally:
+        await conn.close()
+    start, end = datetime(2026, 10, 13, 5, tzinfo=UTC), datetime(2026, 10, 17, 19, tzinfo=UTC)
+    # When it is exported
+    rows = await zoned_export(parts, org, start, end, granularity, time_zone)
+    # Then every row is of one currency, and each currency's total is exactly that currency's usage
+    inside = [r for r in hourly if start <= r.bucket_start < end]
+    assert totals_by_currency([(row[7], Decimal(row[6])) for row in rows]) == totals_by_currency(
+        [(r.currency, r.cost_total) for r in inside]
+    )
+    assert {row[7] for row in rows} == {"USD", "EUR", "GBP"}
+    # and a bucket and model holds one row per currency used in it: in the bucket of the change,
+    # gpt-4o has a USD row and an EUR row
+    keys = [(row[0], row[2], row[7]) for row in rows]
+    assert len(keys) == len(set(keys))
+    bucket = switch.astimezone(ZoneInfo(time_zone)).strftime(BUCKET_PREFIX[granularity])
+    assert sorted(row[7] for row in rows if row[0].startswith(bucket) and row[2] == "gpt-4o") == [
+        "EUR",
+        "USD",
+    ]
+    if time_zone == "UTC":
+        assert rows == expected_rows(
+            hourly, org_id=org, granularity=granularity.value, start=start, end=end, models=None
+        )

@@ -7,6 +7,8 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -14,6 +16,7 @@ import pytest
 
 from service.migrations import load_migrations, migrate_down, migrate_up
 from service.repository import ensure_database
+from service.sql import QUERIES
 from tests.conftest import ADMIN_DATABASE_URL, BIN
 
 ROLLUP_COLUMNS = [
@@ -24,6 +27,7 @@ ROLLUP_COLUMNS = [
     ("tokens_total", "bigint"),
     ("error_count", "bigint"),
     ("cost_total", "numeric(20,6)"),
+    ("currency", "character(3)"),
 ]
 
 
@@ -58,7 +62,7 @@ async def test_schema_matches_the_spec(scratch_url: str) -> None:
                 " WHERE conrelid = $1::regclass AND contype = 'p'",
                 table,
             )
-            assert pk == "PRIMARY KEY (org_id, bucket_start, model_id)"
+            assert pk == "PRIMARY KEY (org_id, bucket_start, model_id, currency)"
         job_columns = dict(await columns(conn, "analytics.export_jobs"))
         for name in (
             "job_id",
@@ -130,16 +134,19 @@ async def test_two_processes_migrating_at_once_apply_each_migration_once(scratch
     assert sorted(versions) == [m.version for m in load_migrations()]
 
 
-def test_a_bad_setting_stops_the_cli_naming_the_variable() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value"), [("EXPORT_WORKER_INTERVAL", "soon"), ("BILLING_CURRENCY", "usd")]
+)
+def test_a_bad_setting_stops_the_cli_naming_the_variable(variable: str, value: str) -> None:
     result = subprocess.run(
         [str(BIN / "analytics-exports"), "migrate", "up"],
-        env={**os.environ, "EXPORT_WORKER_INTERVAL": "soon"},
+        env={**os.environ, variable: value},
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert result.returncode == 2
-    assert "EXPORT_WORKER_INTERVAL" in result.stderr
+    assert variable in result.stderr
 
 
 async def test_the_csv_guard_is_inlined_into_the_export_query(database_url: str) -> None:
@@ -157,3 +164,125 @@ async def test_the_csv_guard_is_inlined_into_the_export_query(database_url: str)
         await conn.close()
     assert "csv_safe" not in plan, plan
     assert "regexp_replace" in plan
+
+
+def migrations_up_to(directory: Path, version: int) -> Path:
+    """A copy of the migrations numbered up to ``version``: a database as an older release left it."""
+    directory.mkdir()
+    for migration in load_migrations():
+        if migration.version <= version:
+            for side in ("up", "down"):
+                name = f"{migration.version:04d}_{migration.name}.{side}.sql"
+                (directory / name).write_text(getattr(migration, side))
+    return directory
+
+
+async def test_rows_already_there_take_the_billing_currency(scratch_url: str, tmp_path: Path) -> None:
+    # Given a database of the release before currencies, with rollups in it
+    await migrate_up(scratch_url, migrations_up_to(tmp_path / "old", 14))
+    org = uuid.uuid4()
+    conn = await asyncpg.connect(scratch_url)
+    try:
+        await conn.execute(
+            "INSERT INTO analytics.hourly_rollups"
+            " VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5)",
+            org,
+        )
+        await conn.execute(
+            "INSERT INTO analytics.daily_rollups VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5)",
+            org,
+        )
+        # When the rest is applied with BILLING_CURRENCY=EUR
+        assert await migrate_up(scratch_url, billing_currency="EUR") == ["0015_currency"]
+        # Then those rows are EUR, and so is a row written by a writer that names no currency
+        for table in ("hourly_rollups", "daily_rollups"):
+            assert (
+                await conn.fetchval(f"SELECT currency FROM analytics.{table} WHERE org_id = $1", org) == "EUR"
+            )
+        await conn.execute(
+            "INSERT INTO analytics.hourly_rollups (bucket_start, org_id, model_id, request_count,"
+            " tokens_total, error_count, cost_total)"
+            " VALUES ('2026-10-01T01:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5)",
+            org,
+        )
+        assert await conn.fetchval(
+            "SELECT array_agg(DISTINCT currency) FROM analytics.hourly_rollups WHERE org_id = $1", org
+        ) == ["EUR"]
+        # ... while a row of another currency in the same hour and model is a row of its own
+        await conn.execute(
+            "INSERT INTO analytics.hourly_rollups"
+            " VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5, 'USD')",
+            org,
+        )
+        refused = (asyncpg.exceptions.CheckViolationError, asyncpg.exceptions.StringDataRightTruncationError)
+        for bad in ("usd", "US", "EURO", "U$D", ""):
+            with pytest.raises(refused):
+                await conn.execute(
+                    "INSERT INTO analytics.daily_rollups"
+                    " VALUES ('2026-10-02T00:00:00Z', $1, 'm', 1, 2, 0, 1, $2)",
+                    org,
+                    bad,
+                )
+    finally:
+        await conn.close()
+
+
+async def test_a_billing_currency_that_is_not_a_code_stops_the_migration(
+    scratch_url: str, tmp_path: Path
+) -> None:
+    await migrate_up(scratch_url, migrations_up_to(tmp_path / "old", 14))
+    with pytest.raises(asyncpg.exceptions.RaiseError, match="three capital letters"):
+        await migrate_up(scratch_url, billing_currency="dollars")
+    conn = await asyncpg.connect(scratch_url)
+    try:
+        assert ("currency", "character(3)") not in await columns(conn, "analytics.hourly_rollups")
+    finally:
+        await conn.close()
+
+
+async def test_rolling_back_currencies_is_refused_while_one_key_holds_two(scratch_url: str) -> None:
+    await migrate_up(scratch_url)
+    org = uuid.uuid4()
+    conn = await asyncpg.connect(scratch_url)
+    try:
+        await conn.executemany(
+            "INSERT INTO analytics.hourly_rollups"
+            " VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5, $2)",
+            [(org, "USD"), (org, "EUR")],
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(asyncpg.exceptions.UniqueViolationError):
+        await migrate_down(scratch_url, steps=1)
+    conn = await asyncpg.connect(scratch_url)
+    try:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM analytics.hourly_rollups WHERE org_id = $1", org) == 2
+        )
+    finally:
+        await conn.close()
+
+
+async def test_the_primary_key_serves_the_hourly_export_order(database_url: str) -> None:
+    # The export orders by bucket, model id (code points) and currency: the primary key's order,
+    # so reading it through the key needs no sort.
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            await conn.execute("SET LOCAL enable_bitmapscan = off")
+            plan = "\n".join(
+                r[0]
+                for r in await conn.fetch(
+                    "EXPLAIN " + QUERIES["export_hourly"],
+                    uuid.uuid4(),
+                    datetime(2026, 10, 1, tzinfo=UTC),
+                    datetime(2026, 11, 1, tzinfo=UTC),
+                    None,
+                    "UTC",
+                )
+            )
+    finally:
+        await conn.close()
+    assert "hourly_rollups_pkey" in plan, plan
+    assert "Sort" not in plan, plan

@@ -59,8 +59,8 @@ def seed_rows() -> dict[RollupTable, list[Rollup]]:
 
 async def stored(conn: asyncpg.Connection, table: RollupTable) -> set[tuple[object, ...]]:
     rows = await conn.fetch(
-        "SELECT bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total"
-        f" FROM analytics.{table.value}"
+        "SELECT bucket_start, org_id, model_id, request_count, tokens_total, error_count, cost_total,"
+        f" currency FROM analytics.{table.value}"
     )
     return {tuple(row.values()) for row in rows}
 

@@ -7,7 +7,7 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -21,6 +21,7 @@ HEADER = [
     "tokens_total",
     "error_count",
     "cost_total",
+    "currency",
 ]
 MICRO = Decimal("0.000001")
 #: Model ids that stress CSV quoting and encoding, next to ordinary ones.
@@ -75,8 +76,10 @@ class Rollup:
     tokens_total: int
     error_count: int
     cost_total: Decimal
+    currency: str = "USD"
 
     def record(self) -> tuple[object, ...]:
+        """The row in the rollup tables' column order."""
         return (
             self.bucket_start,
             self.org_id,
@@ -85,6 +88,7 @@ class Rollup:
             self.tokens_total,
             self.error_count,
             self.cost_total,
+            self.currency,
         )
 
 
@@ -112,19 +116,20 @@ def hourly_rollups(
 
 
 def _aggregate(rows: Iterable[Rollup], bucket: Callable[[datetime], datetime]) -> list[Rollup]:
-    sums: dict[tuple[datetime, uuid.UUID, str], Rollup] = {}
+    """Sums per bucket, org, model and currency (money of two currencies is never added up)."""
+    sums: dict[tuple[datetime, uuid.UUID, str, str], Rollup] = {}
     for r in rows:
-        key = (bucket(r.bucket_start), r.org_id, r.model_id)
+        key = (bucket(r.bucket_start), r.org_id, r.model_id, r.currency)
         acc = sums.get(key)
         sums[key] = (
-            Rollup(*key, r.request_count, r.tokens_total, r.error_count, r.cost_total)
+            replace(r, bucket_start=key[0])
             if acc is None
-            else Rollup(
-                *key,
-                acc.request_count + r.request_count,
-                acc.tokens_total + r.tokens_total,
-                acc.error_count + r.error_count,
-                acc.cost_total + r.cost_total,
+            else replace(
+                acc,
+                request_count=acc.request_count + r.request_count,
+                tokens_total=acc.tokens_total + r.tokens_total,
+                error_count=acc.error_count + r.error_count,
+                cost_total=acc.cost_total + r.cost_total,
             )
         )
     return list(sums.values())
@@ -147,6 +152,7 @@ def csv_row(r: Rollup) -> list[str]:
         str(r.tokens_total),
         str(r.error_count),
         format(r.cost_total.quantize(MICRO), "f"),
+        r.currency,
     ]
 
 
@@ -160,8 +166,8 @@ def expected_rows(
     models: Sequence[str] | None,
 ) -> list[list[str]]:
     """What the CSV must hold, derived from the hourly rollups alone (the truth the daily ones sum):
-    the hours wholly inside ``[start, end)``, as they are (hourly) or summed per UTC day or month
-    and model, ordered by time then model id (code point order)."""
+    the hours wholly inside ``[start, end)``, as they are (hourly) or summed per UTC day or month,
+    model and currency, ordered by time, model id (code point order), then currency."""
     first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     if first < start:
         first += timedelta(hours=1)
@@ -175,5 +181,5 @@ def expected_rows(
         chosen = _aggregate(chosen, lambda t: t.astimezone(UTC).replace(hour=0, minute=0, second=0))
     elif granularity == "monthly":
         chosen = _aggregate(chosen, lambda t: t.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0))
-    chosen.sort(key=lambda r: (r.bucket_start, r.model_id.encode()))
+    chosen.sort(key=lambda r: (r.bucket_start, r.model_id.encode(), r.currency))
     return [csv_row(r) for r in chosen]

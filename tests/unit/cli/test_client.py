@@ -39,9 +39,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN = "good-token"
 ORG = "5f0c6d3e-2b1a-4c8e-9f3d-7a6b5c4d3e21"
 JOB_ID = "1b2c3d4e-0000-4000-8000-000000000001"
-CSV = b"bucket_start,organization_id,model_id,request_count,tokens_total,error_count,cost_total\n" + (
-    f"2026-10-01T00:00:00Z,{ORG},gpt-4o,10,100,0,1.250000\n".encode() * 3
-)
+CSV = b"bucket_start,organization_id,model_id,request_count,tokens_total,error_count,cost_total,currency\n"
+CSV += f"2026-10-01T00:00:00Z,{ORG},gpt-4o,10,100,0,1.250000,USD\n".encode() * 3
 CHECKSUM = hashlib.sha256(CSV).hexdigest()
 DONE = {"rowCount": 3, "byteCount": len(CSV), "checksum": CHECKSUM, "expiresAt": "2026-10-02T00:00:00Z"}
 

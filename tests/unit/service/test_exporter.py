@@ -19,9 +19,9 @@ from tests.support.fakes import ORG_A, ORG_B, T0, FakeRepository, FakeS3, client
 
 PART = 16
 CSV = [
-    b"bucket_start,organization_id,model_id,request_count,tokens_total,error_count,cost_total\n",
-    b"2026-11-01T00:00:00Z,org,gpt-4o,120,48000,1,0.123456\n",
-    b"2026-11-02T00:00:00Z,org,gpt-4o,80,32000,0,0.082304\n",
+    b"bucket_start,organization_id,model_id,request_count,tokens_total,error_count,cost_total,currency\n",
+    b"2026-11-01T00:00:00Z,org,gpt-4o,120,48000,1,0.123456,USD\n",
+    b"2026-11-02T00:00:00Z,org,gpt-4o,80,32000,0,0.082304,USD\n",
 ]
 
 
