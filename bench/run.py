@@ -9,7 +9,7 @@ that CPU seconds and peak RSS belong to that path alone. Everything it started o
 stopped or dropped at the end. Paths (see docs/performance.md):
 
 - ``ours``          the worker's code: ``Exporter.run`` (claim, COPY ... CSV, 8 MiB parts, SHA-256,
-                    complete, metadata copy if more than one part, job row) into S3;
+                    complete, tags if more than one part, job row) into S3;
 - ``A_psql_copy``   the limit: ``psql \\copy (same query) to stdout`` piped into a multipart upload;
 - ``B_cursor_csv``  asyncpg cursor + ``csv.writer``, streamed as 8 MiB parts (the design card's exporter);
 - ``C_naive``       fetch every row, build the whole CSV in memory, one ``put_object``;
@@ -71,7 +71,7 @@ START: Final = datetime(2026, 10, 1, tzinfo=UTC)
 HOURS: Final = 744  # the 31 days of October 2026
 END: Final = START + timedelta(hours=HOURS)
 #: size -> number of models; rows = models x HOURS. "typical" is what finance mostly asks for: a
-#: month of a few dozen models, about 1 MB, so one part (no metadata copy for ours).
+#: month of a few dozen models, about 1 MB, so one part (its facts go on at creation).
 SIZES: Final = {"typical": 20, "small": 200, "large": 2000}
 PATHS: Final = ("ours", "A_psql_copy", "B_cursor_csv", "C_naive", "ours_null", "A_null", "B_null")
 NULL_PATHS: Final = frozenset({"ours_null", "A_null", "B_null"})
@@ -254,7 +254,7 @@ class NullS3:
     async def abort_multipart_upload(self, **kwargs: object) -> Mapping[str, object]:
         return {}
 
-    async def copy_object(self, **kwargs: object) -> Mapping[str, object]:
+    async def put_object_tagging(self, **kwargs: object) -> Mapping[str, object]:
         return {}
 
     async def delete_object(self, **kwargs: object) -> Mapping[str, object]:

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol, TypeVar
+from urllib.parse import urlencode
 
 from aiobotocore.session import get_session
 from botocore.config import Config
@@ -58,7 +59,7 @@ class S3Client(Protocol):
     async def upload_part(self, **kwargs: object) -> Mapping[str, object]: ...
     async def complete_multipart_upload(self, **kwargs: object) -> Mapping[str, object]: ...
     async def abort_multipart_upload(self, **kwargs: object) -> Mapping[str, object]: ...
-    async def copy_object(self, **kwargs: object) -> Mapping[str, object]: ...
+    async def put_object_tagging(self, **kwargs: object) -> Mapping[str, object]: ...
     async def delete_object(self, **kwargs: object) -> Mapping[str, object]: ...
     async def head_bucket(self, **kwargs: object) -> Mapping[str, object]: ...
     async def create_bucket(self, **kwargs: object) -> Mapping[str, object]: ...
@@ -178,9 +179,11 @@ class MultipartUpload:
     is the backpressure the COPY stream feels. Call ``discard`` before abandoning an upload.
 
     The S3 upload is created when the first part is full, or at ``complete`` if the whole object
-    fits in one part. Then the checksum is known before the upload exists, so the metadata goes on
-    at creation and no copy is needed (three requests instead of four for a typical export). A
-    larger object gets its metadata by a server-side copy after completion. Either way
+    fits in one part. Then the checksum is known before the upload exists, so the facts (checksum,
+    byte count and the caller's ``metadata``) go on at creation, as metadata and as tags: three
+    requests for a typical export. A larger object's facts are known only at the end, and S3
+    fixes metadata at creation: they go on as tags after completion (PutObjectTagging changes
+    no byte; copying the object to rewrite its metadata would move all of them). Either way
     ``on_start`` is awaited with the new upload id before any byte is sent (the exporter records
     it, fenced by its lease; if it raises, the upload is still ``upload_id`` and must be aborted).
     """
@@ -219,10 +222,13 @@ class MultipartUpload:
         self.completed = False
 
     async def start(self, metadata: Mapping[str, str] | None = None) -> str:
-        """Create the S3 upload now (with ``metadata``, if known already) and report its id."""
+        """Create the S3 upload now (with ``metadata`` as metadata and tags, if known already) and
+        report its id."""
         if self.upload_id is not None:
             return self.upload_id
-        extra: dict[str, object] = {"Metadata": dict(metadata)} if metadata else {}
+        extra: dict[str, object] = (
+            {"Metadata": dict(metadata), "Tagging": urlencode(dict(metadata))} if metadata else {}
+        )
         response = await self._retrier(
             "start of the multipart upload",
             lambda: self.client.create_multipart_upload(
@@ -320,30 +326,20 @@ class MultipartUpload:
                     raise RetryableStorageError("S3 complete: outcome of an earlier try unknown") from exc
                 raise
 
-        completed = await self._retrier("complete of the multipart upload", complete)
+        await self._retrier("complete of the multipart upload", complete)
         self.completed = True
         result = UploadResult(
             checksum=self._sha256.hexdigest(), byte_count=self._bytes, parts=len(self._parts)
         )
-        if labelled_at_start:
-            return result
-        # Multipart uploads fix metadata at creation, before the checksum of a larger object
-        # exists: a server-side copy onto the same key replaces it without moving the bytes
-        # through us. CopySourceIfMatch makes the copy fail rather than label bytes another
-        # attempt wrote since.
-        await self._retrier(
-            "metadata update",
-            lambda: self.client.copy_object(
-                Bucket=self.bucket,
-                Key=self.key,
-                CopySource={"Bucket": self.bucket, "Key": self.key},
-                CopySourceIfMatch=str(completed["ETag"]),
-                MetadataDirective="REPLACE",
-                ContentType=CSV_CONTENT_TYPE,
-                ContentDisposition=self._content_disposition,
-                Metadata={**metadata, "sha256": result.checksum, "byte-count": str(result.byte_count)},
-            ),
-        )
+        if not labelled_at_start:
+            facts = {**metadata, "sha256": result.checksum, "byte-count": str(result.byte_count)}
+            tags = [{"Key": name, "Value": value} for name, value in facts.items()]
+            await self._retrier(
+                "tagging",
+                lambda: self.client.put_object_tagging(
+                    Bucket=self.bucket, Key=self.key, Tagging={"TagSet": tags}
+                ),
+            )
         return result
 
 
@@ -398,8 +394,7 @@ class ObjectStore:
         )
 
     async def start_upload(self, bucket: str, key: str, content_disposition: str) -> MultipartUpload:
-        """An upload created in S3 at once (without the checksum metadata, which then comes by
-        copy at completion)."""
+        """An upload created in S3 at once (its checksum then comes as tags at completion)."""
         upload = self.open_upload(bucket, key, content_disposition)
         await upload.start()
         return upload

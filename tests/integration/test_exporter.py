@@ -103,6 +103,8 @@ async def test_export_streams_exact_rows_and_checksum(parts: Parts) -> None:
     assert response["ContentDisposition"].startswith('attachment; filename="')
     assert response["Metadata"]["sha256"] == done.checksum
     assert response["Metadata"]["row-count"] == str(len(expected))
+    tagging = await parts.client.get_object_tagging(Bucket=BUCKET, Key=key)  # type: ignore[attr-defined]
+    assert {tag["Key"]: tag["Value"] for tag in tagging["TagSet"]} == response["Metadata"]
     assert await no_uploads_left(parts.client, BUCKET)
 
 
@@ -120,6 +122,17 @@ async def test_export_larger_than_a_part_is_uploaded_in_several_parts(parts: Par
     assert len(data) > parts.settings.export_part_size
     assert hashlib.sha256(data).hexdigest() == done.checksum
     assert data.count(b"\n") == done.row_count + 1
+    # And the finished object carries its facts as tags (S3 fixed its metadata before they existed)
+    tagging = await parts.client.get_object_tagging(  # type: ignore[attr-defined]
+        Bucket=BUCKET, Key=object_key(org, job.job_id)
+    )
+    assert {tag["Key"]: tag["Value"] for tag in tagging["TagSet"]} == {
+        "sha256": done.checksum,
+        "byte-count": str(len(data)),
+        "row-count": str(done.row_count),
+        "job-id": str(job.job_id),
+        "org-id": str(org),
+    }
 
 
 async def test_empty_export_is_a_header_only_file(parts: Parts) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 from botocore.exceptions import ClientError
 
@@ -137,6 +138,7 @@ class FakeS3:
             "ContentType": kwargs.get("ContentType"),
             "ContentDisposition": kwargs.get("ContentDisposition"),
             "Metadata": dict(kwargs.get("Metadata", {})),
+            "Tags": dict(parse_qsl(kwargs.get("Tagging", ""))),
             "parts": {},
         }
         return {"UploadId": upload_id, "Bucket": kwargs["Bucket"], "Key": kwargs["Key"]}
@@ -163,6 +165,7 @@ class FakeS3:
             "ETag": f'"multipart-{kwargs["UploadId"]}"',
             "Body": body,
             "Metadata": upload["Metadata"],  # as given at creation
+            "Tags": upload["Tags"],
             "ContentType": upload["ContentType"],
             "ContentDisposition": upload["ContentDisposition"],
         }
@@ -174,17 +177,12 @@ class FakeS3:
             raise client_error("NoSuchUpload", 404, "AbortMultipartUpload")
         return {}
 
-    async def copy_object(self, **kwargs: Any) -> Mapping[str, object]:
-        self._record("copy_object", kwargs)
-        source = self.objects[(kwargs["CopySource"]["Bucket"], kwargs["CopySource"]["Key"])]
-        if "CopySourceIfMatch" in kwargs and kwargs["CopySourceIfMatch"] != source["ETag"]:
-            raise client_error("PreconditionFailed", 412, "CopyObject")
-        target = dict(source)
-        if kwargs.get("MetadataDirective") == "REPLACE":
-            target["Metadata"] = dict(kwargs.get("Metadata", {}))
-            target["ContentType"] = kwargs.get("ContentType")
-            target["ContentDisposition"] = kwargs.get("ContentDisposition")
-        self.objects[(kwargs["Bucket"], kwargs["Key"])] = target
+    async def put_object_tagging(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("put_object_tagging", kwargs)
+        stored = self.objects.get((kwargs["Bucket"], kwargs["Key"]))
+        if stored is None:
+            raise client_error("NoSuchKey", 404, "PutObjectTagging")
+        stored["Tags"] = {tag["Key"]: tag["Value"] for tag in kwargs["Tagging"]["TagSet"]}
         return {}
 
     async def delete_object(self, **kwargs: Any) -> Mapping[str, object]:

@@ -58,13 +58,14 @@ async def test_success_uploads_the_csv_and_records_its_checksum(
     assert done.byte_count == len(data)
     assert done.row_count == 2
     assert repo.jobs[job.job_id] == done
-    # And the object's metadata agrees with the job
-    metadata = s3.objects[("analytics-exports", key)]["Metadata"]
-    assert metadata["sha256"] == done.checksum
-    assert metadata["byte-count"] == str(len(data))
-    assert metadata["row-count"] == "2"
-    assert metadata["job-id"] == str(job.job_id)
-    assert metadata["org-id"] == str(job.org_id)
+    # And the object's tags agree with the job (several parts: tagged once complete)
+    assert s3.objects[("analytics-exports", key)]["Tags"] == {
+        "sha256": done.checksum,
+        "byte-count": str(len(data)),
+        "row-count": "2",
+        "job-id": str(job.job_id),
+        "org-id": str(job.org_id),
+    }
     # And no upload is left open, and nothing failed
     assert s3.uploads == {}
     assert repo.called("fail") == []
@@ -285,11 +286,9 @@ async def test_a_terminal_failure_after_complete_deletes_the_object(
     assert repo.jobs[job.job_id].status is JobStatus.FAILED
 
 
-async def test_failure_of_the_metadata_copy_leaves_no_object(
-    repo: FakeRepository, s3: FakeS3, job: Job
-) -> None:
-    # Given the multipart upload completes but the metadata copy (the last S3 step) fails
-    s3.errors["copy_object"] = client_error("InternalError", 500, "CopyObject")
+async def test_failure_of_the_tagging_leaves_no_object(repo: FakeRepository, s3: FakeS3, job: Job) -> None:
+    # Given the multipart upload completes but tagging it with its checksum (the last S3 step) fails
+    s3.errors["put_object_tagging"] = client_error("InternalError", 500, "PutObjectTagging")
     # When the job runs
     await exporter(repo, s3).run(job.job_id)
     # Then the job waits for another attempt and nothing is left in the bucket meanwhile

@@ -93,7 +93,7 @@ async def test_complete_sends_the_last_small_part_and_lists_every_part(s3: FakeS
     assert result.checksum == hashlib.sha256(data).hexdigest()
 
 
-async def test_complete_replaces_metadata_with_checksum_and_byte_count(s3: FakeS3) -> None:
+async def test_a_larger_object_gets_its_checksum_and_byte_count_as_tags_without_a_copy(s3: FakeS3) -> None:
     upload = await start(s3)
     data = [b"a" * 25, b"b" * 7, b"\xe2\x82\xac" * 3]
     for chunk in data:
@@ -101,23 +101,21 @@ async def test_complete_replaces_metadata_with_checksum_and_byte_count(s3: FakeS
     await upload.complete({"job-id": "j1", "row-count": "42"})
 
     everything = b"".join(data)
-    [copy] = s3.called("copy_object")
-    assert copy["Bucket"] == BUCKET
-    assert copy["Key"] == KEY
-    assert copy["CopySource"] == {"Bucket": BUCKET, "Key": KEY}
-    assert copy["MetadataDirective"] == "REPLACE"
-    assert copy["ContentType"] == CSV_CONTENT_TYPE
-    assert copy["ContentDisposition"] == DISPOSITION
-    assert copy["Metadata"] == {
+    facts = {
         "job-id": "j1",
         "row-count": "42",
         "sha256": hashlib.sha256(everything).hexdigest(),
         "byte-count": str(len(everything)),
     }
-    # The copy happens after the upload is complete (it needs the finished object)
+    [tagging] = s3.called("put_object_tagging")
+    assert (tagging["Bucket"], tagging["Key"]) == (BUCKET, KEY)
+    assert {tag["Key"]: tag["Value"] for tag in tagging["Tagging"]["TagSet"]} == facts
+    # The tags go on the finished object, and nothing copies it
     methods = [name for name, _ in s3.calls]
-    assert methods.index("complete_multipart_upload") < methods.index("copy_object")
-    assert s3.objects[(BUCKET, KEY)]["Metadata"]["sha256"] == hashlib.sha256(everything).hexdigest()
+    assert methods.index("complete_multipart_upload") < methods.index("put_object_tagging")
+    assert "copy_object" not in methods
+    assert s3.objects[(BUCKET, KEY)]["Tags"] == facts
+    assert s3.objects[(BUCKET, KEY)]["Body"] == everything
 
 
 async def test_exact_multiple_of_the_part_size_sends_no_empty_tail(s3: FakeS3) -> None:
@@ -176,6 +174,7 @@ async def test_an_object_that_fits_in_one_part_is_created_labelled_and_never_cop
     assert (create["ContentType"], create["ContentDisposition"]) == (CSV_CONTENT_TYPE, DISPOSITION)
     stored = s3.objects[(BUCKET, KEY)]
     assert (stored["Body"], stored["Metadata"]["sha256"]) == (data, checksum)
+    assert stored["Tags"] == create["Metadata"]  # the same facts as tags, in the same request
     assert (result.checksum, result.byte_count, result.parts) == (checksum, len(data), 1)
     # And the upload id was reported once, before the part went out
     assert started == [upload.upload_id]
@@ -184,13 +183,13 @@ async def test_an_object_that_fits_in_one_part_is_created_labelled_and_never_cop
 async def test_an_empty_opened_export_is_one_labelled_empty_part(s3: FakeS3) -> None:
     result = await opened(s3).complete({})
     assert part_bodies(s3) == [b""]
-    assert s3.called("copy_object") == []
+    assert s3.called("put_object_tagging") == []
     assert (
         s3.objects[(BUCKET, KEY)]["Metadata"]["sha256"] == hashlib.sha256(b"").hexdigest() == result.checksum
     )
 
 
-async def test_a_larger_object_is_created_with_its_first_part_and_labelled_by_copy(s3: FakeS3) -> None:
+async def test_a_larger_object_is_created_with_its_first_part_and_tagged_at_the_end(s3: FakeS3) -> None:
     started: list[str] = []
     upload = opened(s3, started)
     await upload.write(b"a" * 6)
@@ -203,13 +202,12 @@ async def test_a_larger_object_is_created_with_its_first_part_and_labelled_by_co
     await upload.write(b"c" * 3)
     result = await upload.complete({"job-id": "j1"})
     data = b"a" * 6 + b"b" * 6 + b"c" * 3
-    [copy] = s3.called("copy_object")
-    assert copy["Metadata"] == {
+    assert s3.objects[(BUCKET, KEY)]["Tags"] == {
         "job-id": "j1",
         "sha256": hashlib.sha256(data).hexdigest(),
         "byte-count": "15",
     }
-    assert copy["ContentDisposition"] == DISPOSITION
+    assert s3.objects[(BUCKET, KEY)]["ContentDisposition"] == DISPOSITION
     assert s3.objects[(BUCKET, KEY)]["Body"] == data
     assert (result.parts, started) == (2, [upload.upload_id])
 
@@ -266,7 +264,7 @@ async def test_complete_failure_is_classified(s3: FakeS3) -> None:
     await upload.write(b"x")
     with pytest.raises(TerminalStorageError, match="AccessDenied"):
         await upload.complete({})
-    assert s3.called("copy_object") == []
+    assert s3.called("put_object_tagging") == []
 
 
 async def test_abort_aborts_the_upload(s3: FakeS3) -> None:
