@@ -257,6 +257,9 @@ class NullS3:
     async def put_object_tagging(self, **kwargs: object) -> Mapping[str, object]:
         return {}
 
+    async def put_object(self, **kwargs: object) -> Mapping[str, object]:
+        return {}
+
     async def delete_object(self, **kwargs: object) -> Mapping[str, object]:
         return {}
 

@@ -26,6 +26,8 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
+from cli.verification import VerificationError, verify
+
 BASE_PATH: Final = "/analytics/v1"
 TERMINAL_STATUSES: Final = frozenset({"succeeded", "failed", "cancelled", "expired"})
 
@@ -111,6 +113,7 @@ class JobView:
     expires_at: str | None = None
     #: Attempts a worker has made so far (the running one included).
     attempts: int = 0
+    manifest_checksum: str | None = None
 
     @classmethod
     def from_json(cls, data: object) -> JobView:
@@ -137,6 +140,7 @@ class JobView:
             error_message=text("errorMessage"),
             expires_at=text("expiresAt"),
             attempts=integer("attempts") or 0,
+            manifest_checksum=text("manifestChecksum"),
         )
 
 
@@ -198,6 +202,12 @@ class ExportsClient:
         reply = await self._send("GET", f"{self._exports}/{quote(job_id, safe='')}", self._auth)
         self._expect(reply, 200)
         return JobView.from_json(_json(reply))
+
+    async def get_manifest(self, job_id: str) -> bytes:
+        """The manifest of a succeeded export, byte for byte."""
+        reply = await self._send("GET", f"{self._exports}/{quote(job_id, safe='')}/manifest", self._auth)
+        self._expect(reply, 200)
+        return reply.body
 
     async def download_link(self, job_id: str) -> str:
         """A fresh presigned link to the file (the API answers 302 to it)."""
@@ -568,4 +578,27 @@ class ExportCommand:
                 f" the bytes are kept in {kept}"
             )
         print(f"  saved     {target}: {size:,} bytes, SHA-256 matches the API's checksum", file=self.out)
+        await self._check_manifest(client, job, target)
         self.out.flush()
+
+    async def _check_manifest(self, client: ExportsClient, job: JobView, target: Path) -> None:
+        """Fetch the manifest (it must be the one the job vouches for), keep it beside the file,
+        and check the file against it: rows and every total, recounted here."""
+        manifest = await client.get_manifest(job.job_id)
+        if hashlib.sha256(manifest).hexdigest() != job.manifest_checksum:
+            raise DownloadFailed(
+                f"the manifest's SHA-256 is not the job's manifestChecksum {job.manifest_checksum}"
+            )
+        kept = target.with_name(target.name + ".manifest.json")
+        kept.write_bytes(manifest)
+        document = orjson.loads(manifest)
+        try:
+            report = verify(target, document)
+        except VerificationError as exc:
+            raise DownloadFailed(f"cannot check {target} against its manifest: {exc}") from exc
+        if not report.ok:
+            raise DownloadFailed(
+                f"{target} does not match its manifest {kept}: " + "; ".join(report.problems)
+            )
+        costs = ", ".join(f"{t['costTotal']} {c}" for c, t in document["totals"].items()) or "no rows"
+        print(f"  manifest  {kept}: rows and totals match (cost {costs})", file=self.out)

@@ -27,6 +27,7 @@ from actors.scheduler import run_scheduler
 from actors.tasks import declare_actors
 from cli.client import EXIT_USAGE, CreateExportBody, ExportCommand
 from cli.preflight import EXIT_UNAVAILABLE, unreachable_service
+from cli.verification import VerificationError, load_manifest, verify
 from service.api.app import create_app
 from service.api.auth import READ, WRITE, mint_token
 from service.api.routes import openapi_document
@@ -198,6 +199,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return command.run()
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a downloaded export against its manifest; needs nothing but the two files."""
+    try:
+        report = verify(args.file, load_manifest(args.manifest))
+    except VerificationError as exc:
+        print(f"analytics-exports verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for check in report.checks:
+        print(f"ok        {check}")
+    for problem in report.problems:
+        print(f"MISMATCH  {problem}")
+    if not report.ok:
+        print(f"NOT verified: {args.file} does not match {args.manifest}", file=sys.stderr)
+        return 1
+    print(f"verified: {args.file} matches {args.manifest}")
+    return 0
+
+
 def _seconds(raw: str) -> float:
     try:
         return parse_duration("value", raw)
@@ -276,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--download",
         type=Path,
         metavar="FILE",
-        help="then save the file here and check its SHA-256 (implies --wait)",
+        help="then save the file here, check its SHA-256, save its manifest beside it"
+        " (FILE.manifest.json) and check the file's rows and totals against it (implies --wait)",
     )
     export.add_argument(
         "--poll-interval", type=_seconds, default=0.5, metavar="DURATION", help="between polls (default 0.5s)"
@@ -287,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="stop waiting after this long, e.g. 10m (default: never)",
     )
+    verify_command = sub.add_parser(
+        "verify",
+        help="check a downloaded export against its manifest: bytes, SHA-256, rows and every total",
+        description="Recompute everything from FILE (size, SHA-256, rows, totals per currency,\n"
+        "exactly) and compare it with what MANIFEST states; GET .../exports/{jobId}/manifest gives it.",
+        epilog="exit status: 0 everything matches; 1 something differs (named); 2 a file cannot be read.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify_command.add_argument("file", type=Path, metavar="FILE", help="the export as downloaded")
+    verify_command.add_argument("--manifest", type=Path, required=True, metavar="MANIFEST")
     return parser
 
 
@@ -294,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "export":
         return cmd_export(args)
+    if args.command == "verify":
+        return cmd_verify(args)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:

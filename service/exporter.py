@@ -1,10 +1,13 @@
-"""The worker's use case: turn one pending job into exactly one checksummed CSV object in S3.
+"""The worker's use case: turn one pending job into exactly one checksummed data file in S3 and
+its manifest.
 
-An attempt claims the job with a lease and renews it while it streams. Whatever happens, the
-attempt ends the job truthfully: ``succeeded`` only after CompleteMultipartUpload returned and the
-row recorded the checksum; back to ``pending`` (retry with backoff, or handed back at shutdown);
-or ``failed`` with a readable reason. Its upload is aborted (or its object deleted) on every path
-that does not succeed. A later attempt restarts from scratch under the same key; it never resumes.
+An attempt claims the job with a lease and renews it while it streams. It writes the data file,
+then the manifest (its facts, and the totals counted from the streamed rows) as its last write to
+S3, then records both on the job. Whatever happens, the attempt ends the job truthfully:
+``succeeded`` only after the manifest is stored and the row recorded the checksums; back to
+``pending`` (retry with backoff, or handed back at shutdown); or ``failed`` with a readable reason.
+Its upload is aborted (or its objects deleted) on every path that does not succeed. A later
+attempt restarts from scratch under the same keys; it never resumes.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from service.errors import ExportCancelled, ExportFailed, LeaseLost, Retryable
-from service.job import ExportOutput, Job, Lease, object_key
+from service.job import ExportOutput, Job, Lease
 from service.logs import log_context
+from service.manifest import MANIFEST_CONTENT_TYPE, FileFacts, build_manifest, checksum
 from service.metrics import ExportMetrics
 from service.repository import JobRepository
 from service.settings import Settings
-from service.storage import MultipartUpload, ObjectStore, s3_uri
+from service.storage import CSV_CONTENT_TYPE, MultipartUpload, ObjectStore, s3_uri
+from service.tally import Tally, TallyError
 
 log = logging.getLogger(__name__)
 #: Retry backoff doubles from one scheduler interval and stops growing here.
@@ -65,6 +71,7 @@ class _Attempt:
     job: Job
     ctx: dict[str, object]
     upload: MultipartUpload | None = None
+    tally: Tally | None = None
     #: Set by the heartbeat (or a check at a part boundary): the job moved on / a cancel arrived.
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
@@ -147,7 +154,7 @@ class Exporter:
     async def _export(self, attempt: _Attempt) -> Job | None:
         job, ctx = attempt.job, attempt.ctx
         bucket = self._settings.bucket_for(job.org_id)
-        key = object_key(job.org_id, job.job_id)
+        key = job.object_key
         if job.upload_id:
             # Restart, don't resume: the previous attempt's upload goes, and we stream from the start.
             await self._store.abort_upload(bucket, key, job.upload_id)
@@ -160,11 +167,13 @@ class Exporter:
 
         # Created in S3 with the first full part, or at the end with its checksum if it fits in one.
         upload = attempt.upload = self._store.open_upload(bucket, key, content_disposition(job), record)
+        tally = attempt.tally = Tally()
 
         async def sink(chunk: bytes) -> None:
             attempt.raise_if_stopped()
             sent = upload.parts_sent
             await upload.write(chunk)
+            await tally.feed(chunk)
             if upload.parts_sent != sent:
                 # A part went out: a cancel or a lost lease stops us here, at the part boundary.
                 await self._check_lease(attempt)
@@ -172,10 +181,21 @@ class Exporter:
 
         row_count = await self._repository.copy_rows(job, sink)
         attempt.raise_if_stopped()
+        totals = await tally.finish()
+        if totals.rows != row_count:
+            raise TallyError(f"the tally counted {totals.rows} rows where COPY sent {row_count}")
         result = await upload.complete(
             {"job-id": str(job.job_id), "org-id": str(job.org_id), "row-count": str(row_count)}
         )
-        output = ExportOutput(s3_uri(bucket, key), result.checksum, row_count, result.byte_count)
+        data = FileFacts(key, row_count, result.byte_count, result.checksum, CSV_CONTENT_TYPE)
+        manifest = build_manifest(job, [data], totals, datetime.now(UTC))
+        # The manifest is the commit point: written only while this attempt still holds the job.
+        await self._check_lease(attempt)
+        attempt.raise_if_stopped()
+        await self._store.put(bucket, job.manifest_key, manifest, MANIFEST_CONTENT_TYPE)
+        output = ExportOutput(
+            s3_uri(bucket, key), result.checksum, row_count, result.byte_count, manifest, checksum(manifest)
+        )
         done = await self._repository.complete(job, output, self._settings.export_signed_url_ttl)
         if done is None:
             # Another attempt owns the job now; it writes the same key, so our object is not ours
@@ -216,6 +236,8 @@ class Exporter:
         job, ctx, upload = attempt.job, attempt.ctx, attempt.upload
         if upload is not None:
             await upload.discard()  # no part upload may outlive the attempt
+        if attempt.tally is not None:
+            await attempt.tally.abandon()
         if isinstance(exc, LeaseLost):
             log.warning("attempt lost its job; stopping", extra={**ctx, "reason": str(exc)})
             await self._abort(upload, ctx)
@@ -259,18 +281,18 @@ class Exporter:
         return settled, outcome
 
     async def _clean(self, job: Job, upload: MultipartUpload | None, ctx: dict[str, object]) -> bool:
-        """After this attempt settled the job (so nobody else writes its key right now): abort
-        the upload, and delete the key if our upload completed or the job ended failed or
-        cancelled (an earlier attempt's object may sit there). ``False`` leaves the rest to the
-        sweep (finished jobs) or to the next attempt, which aborts the recorded upload and
-        overwrites the key."""
+        """After this attempt settled the job (so nobody else writes its keys right now): abort
+        the upload, and delete the data file and the manifest if our upload completed or the job
+        ended failed or cancelled (an earlier attempt's objects may sit there). ``False`` leaves
+        the rest to the sweep (finished jobs) or to the next attempt, which aborts the recorded
+        upload and overwrites the keys."""
         bucket = self._settings.bucket_for(job.org_id)
-        key = object_key(job.org_id, job.job_id)
         try:
             if upload is not None and upload.upload_id and not upload.completed:
                 await self._store.abort_upload(upload.bucket, upload.key, upload.upload_id)
             if (upload is not None and upload.completed) or job.status.object_removed:
-                await self._store.delete(bucket, key)
+                await self._store.delete(bucket, job.object_key)
+                await self._store.delete(bucket, job.manifest_key)
         except Exception as exc:
             log.warning("could not clean up the upload; the sweep will", extra={**ctx, "reason": str(exc)})
             return False

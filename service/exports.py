@@ -146,6 +146,18 @@ class ExportService:
         await self.get(org_id, job_id)  # 404 for an unknown job or another org's
         return await self._repository.events(org_id, job_id, limit=limit, cursor=cursor)
 
+    async def manifest(self, org_id: uuid.UUID, job_id: uuid.UUID) -> bytes:
+        """The manifest a succeeded export wrote, byte for byte as stored beside its file."""
+        found = await self._repository.get_manifest(org_id, job_id)
+        if found is None:
+            raise NotFound(f"export {job_id} not found")
+        job, manifest = found
+        if job.status is not JobStatus.SUCCEEDED:
+            raise Conflict(f"export {job_id} is {job.status.value}; only a succeeded export has a manifest")
+        if manifest is None:
+            raise Conflict(f"export {job_id} succeeded before exports had manifests; request a new export")
+        return manifest
+
     async def download(self, org_id: uuid.UUID, job_id: uuid.UUID, caller: Caller | None = None) -> Download:
         """A presigned GET URL valid exactly until the job expires: minted per request, never
         stored, and recorded in the job's audit trail (who, when, from where)."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from service.errors import QueueUnavailable, StorageError
-from service.job import object_key, rfc3339
+from service.job import EXPORT_PREFIX, job_id_of, manifest_key, rfc3339
 from service.metrics import ExportMetrics
 from service.queue import JobQueue
 from service.repository import JobRepository
@@ -29,7 +28,6 @@ UNPUBLISHED_AFTER_SECONDS = 5.0
 #: pending or running job records them: no attempt lives longer than the actor's time limit
 #: (20 minutes), so such an upload was started by a worker that died before recording it.
 STALE_UPLOAD_SECONDS = 2 * 3600
-EXPORT_PREFIX = "analytics/exports/"
 #: Rollup retention: rows deleted per statement (one index range scan, about 10 ms when cached),
 #: statements per table per tick, and the pause between two statements. A tick thus deletes at
 #: most 200,000 rows per table and takes seconds; a larger backlog drains over the next ticks.
@@ -62,9 +60,10 @@ class Housekeeper:
         self._settings = settings
 
     async def expire_due(self, batch: int = 500) -> int:
-        """Delete the objects of succeeded jobs past ``expires_at`` and mark them ``expired``.
+        """Delete the data file and manifest of succeeded jobs past ``expires_at`` and mark them
+        ``expired``.
 
-        The object goes first: a job is only marked expired once nothing is left in the bucket
+        The objects go first: a job is only marked expired once nothing is left in the bucket
         (deleting a missing key succeeds, so a repeat after a crash is harmless).
         """
         self._metrics.ticks.labels("expire").inc()
@@ -73,7 +72,9 @@ class Housekeeper:
             ctx = {"job_id": str(job.job_id), "org_id": str(job.org_id)}
             try:
                 if job.output_uri:
-                    await self._store.delete(*parse_s3_uri(job.output_uri))
+                    bucket, key = parse_s3_uri(job.output_uri)
+                    await self._store.delete(bucket, key)
+                    await self._store.delete(bucket, manifest_key(job.org_id, job.job_id))
             except StorageError:
                 log.exception("could not delete an expired export; will retry", extra=ctx)
                 continue
@@ -177,11 +178,12 @@ class Housekeeper:
         cleaned = 0
         for job in await self._repository.leftover_uploads(batch):
             assert job.upload_id is not None
-            bucket, key = self._settings.bucket_for(job.org_id), object_key(job.org_id, job.job_id)
+            bucket = self._settings.bucket_for(job.org_id)
             try:
-                await self._store.abort_upload(bucket, key, job.upload_id)
+                await self._store.abort_upload(bucket, job.object_key, job.upload_id)
                 if job.status.object_removed:
-                    await self._store.delete(bucket, key)
+                    await self._store.delete(bucket, job.object_key)
+                    await self._store.delete(bucket, job.manifest_key)
             except StorageError as exc:
                 log.warning(
                     "could not clean up an upload; will retry",
@@ -236,14 +238,3 @@ class Housekeeper:
                     "could not list or abort stale uploads", extra={"bucket": bucket, "reason": str(exc)}
                 )
         return aborted
-
-
-def job_id_of(key: str) -> uuid.UUID | None:
-    """The job id in ``analytics/exports/{org_id}/{job_id}.csv``, if the key has that shape."""
-    name = key.rsplit("/", 1)[-1]
-    if not name.endswith(".csv"):
-        return None
-    try:
-        return uuid.UUID(name.removesuffix(".csv"))
-    except ValueError:
-        return None

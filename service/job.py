@@ -41,6 +41,25 @@ class Granularity(enum.StrEnum):
     MONTHLY = "monthly"
 
 
+class ExportFormat(enum.StrEnum):
+    """How the rows are written: CSV, gzip-compressed CSV, or Parquet."""
+
+    CSV = "csv"
+    CSV_GZ = "csv.gz"
+    PARQUET = "parquet"
+
+    @property
+    def extension(self) -> str:
+        return self.value
+
+
+class DatasetSchema(enum.StrEnum):
+    """Which columns: the service's own (``native``) or the FinOps FOCUS 1.0 columns."""
+
+    NATIVE = "native"
+    FOCUS_1_0 = "focus-1.0"
+
+
 #: The widest time range one export may cover (spec: max 31 days).
 MAX_TIME_RANGE = timedelta(days=31)
 
@@ -88,6 +107,8 @@ class ExportRequest:
     models: tuple[str, ...] | None
     #: The IANA time zone whose days and months the buckets are (and whose offsets they carry).
     time_zone: str = "UTC"
+    output_format: ExportFormat = ExportFormat.CSV
+    output_schema: DatasetSchema = DatasetSchema.NATIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +141,20 @@ class Job:
     #: The API request that created the job (its X-Request-ID), for following it through the logs.
     request_id: str | None
     time_zone: str = "UTC"
+    output_format: ExportFormat = ExportFormat.CSV
+    output_schema: DatasetSchema = DatasetSchema.NATIVE
+    #: SHA-256 of the manifest a succeeded job wrote (jobs that succeeded before manifests: None).
+    manifest_checksum: str | None = None
+
+    @property
+    def object_key(self) -> str:
+        """The S3 key of the job's data file."""
+        return object_key(self.org_id, self.job_id, self.output_format)
+
+    @property
+    def manifest_key(self) -> str:
+        """The S3 key of the job's manifest."""
+        return manifest_key(self.org_id, self.job_id)
 
     @property
     def coverage(self) -> Coverage:
@@ -136,6 +171,8 @@ class Job:
         values = {f.name: row[f.name] for f in fields(cls)}
         values["granularity"] = Granularity(str(values["granularity"]))
         values["status"] = JobStatus(str(values["status"]))
+        values["output_format"] = ExportFormat(str(values["output_format"]))
+        values["output_schema"] = DatasetSchema(str(values["output_schema"]))
         models = values["models"]
         values["models"] = tuple(models) if isinstance(models, Sequence) else None
         return cls(**values)  # type: ignore[arg-type]
@@ -207,12 +244,15 @@ class JobPage:
 
 @dataclass(frozen=True, slots=True)
 class ExportOutput:
-    """What one attempt produced: the object and its exact byte-level facts."""
+    """What one attempt produced: the data file's exact byte-level facts, and its manifest."""
 
     output_uri: str
     checksum: str
     row_count: int
     byte_count: int
+    #: The manifest as written to S3, and its SHA-256.
+    manifest: bytes
+    manifest_checksum: str
 
 
 def rfc3339(value: datetime) -> str:
@@ -220,6 +260,29 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def object_key(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
-    """The S3 key of a job's CSV (spec: ``analytics/exports/{org_id}/{job_id}.csv``)."""
-    return f"analytics/exports/{org_id}/{job_id}.csv"
+#: Where every export object lives: ``{EXPORT_PREFIX}{org_id}/{job_id}.<extension>``.
+EXPORT_PREFIX = "analytics/exports/"
+MANIFEST_EXTENSION = "manifest.json"
+
+
+def object_key(org_id: uuid.UUID, job_id: uuid.UUID, output_format: ExportFormat = ExportFormat.CSV) -> str:
+    """The S3 key of a job's data file (spec: ``analytics/exports/{org_id}/{job_id}.csv``; the
+    extension follows the format)."""
+    return f"{EXPORT_PREFIX}{org_id}/{job_id}.{output_format.extension}"
+
+
+def manifest_key(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """The S3 key of a job's manifest, beside its data file."""
+    return f"{EXPORT_PREFIX}{org_id}/{job_id}.{MANIFEST_EXTENSION}"
+
+
+def job_id_of(key: str) -> uuid.UUID | None:
+    """The job id in an export object's key (data file or manifest), if the key has that shape."""
+    name = key.rsplit("/", 1)[-1]
+    for extension in (*(f.extension for f in ExportFormat), MANIFEST_EXTENSION):
+        if name.endswith("." + extension):
+            try:
+                return uuid.UUID(name.removesuffix("." + extension))
+            except ValueError:
+                return None
+    return None

@@ -213,6 +213,8 @@ class JobRepository:
                 list(request.models) if request.models else None,
                 caller.request_id if caller is not None else None,
                 request.time_zone,
+                request.output_format.value,
+                request.output_schema.value,
             )
             assert row is not None
             if idempotency is not None:
@@ -279,6 +281,15 @@ class JobRepository:
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
         return await self._one("get_job", org_id, job_id)
+
+    async def get_manifest(self, org_id: uuid.UUID, job_id: uuid.UUID) -> tuple[Job, bytes | None] | None:
+        """One job of one org and the manifest it wrote (``None`` before it succeeded)."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(QUERIES["get_manifest"], org_id, job_id)
+        if row is None:
+            return None
+        text = row["manifest_text"]
+        return Job.from_row(row), text.encode() if text is not None else None
 
     async def list_page(
         self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
@@ -356,6 +367,8 @@ class JobRepository:
             output.row_count,
             output.byte_count,
             ttl_seconds,
+            output.manifest.decode(),
+            output.manifest_checksum,
         )
 
     async def fail(self, job: Job, reason: str) -> Job | None:

@@ -101,8 +101,8 @@ async def clean_state(settings: Settings) -> None:
     conn = await asyncpg.connect(settings.database_url)
     try:
         await conn.execute(
-            "TRUNCATE analytics.export_idempotency, analytics.export_events, analytics.export_jobs,"
-            " analytics.hourly_rollups, analytics.daily_rollups"
+            "TRUNCATE analytics.export_idempotency, analytics.export_events, analytics.export_manifests,"
+            " analytics.export_jobs, analytics.hourly_rollups, analytics.daily_rollups"
         )
     finally:
         await conn.close()

@@ -93,6 +93,11 @@ async def download_export(request: web.Request, call: Call) -> web.Response:
     return web.Response(status=302, headers={"Location": download.url, "Cache-Control": "no-store"})
 
 
+async def get_manifest(request: web.Request, call: Call) -> web.Response:
+    manifest = await request.app[keys.EXPORTS].manifest(call.org_id, call.job_id)
+    return web.Response(body=manifest, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
 async def openapi_document(request: web.Request, call: Call) -> web.Response:
     return json_response(request.app[keys.OPENAPI])
 

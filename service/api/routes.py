@@ -114,6 +114,23 @@ ROUTES: Final[tuple[Route, ...]] = (
         (ORG_ID, JOB_ID),
     ),
     Route(
+        "GET",
+        JOB + "/manifest",
+        "getExportManifest",
+        "The manifest of a succeeded export: its files with their SHA-256, and its totals per "
+        "currency (scope exports:read). Byte for byte the manifest stored beside the file; its "
+        "SHA-256 is the job's manifestChecksum.",
+        handlers.get_manifest,
+        READ,
+        {
+            200: Answer("The manifest.", "ExportManifest"),
+            **GUARDED,
+            **NO_SUCH_JOB,
+            409: problem("The job has not succeeded (pending, running, failed, cancelled or expired)."),
+        },
+        (ORG_ID, JOB_ID),
+    ),
+    Route(
         "POST",
         JOB + "/cancel",
         "cancelExport",

@@ -13,8 +13,10 @@ from service.errors import ValidationFailed
 from service.job import (
     MAX_TIME_RANGE,
     Coverage,
+    DatasetSchema,
     Event,
     EventPage,
+    ExportFormat,
     ExportRequest,
     Granularity,
     Job,
@@ -160,6 +162,9 @@ def job_json(job: Job) -> dict[str, object]:
         "attempts": job.charged_attempts,
         # Only a pending job waits for a retry; the column outlives the wait (a cancel keeps it).
         "nextAttemptAt": opt(job.available_at) if job.status is JobStatus.PENDING else None,
+        "format": job.output_format.value,
+        "schema": job.output_schema.value,
+        "manifestChecksum": job.manifest_checksum,
     }
 
 
@@ -272,6 +277,9 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "cancelRequestedAt",
             "attempts",
             "nextAttemptAt",
+            "format",
+            "schema",
+            "manifestChecksum",
         ],
         "properties": {
             "jobId": {"type": "string", "format": "uuid"},
@@ -324,6 +332,105 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
                     "Set while a pending export waits to be retried after a failed attempt "
                     "(errorMessage says why): no worker starts it before this time. Null otherwise."
                 ),
+            },
+            "format": {"type": "string", "enum": [f.value for f in ExportFormat]},
+            "schema": {"type": "string", "enum": [d.value for d in DatasetSchema]},
+            "manifestChecksum": {
+                "type": ["string", "null"],
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "Lowercase hex SHA-256 of the manifest (GET .../manifest), once succeeded.",
+            },
+        },
+    },
+    "ExportManifest": {
+        "type": "object",
+        "description": (
+            "What the export wrote and counted; stored beside the data file as its last write. "
+            "Totals are counted from the rows streamed, per currency, money as exact decimals."
+        ),
+        "required": [
+            "manifestVersion",
+            "jobId",
+            "orgId",
+            "request",
+            "files",
+            "totals",
+            "generatedAt",
+            "generator",
+        ],
+        "properties": {
+            "manifestVersion": {"type": "integer", "const": 1},
+            "jobId": {"type": "string", "format": "uuid"},
+            "orgId": {"type": "string", "format": "uuid"},
+            "request": {
+                "type": "object",
+                "required": [
+                    "granularity",
+                    "timeRange",
+                    "timeZone",
+                    "coverage",
+                    "models",
+                    "format",
+                    "schema",
+                ],
+                "properties": {
+                    "granularity": {"type": "string", "enum": [g.value for g in Granularity]},
+                    "timeRange": {"$ref": "#/components/schemas/TimeRange"},
+                    "timeZone": {"type": "string"},
+                    "coverage": {
+                        "type": "object",
+                        "required": ["start", "end"],
+                        "properties": {"start": _TIMESTAMP, "end": _TIMESTAMP},
+                    },
+                    "models": {"type": ["array", "null"], "items": {"type": "string"}},
+                    "format": {"type": "string", "enum": [f.value for f in ExportFormat]},
+                    "schema": {"type": "string", "enum": [d.value for d in DatasetSchema]},
+                },
+            },
+            "files": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["key", "rows", "bytes", "sha256", "contentType", "contentEncoding"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "rows": {"type": "integer", "minimum": 0},
+                        "bytes": {"type": "integer", "minimum": 0},
+                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "contentType": {"type": "string"},
+                        "contentEncoding": {"type": ["string", "null"], "enum": ["gzip", None]},
+                        "uncompressed": {
+                            "type": "object",
+                            "required": ["bytes", "sha256"],
+                            "properties": {
+                                "bytes": {"type": "integer", "minimum": 0},
+                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            },
+                        },
+                    },
+                },
+            },
+            "totals": {
+                "type": "object",
+                "description": "Per ISO 4217 currency: the exact sums of the file's rows in it.",
+                "propertyNames": {"pattern": "^[A-Z]{3}$"},
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["costTotal", "requestCount", "tokensTotal", "errorCount"],
+                    "properties": {
+                        "costTotal": {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{6}$"},
+                        "requestCount": {"type": "integer"},
+                        "tokensTotal": {"type": "integer"},
+                        "errorCount": {"type": "integer"},
+                    },
+                },
+            },
+            "generatedAt": _TIMESTAMP,
+            "generator": {
+                "type": "object",
+                "required": ["name", "version"],
+                "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
             },
         },
     },

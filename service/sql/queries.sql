@@ -24,8 +24,8 @@ SELECT count(*) FROM analytics.export_jobs WHERE org_id = $1 AND status IN ('pen
 -- Insert a new pending export job and return it.
 INSERT INTO analytics.export_jobs
     (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models, request_id,
-     time_zone)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     time_zone, output_format, output_schema)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING *;
 
 -- name: set_caller
@@ -68,6 +68,12 @@ LIMIT $4;
 -- name: get_job
 -- One job of one org (another org's job is simply not found).
 SELECT * FROM analytics.export_jobs WHERE org_id = $1 AND job_id = $2;
+
+-- name: get_manifest
+-- One job of one org and its manifest (NULL until it succeeds).
+SELECT j.*, m.manifest AS manifest_text
+FROM analytics.export_jobs j LEFT JOIN analytics.export_manifests m USING (job_id)
+WHERE j.org_id = $1 AND j.job_id = $2;
 
 -- name: list_jobs
 -- An org's jobs, newest first, keyset-paginated on (initiated_at, job_id); optional status filter.
@@ -135,13 +141,21 @@ RETURNING job_id;
 UPDATE analytics.export_jobs SET upload_id = NULL WHERE job_id = $1 AND upload_id = $2;
 
 -- name: complete_job
--- running -> succeeded with the output, only for the attempt that produced it.
-UPDATE analytics.export_jobs
-SET status = 'succeeded', output_uri = $3, checksum = $4, row_count = $5, byte_count = $6,
-    completed_at = now(), expires_at = now() + make_interval(secs => $7), upload_id = NULL,
-    lease_expires_at = NULL, error_message = NULL, updated_at = now()
-WHERE job_id = $1 AND status = 'running' AND attempt = $2
-RETURNING *;
+-- running -> succeeded with the output and its manifest ($8, with its SHA-256 $9), only for the
+-- attempt that produced them.
+WITH done AS (
+    UPDATE analytics.export_jobs
+    SET status = 'succeeded', output_uri = $3, checksum = $4, row_count = $5, byte_count = $6,
+        completed_at = now(), expires_at = now() + make_interval(secs => $7), upload_id = NULL,
+        lease_expires_at = NULL, error_message = NULL, manifest_checksum = $9, updated_at = now()
+    WHERE job_id = $1 AND status = 'running' AND attempt = $2
+    RETURNING *
+), kept AS (
+    INSERT INTO analytics.export_manifests (job_id, manifest)
+    SELECT job_id, $8 FROM done
+    ON CONFLICT (job_id) DO UPDATE SET manifest = EXCLUDED.manifest
+)
+SELECT * FROM done;
 
 -- name: fail_job
 -- running -> failed with a readable reason, only for the attempt that failed (its upload stays

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import itertools
 import subprocess
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.conftest import BIN
@@ -25,6 +29,16 @@ def export(stack: Stack, env: dict[str, str], cwd: Path, *args: str) -> subproce
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def verify(cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "analytics-exports"), "verify", "export.csv", "--manifest", "export.csv.manifest.json"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -91,3 +105,25 @@ async def test_export_waits_with_progress_downloads_and_verifies_the_file(
     assert f"{job['rowCount']:,} rows" in progress[-1], result.stderr
     assert "\r" not in result.stderr
     assert not (tmp_path / "export.csv.part").exists()
+
+    # And the manifest the job vouches for is kept beside the file, its totals the file's own
+    manifest = (tmp_path / "export.csv.manifest.json").read_bytes()
+    assert hashlib.sha256(manifest).hexdigest() == job["manifestChecksum"]
+    cost = sum(Decimal(row["cost_total"]) for row in csv.DictReader(io.StringIO(data.decode(), newline="")))
+    assert orjson.loads(manifest)["totals"]["USD"]["costTotal"] == str(cost)
+    assert f"manifest  export.csv.manifest.json: rows and totals match (cost {cost} USD)" in out
+
+    # When `verify` checks the file against it, and then a copy with one cent changed
+    checked = verify(tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.endswith("verified: export.csv matches export.csv.manifest.json\n")
+    first = next(r for r in csv.reader(io.StringIO(data.decode(), newline="")) if r[6] != "cost_total")
+    bumped = Decimal(first[6]) + Decimal("0.01")
+    changed = data.replace(f",{first[6]},".encode(), f",{bumped},".encode(), 1)
+    (tmp_path / "export.csv").write_bytes(changed)
+    checked = verify(tmp_path)
+    # Then it fails, naming the cent
+    assert checked.returncode == 1
+    assert f"MISMATCH  USD costTotal: the file has {cost + Decimal('0.01')}, the manifest states {cost}" in (
+        checked.stdout
+    )

@@ -59,6 +59,7 @@ def run_guide(env: dict[str, str], cwd: Path) -> dict[str, object]:
     result = run_bash(marked_block(GUIDE, "finance-guide"), env, cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "export.csv: OK" in result.stdout.splitlines()
+    assert "manifest.json: OK" in result.stdout.splitlines()
     period, job = PERIOD.search(result.stdout), JOB.search(result.stdout)
     reconciled = RECONCILED.match(result.stdout.splitlines()[-1])
     assert period, result.stdout
@@ -143,11 +144,21 @@ def test_month_end_script_reconciles_exactly_in_every_granularity(stack: Stack, 
     assert job["status"] == "succeeded"
     assert job["rowCount"] == rows
     assert hashlib.sha256((folder / "export.csv").read_bytes()).hexdigest() == job["checksum"]
-    assert (folder / "export.csv.sha256").read_text() == f"{job['checksum']}  export.csv\n"
+    assert (folder / "export.csv.sha256").read_text() == (
+        f"{job['checksum']}  export.csv\n{job['manifestChecksum']}  manifest.json\n"
+    )
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["totals"]["USD"]["costTotal"] == daily["costs"]["USD"].to_eng_string()
     events = [e["event"] for e in json.loads((folder / "events.json").read_text())["items"]]
     assert events[:3] == ["created", "started", "succeeded"]
     assert "download_url_issued" in events
-    assert sorted(os.listdir(folder)) == ["events.json", "export.csv", "export.csv.sha256", "job.json"]
+    assert sorted(os.listdir(folder)) == [
+        "events.json",
+        "export.csv",
+        "export.csv.sha256",
+        "job.json",
+        "manifest.json",
+    ]
 
     # When it runs again (a retry, or a colleague the same day)
     again = run_guide(env, tmp_path)

@@ -92,6 +92,7 @@ class Cluster:
     def heal(self) -> None:
         for proxy in (self.pg, self.rabbit, self.s3):
             proxy.restore()
+            proxy.release()
             proxy.set_delay(0)
             proxy.set_rate(None)
 
@@ -290,10 +291,14 @@ async def objects_of(bucket: S3Client, org: uuid.UUID) -> list[str]:
     return [str(o["Key"]) for o in listing.get("Contents", []) or []]
 
 
-async def read_object(bucket: S3Client, org: uuid.UUID, job_id: uuid.UUID) -> bytes:
-    response = await bucket.get_object(Bucket=BUCKET, Key=object_key(org, job_id))  # type: ignore[attr-defined]
+async def read_key(bucket: S3Client, key: str) -> bytes:
+    response = await bucket.get_object(Bucket=BUCKET, Key=key)  # type: ignore[attr-defined]
     async with response["Body"] as body:
         return bytes(await body.read())
+
+
+async def read_object(bucket: S3Client, org: uuid.UUID, job_id: uuid.UUID) -> bytes:
+    return await read_key(bucket, object_key(org, job_id))
 
 
 async def eventually_no_uploads(bucket: S3Client, seconds: float = 30) -> None:

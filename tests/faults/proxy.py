@@ -24,6 +24,9 @@ Fault modes (each state change has taken effect when the call returns):
 - ``set_delay(seconds)`` / ``set_rate(bytes_per_second)``: slow forwarding down, per chunk and
   per direction; these apply to open connections from their next chunk and combine with the
   modes above.
+- ``hold(marker)``: a client chunk that contains ``marker`` (a path in an HTTP request line, say)
+  is not forwarded, and nothing more is on its connection: the client waits for an answer that
+  does not come. ``held`` counts such connections; ``release()`` resets them.
 
 When either side of a forwarded connection closes (or fails), the other side is closed too:
 half-closes are not propagated.
@@ -76,6 +79,7 @@ class _Connection:
         self.upstream: asyncio.StreamWriter | None = None
         self.blackholed = blackholed
         self.closed = False
+        self.held = False
         #: The task that owns this connection (set once it is running).
         self.task: asyncio.Task[None] | None = None
 
@@ -108,6 +112,8 @@ class FaultProxy:
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._total_connections = 0
+        self._hold: bytes | None = None
+        self._held = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -235,6 +241,29 @@ class FaultProxy:
             self._rate = bytes_per_second
 
         self._call(apply)
+
+    def hold(self, marker: bytes) -> None:
+        """Stall every connection whose client sends ``marker``, from that chunk on."""
+
+        def apply() -> None:
+            self._hold = marker
+
+        self._call(apply)
+
+    def release(self) -> None:
+        """Stop holding, and reset the connections that were held."""
+
+        def apply() -> None:
+            self._hold = None
+            for conn in [c for c in self._connections if c.held]:
+                self._close(conn)
+
+        self._call(apply)
+
+    @property
+    def held(self) -> int:
+        """Connections held so far (since the proxy started)."""
+        return self._call(lambda: self._held)
 
     # -- thread plumbing -------------------------------------------------------------------
 
@@ -382,6 +411,10 @@ class FaultProxy:
                 return
             if conn.blackholed or writer is None:
                 continue
+            if from_client and self._hold is not None and self._hold in data:
+                conn.held = True
+                self._held += 1
+                await asyncio.Event().wait()  # until release() or stop() closes the connection
             if self._delay > 0:
                 await asyncio.sleep(self._delay)
             if self._rate is not None:

@@ -12,6 +12,7 @@ import uuid
 
 import aiohttp
 import asyncpg
+import orjson
 
 from actors.broker import create_broker
 from actors.tasks import declare_actors
@@ -24,6 +25,7 @@ from tests.faults.conftest import (
     job_row,
     objects_of,
     post_export,
+    read_key,
     read_object,
     seed_hours,
     wait_finished,
@@ -49,10 +51,15 @@ async def export_in_flight(
 
 
 async def assert_one_true_object(bucket: S3Client, org: uuid.UUID, job: asyncpg.Record) -> bytes:
-    """Exactly one object for the job, and its bytes are what the job row vouches for."""
-    assert await objects_of(bucket, org) == [f"analytics/exports/{org}/{job['job_id']}.csv"]
+    """Exactly one data file and its manifest for the job, and their bytes are what the job row
+    vouches for."""
+    key = f"analytics/exports/{org}/{job['job_id']}"
+    assert await objects_of(bucket, org) == [f"{key}.csv", f"{key}.manifest.json"]
     data = await read_object(bucket, org, job["job_id"])
     assert hashlib.sha256(data).hexdigest() == job["checksum"]
+    manifest = await read_key(bucket, f"{key}.manifest.json")
+    assert hashlib.sha256(manifest).hexdigest() == job["manifest_checksum"]
+    assert orjson.loads(manifest)["files"][0]["sha256"] == job["checksum"]
     assert len(data) == job["byte_count"]
     assert data.count(b"\n") == job["row_count"] + 1
     return data
@@ -397,7 +404,7 @@ async def test_a_burst_of_200_jobs_across_20_orgs_all_succeed(
         await asyncio.sleep(0.5)
     assert await db.fetchval("SELECT max(attempt) FROM analytics.export_jobs") == 1
     for org in orgs:
-        assert len(await objects_of(bucket, org)) == 10
+        assert len(await objects_of(bucket, org)) == 10 * 2  # a data file and a manifest each
     await eventually_no_uploads(bucket)
 
 
@@ -458,3 +465,38 @@ async def test_cancelling_a_running_export_stops_it_and_leaves_no_parts(
     # And cancelling again is a conflict
     async with http.post(url, headers=healthy.auth(org)) as reply:
         assert reply.status == 409
+
+
+async def test_a_worker_stopped_between_its_data_file_and_its_manifest_has_not_succeeded(
+    healthy: Cluster, http: aiohttp.ClientSession, db: asyncpg.Connection, bucket: S3Client
+) -> None:
+    # Given S3 never answers a manifest's upload, and an export of several parts
+    org = uuid.uuid4()
+    await seed_hours(db, org, models=100)
+    healthy.s3.hold(b".manifest.json")
+    held_before = healthy.s3.held
+    job_id = await post_export(http, healthy, org)
+    deadline = time.monotonic() + 60
+    while healthy.s3.held == held_before:
+        assert time.monotonic() < deadline, f"the manifest was never written\n{healthy.log_tail()}"
+        await asyncio.sleep(0.05)
+    # When its worker is killed while it writes the manifest (its data file complete in S3)
+    running = await job_row(db, job_id)
+    key = f"analytics/exports/{org}/{job_id}"
+    assert await objects_of(bucket, org) == [f"{key}.csv"]
+    os.kill(worker_pid(running), signal.SIGKILL)
+    healthy.s3.release()
+    # Then there is no manifest and the job has not succeeded: the API has none to give
+    assert running["status"] == "running"
+    assert await objects_of(bucket, org) == [f"{key}.csv"]
+    url = f"{healthy.base}/analytics/v1/orgs/{org}/exports/{job_id}/manifest"
+    async with http.get(url, headers=healthy.auth(org)) as reply:
+        assert reply.status == 409, await reply.text()
+    # And another worker, once the lease lapses, writes both anew and only then succeeds
+    done = await wait_finished(db, job_id, healthy)
+    assert done["status"] == "succeeded", (done["error_message"], dict(done))
+    assert done["attempt"] == 2
+    await assert_one_true_object(bucket, org, done)
+    async with http.get(url, headers=healthy.auth(org)) as reply:
+        assert reply.status == 200
+        assert hashlib.sha256(await reply.read()).hexdigest() == done["manifest_checksum"]

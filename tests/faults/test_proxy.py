@@ -219,6 +219,24 @@ def test_blackhole_swallows_requests_and_restore_resets_them(
     assert round_trip(connect(), b"again") == b"again"
 
 
+def test_hold_stalls_the_connection_that_sends_the_marker_until_release(
+    proxy: FaultProxy, connect: Callable[[], socket.socket]
+) -> None:
+    held, other = connect(), connect()
+    proxy.hold(b".manifest")
+    # A request without the marker goes through; one with it gets no answer, nor does its sequel
+    assert round_trip(held, b"PUT /data HTTP/1.1") == b"PUT /data HTTP/1.1"
+    assert_no_answer(held, b"PUT /x.manifest HTTP/1.1")
+    assert_no_answer(held, b"GET /data HTTP/1.1")
+    assert wait_until(lambda: proxy.held == 1)
+    # Other connections are not held
+    assert round_trip(other) == b"ping"
+    proxy.release()
+    assert_closed_by_peer(held)
+    assert round_trip(connect(), b"PUT /y.manifest") == b"PUT /y.manifest"  # no longer held
+    assert proxy.held == 1
+
+
 def test_delay_slows_every_round_trip(proxy: FaultProxy, connect: Callable[[], socket.socket]) -> None:
     client = connect()
     assert round_trip(client) == b"ping"

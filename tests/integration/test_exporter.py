@@ -13,6 +13,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import orjson
 import pytest
 
 from service.exporter import Exporter
@@ -105,6 +106,29 @@ async def test_export_streams_exact_rows_and_checksum(parts: Parts) -> None:
     assert response["Metadata"]["row-count"] == str(len(expected))
     tagging = await parts.client.get_object_tagging(Bucket=BUCKET, Key=key)  # type: ignore[attr-defined]
     assert {tag["Key"]: tag["Value"] for tag in tagging["TagSet"]} == response["Metadata"]
+    # And the manifest beside it is the one the job records, stating the file's facts and its
+    # totals, which are the exact sums of the rows in the file
+    manifest, _ = await read_object(parts.client, BUCKET, done.manifest_key)
+    found = await parts.repository.get_manifest(org, job.job_id)
+    assert found is not None
+    assert found[1] == manifest
+    assert hashlib.sha256(manifest).hexdigest() == done.manifest_checksum
+    document = orjson.loads(manifest)
+    [entry] = document["files"]
+    assert (entry["key"], entry["rows"], entry["bytes"], entry["sha256"]) == (
+        key,
+        len(expected),
+        done.byte_count,
+        done.checksum,
+    )
+    assert document["totals"] == {
+        "USD": {
+            "costTotal": str(sum((Decimal(row[6]) for row in rows[1:]), Decimal("0.000000"))),
+            "requestCount": sum(int(row[3]) for row in rows[1:]),
+            "tokensTotal": sum(int(row[4]) for row in rows[1:]),
+            "errorCount": sum(int(row[5]) for row in rows[1:]),
+        }
+    }
     assert await no_uploads_left(parts.client, BUCKET)
 
 

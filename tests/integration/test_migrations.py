@@ -193,7 +193,7 @@ async def test_rows_already_there_take_the_billing_currency(scratch_url: str, tm
             org,
         )
         # When the rest is applied with BILLING_CURRENCY=EUR
-        assert await migrate_up(scratch_url, billing_currency="EUR") == ["0015_currency"]
+        assert (await migrate_up(scratch_url, billing_currency="EUR"))[0] == "0015_currency"
         # Then those rows are EUR, and so is a row written by a writer that names no currency
         for table in ("hourly_rollups", "daily_rollups"):
             assert (
@@ -240,8 +240,11 @@ async def test_a_billing_currency_that_is_not_a_code_stops_the_migration(
         await conn.close()
 
 
-async def test_rolling_back_currencies_is_refused_while_one_key_holds_two(scratch_url: str) -> None:
-    await migrate_up(scratch_url)
+async def test_rolling_back_currencies_is_refused_while_one_key_holds_two(
+    scratch_url: str, tmp_path: Path
+) -> None:
+    until_currencies = migrations_up_to(tmp_path / "until-0015", 15)
+    await migrate_up(scratch_url, until_currencies)
     org = uuid.uuid4()
     conn = await asyncpg.connect(scratch_url)
     try:
@@ -253,7 +256,7 @@ async def test_rolling_back_currencies_is_refused_while_one_key_holds_two(scratc
     finally:
         await conn.close()
     with pytest.raises(asyncpg.exceptions.UniqueViolationError):
-        await migrate_down(scratch_url, steps=1)
+        await migrate_down(scratch_url, steps=1, directory=until_currencies)
     conn = await asyncpg.connect(scratch_url)
     try:
         assert (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -44,7 +45,10 @@ def request(org_id: uuid.UUID, models: tuple[str, ...] | None = None) -> ExportR
 
 
 def output(job_id: uuid.UUID) -> ExportOutput:
-    return ExportOutput(f"s3://b/{job_id}.csv", "a" * 64, 3, 100)
+    manifest = b'{"manifestVersion": 1}\n'
+    return ExportOutput(
+        f"s3://b/{job_id}.csv", "a" * 64, 3, 100, manifest, hashlib.sha256(manifest).hexdigest()
+    )
 
 
 async def test_create_then_get_round_trips_every_field(repository: JobRepository) -> None:
@@ -283,6 +287,14 @@ async def test_every_transition_leaves_an_event_and_events_are_append_only(
     assert (events[0].client_ip, events[0].user_agent) == ("203.0.113.7", "curl/8.0")
     assert events[2].details["reason"] == "attempt 1 failed: reset"
     assert events[4].details["checksum"] == "a" * 64
+    assert (
+        events[4].details["manifestChecksum"]
+        == done.manifest_checksum
+        == output(job.job_id).manifest_checksum
+    )
+    assert (events[0].details["format"], events[0].details["schema"]) == ("csv", "native")
+    # And the manifest is kept, byte for byte
+    assert await repository.get_manifest(org, job.job_id) == (done, output(job.job_id).manifest)
     assert await all_events(repository, uuid.uuid4(), job.job_id) == []  # another org sees nothing
     # And the trail cannot be rewritten: no field of any event, not even a download count going back
     conn = await asyncpg.connect(settings.database_url)

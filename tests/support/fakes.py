@@ -35,6 +35,7 @@ from service.job import (
 )
 from service.repository import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor
 from service.retention import RollupTable
+from tests.support.rollups import HEADER
 
 ORG_A = uuid.UUID("0b6f3c2e-8f57-4a4e-9d1c-3a1f4f0e9a01")
 ORG_B = uuid.UUID("5d2a9e77-1c4b-4f0a-8b6e-7e3c2d1f0b02")
@@ -185,6 +186,18 @@ class FakeS3:
         stored["Tags"] = {tag["Key"]: tag["Value"] for tag in kwargs["Tagging"]["TagSet"]}
         return {}
 
+    async def put_object(self, **kwargs: Any) -> Mapping[str, object]:
+        self._record("put_object", kwargs)
+        self.objects[(kwargs["Bucket"], kwargs["Key"])] = {
+            "ETag": f'"put-{len(self.calls)}"',
+            "Body": bytes(kwargs["Body"]),
+            "Metadata": dict(kwargs.get("Metadata", {})),
+            "Tags": {},
+            "ContentType": kwargs.get("ContentType"),
+            "ContentDisposition": kwargs.get("ContentDisposition"),
+        }
+        return {}
+
     async def delete_object(self, **kwargs: Any) -> Mapping[str, object]:
         self._record("delete_object", kwargs)
         self.objects.pop((kwargs["Bucket"], kwargs["Key"]), None)
@@ -259,9 +272,11 @@ class FakeRepository:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.backlog_error: BaseException | None = None
         #: The CSV chunks ``copy_rows`` sends to the sink, and the row count it reports.
-        self.chunks: list[bytes] = [b"header\n"]
+        self.chunks: list[bytes] = [(",".join(HEADER) + "\n").encode()]
         self.row_count = 0
         self.copy_error: BaseException | None = None
+        #: Manifests of succeeded jobs, as ``complete`` stored them.
+        self.manifests: dict[uuid.UUID, bytes] = {}
         self.copy_rows_impl: CopyRows | None = None
         self.complete_error: BaseException | None = None
         self.fail_error: BaseException | None = None
@@ -323,6 +338,8 @@ class FakeRepository:
             initiated_at=datetime.now(UTC),
             request_id=caller.request_id if caller is not None else None,
             time_zone=request.time_zone,
+            output_format=request.output_format,
+            output_schema=request.output_schema,
         )
         self.jobs[job.job_id] = job
         if idempotency is not None:
@@ -350,6 +367,11 @@ class FakeRepository:
             raise self.get_error
         job = self.jobs.get(job_id)
         return job if job is not None and job.org_id == org_id else None
+
+    async def get_manifest(self, org_id: uuid.UUID, job_id: uuid.UUID) -> tuple[Job, bytes | None] | None:
+        self._record("get_manifest", org_id, job_id)
+        job = await self.get(org_id, job_id)
+        return (job, self.manifests.get(job_id)) if job is not None else None
 
     async def record_download(
         self, job: Job, caller: Caller, valid_seconds: int, *, window_seconds: float
@@ -529,8 +551,10 @@ class FakeRepository:
             completed_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds),
             upload_id=None,
+            manifest_checksum=output.manifest_checksum,
         )
         self.jobs[job.job_id] = done
+        self.manifests[job.job_id] = output.manifest
         return done
 
     async def fail(self, job: Job, reason: str) -> Job | None:

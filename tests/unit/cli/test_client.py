@@ -42,7 +42,38 @@ JOB_ID = "1b2c3d4e-0000-4000-8000-000000000001"
 CSV = b"bucket_start,organization_id,model_id,request_count,tokens_total,error_count,cost_total,currency\n"
 CSV += f"2026-10-01T00:00:00Z,{ORG},gpt-4o,10,100,0,1.250000,USD\n".encode() * 3
 CHECKSUM = hashlib.sha256(CSV).hexdigest()
-DONE = {"rowCount": 3, "byteCount": len(CSV), "checksum": CHECKSUM, "expiresAt": "2026-10-02T00:00:00Z"}
+
+
+def manifest_of(content: bytes, cost: str = "3.750000") -> bytes:
+    """A manifest as the worker writes one, stating the facts of ``content`` (and ``cost``)."""
+    document = {
+        "manifestVersion": 1,
+        "jobId": JOB_ID,
+        "orgId": ORG,
+        "request": {"format": "csv", "schema": "native"},
+        "files": [
+            {
+                "key": f"analytics/exports/{ORG}/{JOB_ID}.csv",
+                "rows": 3,
+                "bytes": len(content),
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "contentType": "text/csv; charset=utf-8",
+                "contentEncoding": None,
+            }
+        ],
+        "totals": {"USD": {"costTotal": cost, "requestCount": 30, "tokensTotal": 300, "errorCount": 0}},
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+MANIFEST = manifest_of(CSV)
+DONE = {
+    "rowCount": 3,
+    "byteCount": len(CSV),
+    "checksum": CHECKSUM,
+    "expiresAt": "2026-10-02T00:00:00Z",
+    "manifestChecksum": hashlib.sha256(MANIFEST).hexdigest(),
+}
 
 
 def problem(status: int, title: str, detail: str) -> web.Response:
@@ -69,6 +100,7 @@ class FakeApi:
         ]
     )
     content: bytes = CSV
+    manifest: bytes = MANIFEST
     #: When set, the POST answers this problem (status, title, detail) instead of a job...
     refuse: tuple[int, str, str] | None = None
     #: ... for this many POSTs first (0: for all of them).
@@ -119,6 +151,9 @@ class FakeApi:
                 status=302, headers={"Location": f"{self.base}/bucket/export.csv?X-Sig=a%2Fb"}
             )
 
+        async def manifest(request: web.Request) -> web.Response:
+            return web.Response(body=self.manifest, content_type="application/json")
+
         async def file(request: web.Request) -> web.Response:
             self.file_headers.append(dict(request.headers))
             if "Authorization" in request.headers:  # as S3: two kinds of credentials are refused
@@ -130,6 +165,7 @@ class FakeApi:
         app.router.add_post(exports, create)
         app.router.add_get(exports + "/{job_id}", get)
         app.router.add_get(exports + "/{job_id}/download", download)
+        app.router.add_get(exports + "/{job_id}/manifest", manifest)
         app.router.add_get("/bucket/export.csv", file)
         return app
 
@@ -296,7 +332,33 @@ def test_download_saves_the_file_and_checks_it_against_the_checksum(
     assert [h.get("Authorization") for h in api.file_headers] == [None]
     assert api.file_paths == ["/bucket/export.csv?X-Sig=a%2Fb"]  # the presigned query, byte for byte
     assert f"saved     {tmp_path / 'export.csv'}: {len(CSV)} bytes, SHA-256 matches the API's checksum" in out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv"]
+    # And its manifest is kept beside it, the file's rows and totals recounted against it
+    assert (tmp_path / "export.csv.manifest.json").read_bytes() == MANIFEST
+    manifest = tmp_path / "export.csv.manifest.json"
+    assert f"manifest  {manifest}: rows and totals match (cost 3.750000 USD)" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv", "export.csv.manifest.json"]
+
+
+def test_a_file_whose_totals_differ_from_its_manifest_fails_naming_the_difference(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given a manifest (the one the job vouches for) whose total is one cent off the file's rows
+    api.manifest = manifest_of(CSV, cost="3.760000")
+    api.states[-1] = {**api.states[-1], "manifestChecksum": hashlib.sha256(api.manifest).hexdigest()}
+    # When the export is downloaded, then the command fails and says which total differs
+    code = export(api, "--download", str(tmp_path / "export.csv"))
+    _, err = capsys.readouterr()
+    assert code == EXIT_INCOMPLETE
+    assert "USD costTotal: the file has 3.750000, the manifest states 3.760000" in err
+
+
+def test_a_manifest_that_is_not_the_jobs_is_refused(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    api.manifest = manifest_of(CSV, cost="3.760000")  # the job still vouches for the right one
+    code = export(api, "--download", str(tmp_path / "export.csv"))
+    assert code == EXIT_INCOMPLETE
+    assert "the manifest's SHA-256 is not the job's manifestChecksum" in capsys.readouterr().err
 
 
 def test_download_into_a_directory_names_the_file_after_the_job(

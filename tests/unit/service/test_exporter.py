@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from types import MappingProxyType
 
+import orjson
 import pytest
 
+from service.api.contract import validate
 from service.errors import RetryableStorageError
 from service.exporter import Exporter, content_disposition
 from service.job import Granularity, Job, JobStatus
@@ -25,9 +27,11 @@ CSV = [
 ]
 
 
-def exporter(repo: FakeRepository, s3: FakeS3, settings: Settings | None = None) -> Exporter:
+def exporter(
+    repo: FakeRepository, s3: FakeS3, settings: Settings | None = None, part: int = PART
+) -> Exporter:
     settings = settings or Settings()
-    return Exporter(repo, ObjectStore(s3, PART, retry_window=0), settings)  # type: ignore[arg-type]
+    return Exporter(repo, ObjectStore(s3, part, retry_window=0), settings)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -69,6 +73,58 @@ async def test_success_uploads_the_csv_and_records_its_checksum(
     # And no upload is left open, and nothing failed
     assert s3.uploads == {}
     assert repo.called("fail") == []
+
+
+async def test_the_manifest_is_the_last_write_and_states_the_files_facts_and_totals(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # When the job runs
+    done = await exporter(repo, s3).run(job.job_id)
+    # Then the manifest went to S3 after the data file was complete, and before the job succeeded
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    s3_calls = [name for name, _ in s3.calls]
+    assert s3_calls[-2:] == ["put_object_tagging", "put_object"]
+    [put] = s3.called("put_object")
+    assert (put["Key"], put["ContentType"]) == (job.manifest_key, "application/json")
+    assert [name for name, _ in repo.calls][-1] == "complete"
+    # And the job records it, byte for byte, with its SHA-256
+    manifest = put["Body"]
+    assert repo.manifests[job.job_id] == manifest
+    assert done.manifest_checksum == hashlib.sha256(manifest).hexdigest()
+    # And it is what the API documents: the file's facts and the totals of its rows, exactly
+    document = orjson.loads(manifest)
+    validate("ExportManifest", document)
+    data = b"".join(CSV)
+    assert document["files"] == [
+        {
+            "key": job.object_key,
+            "rows": 2,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "contentType": "text/csv; charset=utf-8",
+            "contentEncoding": None,
+        }
+    ]
+    assert document["totals"] == {
+        "USD": {"costTotal": "0.205760", "requestCount": 200, "tokensTotal": 80000, "errorCount": 1}
+    }
+    assert (document["jobId"], document["orgId"]) == (str(job.job_id), str(job.org_id))
+    assert document["request"]["coverage"] == {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z"}
+
+
+async def test_rows_the_tally_did_not_count_fail_the_export(
+    repo: FakeRepository, s3: FakeS3, job: Job
+) -> None:
+    # Given COPY reports a row count its bytes do not hold (a bug, never a passing fault)
+    repo.row_count = 3
+    # When the job runs
+    failed = await exporter(repo, s3).run(job.job_id)
+    # Then it fails, saying so, and leaves nothing in the bucket
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert "the tally counted 2 rows where COPY sent 3" in (failed.error_message or "")
+    assert s3.objects == {}
 
 
 async def test_success_records_the_upload_id_and_the_signed_url_ttl(
@@ -195,6 +251,7 @@ async def test_a_retry_aborts_the_previous_attempts_upload_first(repo: FakeRepos
     pending = make_job(attempt=1, upload_id=str(stale["UploadId"]))
     repo.jobs[pending.job_id] = pending
     repo.chunks = list(CSV)
+    repo.row_count = 2
     # When the next attempt runs
     done = await exporter(repo, s3).run(pending.job_id)
     # Then the old upload is aborted before a new one starts, and the export restarts from scratch
@@ -228,14 +285,14 @@ async def test_failure_to_start_the_upload_fails_the_job(repo: FakeRepository, s
     assert (s3.uploads, s3.objects, repo.called("set_upload_id")) == ({}, {}, [])
 
 
-async def test_a_small_export_is_created_with_its_checksum_in_three_requests(
+async def test_a_small_export_is_created_with_its_checksum_in_three_requests_then_its_manifest(
     repo: FakeRepository, s3: FakeS3, job: Job
 ) -> None:
     # Given an export that fits in one part
-    repo.chunks = [b"bucket_start,cost_total\n"[: PART - 1]]
-    repo.row_count = 0
+    repo.chunks = list(CSV)
+    repo.row_count = 2
     # When the job runs
-    done = await exporter(repo, s3).run(job.job_id)
+    done = await exporter(repo, s3, part=1024).run(job.job_id)
     # Then the upload was created labelled (no copy), and its id recorded before the part went out
     assert done is not None
     assert done.status is JobStatus.SUCCEEDED
@@ -243,12 +300,13 @@ async def test_a_small_export_is_created_with_its_checksum_in_three_requests(
         "create_multipart_upload",
         "upload_part",
         "complete_multipart_upload",
+        "put_object",
     ]
     [(_, recorded)] = repo.called("set_upload_id")
     assert recorded == s3.called("upload_part")[0]["UploadId"]
-    [stored] = s3.objects.values()
-    assert stored["Metadata"]["sha256"] == done.checksum == hashlib.sha256(repo.chunks[0]).hexdigest()
-    assert stored["Metadata"]["row-count"] == "0"
+    stored = s3.objects[("analytics-exports", done.object_key)]
+    assert stored["Metadata"]["sha256"] == done.checksum == hashlib.sha256(b"".join(CSV)).hexdigest()
+    assert stored["Metadata"]["row-count"] == "2"
     assert stored["ContentDisposition"] == content_disposition(done)
 
 
@@ -278,9 +336,11 @@ async def test_a_terminal_failure_after_complete_deletes_the_object(
     repo.complete_error = ValueError("bug")
     # When the job runs
     await exporter(repo, s3).run(job.job_id)
-    # Then the object no job points at is deleted, and the job is failed
-    key = f"analytics/exports/{job.org_id}/{job.job_id}.csv"
-    assert s3.called("delete_object") == [{"Bucket": "analytics-exports", "Key": key}]
+    # Then the objects no job points at (data file and manifest) are deleted, and the job is failed
+    assert s3.called("delete_object") == [
+        {"Bucket": "analytics-exports", "Key": job.object_key},
+        {"Bucket": "analytics-exports", "Key": job.manifest_key},
+    ]
     assert s3.objects == {}
     assert s3.called("abort_multipart_upload") == []
     assert repo.jobs[job.job_id].status is JobStatus.FAILED

@@ -30,13 +30,17 @@ async def test_expire_due_deletes_the_object_then_expires_the_job(repo: FakeRepo
     valid = succeeded_job(expires_in=timedelta(hours=1))
     repo.jobs.update({due.job_id: due, valid.job_id: valid})
     repo.due = [due]
-    key = f"analytics/exports/{due.org_id}/{due.job_id}.csv"
-    s3.objects[("analytics-exports", key)] = {"Body": b"csv"}
+    s3.objects[("analytics-exports", due.object_key)] = {"Body": b"csv"}
+    s3.objects[("analytics-exports", due.manifest_key)] = {"Body": b"{}"}
     # When the sweep runs
     expired = await housekeeper(repo, s3).expire_due()
-    # Then only the due job's object is deleted and the job expired, in that order
+    # Then only the due job's objects (data file, then manifest) are deleted and the job expired,
+    # in that order
     assert expired == 1
-    assert s3.called("delete_object") == [{"Bucket": "analytics-exports", "Key": key}]
+    assert s3.called("delete_object") == [
+        {"Bucket": "analytics-exports", "Key": due.object_key},
+        {"Bucket": "analytics-exports", "Key": due.manifest_key},
+    ]
     assert s3.objects == {}
     assert repo.jobs[due.job_id].status is JobStatus.EXPIRED
     assert repo.jobs[valid.job_id].status is JobStatus.SUCCEEDED

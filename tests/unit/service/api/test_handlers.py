@@ -306,6 +306,50 @@ async def test_download_needs_the_read_scope(client: Client, repo: FakeRepositor
     await problem(response, 403)
 
 
+# --- manifest -----------------------------------------------------------------------------------
+
+
+async def test_the_manifest_of_a_succeeded_export_is_served_byte_for_byte(
+    client: Client, repo: FakeRepository
+) -> None:
+    job = stored(repo, succeeded_job())
+    repo.manifests[job.job_id] = b'{\n  "manifestVersion": 1\n}\n'
+    response = await client.get(f"{EXPORTS_A}/{job.job_id}/manifest", headers=auth())
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    assert await response.read() == repo.manifests[job.job_id]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED],
+)
+async def test_an_export_that_has_not_succeeded_has_no_manifest(
+    client: Client, repo: FakeRepository, status: JobStatus
+) -> None:
+    job = stored(repo, make_job(status=status))
+    doc = await problem(await client.get(f"{EXPORTS_A}/{job.job_id}/manifest", headers=auth()), 409)
+    assert f"is {status.value}" in doc["detail"]
+
+
+async def test_an_export_that_succeeded_before_manifests_says_so(
+    client: Client, repo: FakeRepository
+) -> None:
+    job = stored(repo, succeeded_job())
+    doc = await problem(await client.get(f"{EXPORTS_A}/{job.job_id}/manifest", headers=auth()), 409)
+    assert "before exports had manifests" in doc["detail"]
+
+
+async def test_the_manifest_of_another_orgs_export_is_a_404(client: Client, repo: FakeRepository) -> None:
+    job = stored(repo, succeeded_job(org_id=ORG_B))
+    repo.manifests[job.job_id] = b"{}"
+    await problem(await client.get(f"{EXPORTS_A}/{job.job_id}/manifest", headers=auth()), 404)
+    write_only = auth(token(scopes=(WRITE,)))
+    own = stored(repo, succeeded_job())
+    await problem(await client.get(f"{EXPORTS_A}/{own.job_id}/manifest", headers=write_only), 403)
+
+
 # --- list ---------------------------------------------------------------------------------------
 
 
