@@ -9,7 +9,8 @@ that CPU seconds and peak RSS belong to that path alone. Everything it started o
 stopped or dropped at the end. Paths (see docs/performance.md):
 
 - ``ours``          the worker's code: ``Exporter.run`` (claim, COPY ... CSV, 8 MiB parts, SHA-256,
-                    complete, tags if more than one part, job row) into S3;
+                    the tally, complete, tags if more than one part, manifest, job row) into S3;
+- ``ours_csv_gz``, ``ours_parquet``: the same in the other formats;
 - ``A_psql_copy``   the limit: ``psql \\copy (same query) to stdout`` piped into a multipart upload;
 - ``B_cursor_csv``  asyncpg cursor + ``csv.writer``, streamed as 8 MiB parts (the design card's exporter);
 - ``C_naive``       fetch every row, build the whole CSV in memory, one ``put_object``;
@@ -53,7 +54,7 @@ import orjson
 from devtools.local import fresh_database
 from devtools.local import moto_server as local_moto_server
 from service.exporter import Exporter
-from service.job import ExportRequest, Granularity, JobStatus, object_key
+from service.job import ExportFormat, ExportRequest, Granularity, JobStatus
 from service.repository import JobRepository, create_pool
 from service.settings import MIB, Settings
 from service.sql import QUERIES
@@ -73,7 +74,24 @@ END: Final = START + timedelta(hours=HOURS)
 #: size -> number of models; rows = models x HOURS. "typical" is what finance mostly asks for: a
 #: month of a few dozen models, about 1 MB, so one part (its facts go on at creation).
 SIZES: Final = {"typical": 20, "small": 200, "large": 2000}
-PATHS: Final = ("ours", "A_psql_copy", "B_cursor_csv", "C_naive", "ours_null", "A_null", "B_null")
+PATHS: Final = (
+    "ours",
+    "A_psql_copy",
+    "ours_csv_gz",
+    "ours_parquet",
+    "B_cursor_csv",
+    "C_naive",
+    "ours_null",
+    "A_null",
+    "B_null",
+)
+#: The worker's path in each format (every other path writes CSV).
+OURS: Final = {
+    "ours": ExportFormat.CSV,
+    "ours_null": ExportFormat.CSV,
+    "ours_csv_gz": ExportFormat.CSV_GZ,
+    "ours_parquet": ExportFormat.PARQUET,
+}
 NULL_PATHS: Final = frozenset({"ours_null", "A_null", "B_null"})
 #: Rows the asyncpg cursor fetches per round trip (its default, 50, is one round trip per 50 rows).
 CURSOR_PREFETCH: Final = 2000
@@ -386,6 +404,7 @@ def literal_export_query(org_id: uuid.UUID, start: datetime, end: datetime) -> s
         "3": f"{sql_literal(end.isoformat())}::timestamptz",
         "4": "NULL",
         "5": "'UTC'::text",
+        "6": "true",
     }
     sql = re.sub(r"\$(\d+)(?!\d)", lambda m: literals[m.group(1)], QUERIES["export_hourly"])
     return " ".join(line.strip() for line in sql.splitlines())
@@ -414,7 +433,7 @@ async def run_ours(spec: Spec, meter: Meter) -> dict[str, object]:
         async with contextlib.AsyncExitStack() as stack:
             timed: TimedS3 | None = None
             client: S3Client
-            if spec.path == "ours_null":
+            if spec.path in NULL_PATHS:
                 client = NullS3()
             else:
                 timed = TimedS3(await stack.enter_async_context(open_s3_client(settings)))
@@ -423,7 +442,10 @@ async def run_ours(spec: Spec, meter: Meter) -> dict[str, object]:
             store = ObjectStore.from_settings(client, settings)
             exporter = Exporter(repository, store, settings, worker_name=f"bench:{os.getpid()}")
             org = uuid.UUID(spec.org_id)
-            request = ExportRequest(org, "bench", START, END, Granularity.HOURLY, None)
+            output_format = OURS[spec.path]
+            request = ExportRequest(
+                org, "bench", START, END, Granularity.HOURLY, None, output_format=output_format
+            )
             job_id = (await repository.create(request)).job.job_id
             async with meter.measure():
                 job = await exporter.run(job_id)
@@ -431,11 +453,23 @@ async def run_ours(spec: Spec, meter: Meter) -> dict[str, object]:
                 raise RuntimeError(f"export job did not succeed: {job}")
             if job.row_count != spec.expected_rows:
                 raise RuntimeError(f"job row_count {job.row_count} != {spec.expected_rows} seeded rows")
+            found = await repository.get_manifest(org, job_id)
+            if found is None or found[1] is None:
+                raise RuntimeError("the succeeded export has no manifest")
+            [facts] = orjson.loads(found[1])["files"]
             return {
                 "rows": job.row_count,
                 "bytes": job.byte_count,
                 "sha256": job.checksum,
-                "key": None if timed is None else object_key(org, job_id),
+                # What the file holds, to compare across paths: the CSV's SHA-256 (for csv.gz, of
+                # the content); Parquet holds the same rows, not the same bytes.
+                "content_sha256": {
+                    ExportFormat.CSV: job.checksum,
+                    ExportFormat.CSV_GZ: (facts.get("uncompressed") or {}).get("sha256"),
+                    ExportFormat.PARQUET: None,
+                }[output_format],
+                "key": None if timed is None else job.object_key,
+                "manifest_key": None if timed is None else job.manifest_key,
                 "s3_calls": {} if timed is None else timed.calls,
                 "s3_wait_s": 0.0 if timed is None else timed.wait_seconds,
             }
@@ -534,7 +568,7 @@ async def run_naive(spec: Spec, meter: Meter, client: TimedS3, key: str) -> dict
 
 async def run_child(spec: Spec) -> dict[str, object]:
     meter = Meter(spec.s3_server_pid)
-    if spec.path in ("ours", "ours_null"):
+    if spec.path in OURS:
         outcome = await run_ours(spec, meter)
     else:
         key = f"bench/{spec.size}/{spec.path}/{uuid.uuid4()}.csv"
@@ -668,8 +702,8 @@ async def check_and_clear_bucket(
     database_url: str, s3_endpoint: str, result: Mapping[str, Any], download: bool
 ) -> list[str]:
     """Compare what is in the bucket with what the child says it uploaded (size; on ``download``
-    the SHA-256 of the stored bytes too; for ours the checksum metadata), then empty the bucket.
-    Returns the problems found."""
+    the SHA-256 of the stored bytes too; for ours the checksum tag and the manifest), then empty
+    the bucket. Returns the problems found."""
     problems: list[str] = []
     async with open_s3_client(bench_settings(database_url, s3_endpoint)) as raw:
         client: Any = raw
@@ -681,8 +715,8 @@ async def check_and_clear_bucket(
             if not page.get("IsTruncated"):
                 break
             token = {"ContinuationToken": page["NextContinuationToken"]}
-        expected = [] if result["key"] is None else [result["key"]]
-        found = [str(o["Key"]) for o in objects]
+        expected = sorted(key for key in (result["key"], result.get("manifest_key")) if key is not None)
+        found = sorted(str(o["Key"]) for o in objects)
         if found != expected:
             problems.append(f"bucket holds {found}, expected {expected}")
         for obj in objects:
@@ -690,10 +724,11 @@ async def check_and_clear_bucket(
                 continue
             if int(obj["Size"]) != result["bytes"]:
                 problems.append(f"stored object is {obj['Size']} bytes, the child sent {result['bytes']}")
-            if result["path"] == "ours":
-                head = await client.head_object(Bucket=BUCKET, Key=obj["Key"])
-                if head.get("Metadata", {}).get("sha256") != result["sha256"]:
-                    problems.append("x-amz-meta-sha256 differs from the job's checksum")
+            if result["path"] in OURS:
+                tagging = await client.get_object_tagging(Bucket=BUCKET, Key=obj["Key"])
+                tags = {tag["Key"]: tag["Value"] for tag in tagging["TagSet"]}
+                if tags.get("sha256") != result["sha256"]:
+                    problems.append("the object's sha256 tag differs from the job's checksum")
             if download:
                 response = await client.get_object(Bucket=BUCKET, Key=obj["Key"])
                 digest = hashlib.sha256()
@@ -757,7 +792,8 @@ def summarise(runs: Sequence[Mapping[str, Any]], sizes: Sequence[str]) -> list[d
 
 
 def cross_check(runs: Sequence[Mapping[str, Any]], sizes: Sequence[str]) -> dict[str, Any]:
-    """Whether every path produced the same bytes (count and SHA-256) for the same size."""
+    """Whether every path wrote the same rows for the same size: the same CSV bytes (for csv.gz,
+    once decompressed; Parquet: the same row count)."""
     report: dict[str, Any] = {}
     for size in sizes:
         per_path: dict[str, Any] = {}
@@ -766,11 +802,15 @@ def cross_check(runs: Sequence[Mapping[str, Any]], sizes: Sequence[str]) -> dict
             if mine:
                 per_path[path] = {
                     "rows": sorted({r["rows"] for r in mine}),
-                    "bytes": sorted({r["bytes"] for r in mine}),
-                    "sha256": sorted({r["sha256"] for r in mine}),
+                    "content_sha256": sorted({r.get("content_sha256", r["sha256"]) for r in mine}, key=str),
                 }
         reference = per_path.get("A_psql_copy") or next(iter(per_path.values()))
-        differing = [p for p, facts in per_path.items() if facts != reference]
+        differing = [
+            p
+            for p, facts in per_path.items()
+            if facts["rows"] != reference["rows"]
+            or (facts["content_sha256"] != [None] and facts["content_sha256"] != reference["content_sha256"])
+        ]
         report[size] = {"identical": not differing, "differing_from_A": differing, "paths": per_path}
     return report
 
@@ -815,16 +855,14 @@ def markdown(summary: Sequence[Mapping[str, Any]], checks: Mapping[str, Any]) ->
     lines.append("")
     for size, check in checks.items():
         verdict = (
-            "identical bytes on every path"
+            "the same rows on every path (identical CSV bytes; csv.gz once decompressed)"
             if check["identical"]
-            else ("BYTES DIFFER: " + ", ".join(check["differing_from_A"]) + " differ from A_psql_copy")
+            else ("ROWS DIFFER: " + ", ".join(check["differing_from_A"]) + " differ from A_psql_copy")
         )
         lines.append(f"- {size}: {verdict}")
         for path, facts in check["paths"].items():
-            lines.append(
-                f"  - {path}: rows {facts['rows']}, bytes {facts['bytes']}, "
-                f"sha256 {', '.join(facts['sha256'])}"
-            )
+            content = ", ".join(str(sha) for sha in facts["content_sha256"])
+            lines.append(f"  - {path}: rows {facts['rows']}, CSV sha256 {content}")
     return "\n".join(lines)
 
 

@@ -152,6 +152,7 @@ class CreateExportBody:
     models: tuple[str, ...] = ()
     idempotency_key: str | None = None
     time_zone: str | None = None
+    output_format: str | None = None
 
     def body(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -160,6 +161,8 @@ class CreateExportBody:
         }
         if self.time_zone:
             body["timeZone"] = self.time_zone
+        if self.output_format:
+            body["format"] = self.output_format
         if self.models:
             body["models"] = list(self.models)
         return body
@@ -565,7 +568,7 @@ class ExportCommand:
 
     async def _fetch(self, client: ExportsClient, job: JobView, link: str, target: Path) -> None:
         if self._into_directory:
-            target = target / f"export-{job.job_id}.csv"
+            target = target / f"export-{job.job_id}.{self.request.output_format or 'csv'}"
         digest, size = await client.download(link, target)
         if job.checksum is None or digest != job.checksum.lower() or job.byte_count not in (None, size):
             kept = target.with_name(target.name + ".mismatch")

@@ -33,6 +33,7 @@ from service.api.auth import READ, WRITE, mint_token
 from service.api.routes import openapi_document
 from service.api.server import serve
 from service.errors import DatabaseUnavailable, SettingsError
+from service.job import ExportFormat
 from service.logs import configure_logging
 from service.migrations import migrate_down, migrate_up
 from service.repository import seed_demo
@@ -184,7 +185,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     request = CreateExportBody(
-        args.start, args.end, args.granularity, tuple(args.model), args.idempotency_key, args.time_zone
+        args.start,
+        args.end,
+        args.granularity,
+        tuple(args.model),
+        args.idempotency_key,
+        args.time_zone,
+        args.format,
     )
     command = ExportCommand(
         args.api,
@@ -279,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-zone",
         metavar="ZONE",
         help="IANA time zone of the daily and monthly buckets, e.g. Europe/Berlin (default: UTC)",
+    )
+    export.add_argument(
+        "--format",
+        choices=[f.value for f in ExportFormat],
+        help="csv (default), csv.gz (the same CSV, gzip-compressed) or parquet (typed columns)",
     )
     export.add_argument(
         "--model", action="append", default=[], help="only this model (repeatable; default: every model)"

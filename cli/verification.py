@@ -21,11 +21,10 @@ from typing import IO, Final, Protocol
 
 import orjson
 
-from service.tally import NATIVE_COLUMNS, Columns
+from service.formats import COLUMNS, Columns
+from service.job import DatasetSchema
 
 CHUNK: Final = 1 << 20
-#: Which columns hold the currency and the totalled figures, per dataset schema.
-COLUMNS: Final[Mapping[str, Columns]] = {"native": NATIVE_COLUMNS}
 
 
 class VerificationError(Exception):
@@ -69,9 +68,10 @@ def verify(file: Path, manifest: Mapping[str, object]) -> Report:
     if not isinstance(files, list) or len(files) != 1 or not isinstance(request, dict):
         raise VerificationError("the manifest must describe exactly one file and its request")
     stated: dict[str, object] = files[0]
-    schema = str(request.get("schema"))
-    if schema not in COLUMNS:
-        raise VerificationError(f"cannot verify files of schema {schema!r}")
+    try:
+        schema = DatasetSchema(str(request.get("schema")))
+    except ValueError:
+        raise VerificationError(f"cannot verify files of schema {request.get('schema')!r}") from None
     report = Report()
     size, digest = _fingerprint(file)
     report.compare("bytes", size, stated.get("bytes"))
@@ -91,12 +91,18 @@ def verify(file: Path, manifest: Mapping[str, object]) -> Report:
         report.compare("uncompressed sha256", digest, uncompressed.get("sha256"))
     elif encoding is not None:
         raise VerificationError(f"unknown contentEncoding {encoding!r}")
-    if str(request.get("format")) == "parquet":
-        rows, totals = _parquet_totals(file, COLUMNS[schema])
-    else:
-        opener = gzip.open if encoding == "gzip" else open
-        with opener(file, "rt", encoding="utf-8", newline="") as text:
-            rows, totals = _csv_totals(text, COLUMNS[schema])
+    try:
+        if str(request.get("format")) == "parquet":
+            rows, totals = _parquet_totals(file, COLUMNS[schema])
+        else:
+            opener = gzip.open if encoding == "gzip" else open
+            with opener(file, "rt", encoding="utf-8", newline="") as text:
+                rows, totals = _csv_totals(text, COLUMNS[schema])
+    except (VerificationError, UnicodeDecodeError) as exc:
+        if report.ok:
+            raise VerificationError(str(exc)) from exc  # the right bytes, yet unreadable: a wrong input
+        report.problems.append(f"content: cannot be read ({exc})")  # the bytes differ: that is why
+        return report
     report.compare("rows", rows, stated.get("rows"))
     stated_totals = manifest.get("totals")
     if not isinstance(stated_totals, dict):

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from service.errors import ExportCancelled, ExportFailed, LeaseLost, Retryable
-from service.job import ExportOutput, Job, Lease
+from service.formats import COLUMNS, CONTENT_TYPES, Gzip, parquet_schema
+from service.job import ExportFormat, ExportOutput, Job, Lease
 from service.logs import log_context
 from service.manifest import MANIFEST_CONTENT_TYPE, FileFacts, build_manifest, checksum
 from service.metrics import ExportMetrics
 from service.repository import JobRepository
 from service.settings import Settings
-from service.storage import CSV_CONTENT_TYPE, MultipartUpload, ObjectStore, s3_uri
-from service.tally import Tally, TallyError
+from service.storage import MultipartUpload, ObjectStore, s3_uri
+from service.tally import ParquetOutput, Tally, TallyError
 
 log = logging.getLogger(__name__)
 #: Retry backoff doubles from one scheduler interval and stops growing here.
@@ -39,7 +40,7 @@ MAX_BACKOFF_SECONDS = 600.0
 def content_disposition(job: Job) -> str:
     name = (
         f"analytics-export-{job.granularity.value}-{job.time_range_start:%Y%m%d}-"
-        f"{job.time_range_end:%Y%m%d}-{job.job_id}.csv"
+        f"{job.time_range_end:%Y%m%d}-{job.job_id}.{job.output_format.extension}"
     )
     return f'attachment; filename="{name}"'
 
@@ -166,28 +167,57 @@ class Exporter:
                 raise LeaseLost("the job moved on before the upload started")
 
         # Created in S3 with the first full part, or at the end with its checksum if it fits in one.
-        upload = attempt.upload = self._store.open_upload(bucket, key, content_disposition(job), record)
-        tally = attempt.tally = Tally()
+        content_type = CONTENT_TYPES[job.output_format]
+        upload = attempt.upload = self._store.open_upload(
+            bucket, key, content_disposition(job), record, content_type
+        )
 
-        async def sink(chunk: bytes) -> None:
+        async def store(data: bytes) -> None:
+            """Bytes of the file, in order, to the upload."""
             attempt.raise_if_stopped()
             sent = upload.parts_sent
-            await upload.write(chunk)
-            await tally.feed(chunk)
+            await upload.write(data)
             if upload.parts_sent != sent:
                 # A part went out: a cancel or a lost lease stops us here, at the part boundary.
                 await self._check_lease(attempt)
                 attempt.raise_if_stopped()
 
+        # Every format starts from COPY's CSV; the tally reads it all (and writes the Parquet).
+        parquet = (
+            ParquetOutput(parquet_schema(job.output_schema, job.time_zone), store)
+            if job.output_format is ExportFormat.PARQUET
+            else None
+        )
+        tally = attempt.tally = Tally(COLUMNS[job.output_schema], parquet=parquet)
+        gzip = Gzip() if job.output_format is ExportFormat.CSV_GZ else None
+
+        async def sink(chunk: bytes) -> None:
+            await tally.feed(chunk)
+            if gzip is not None:
+                await store(gzip.compress(chunk))
+            elif parquet is None:
+                await store(chunk)
+            else:
+                attempt.raise_if_stopped()
+
         row_count = await self._repository.copy_rows(job, sink)
         attempt.raise_if_stopped()
+        if gzip is not None:
+            await store(gzip.flush())
         totals = await tally.finish()
         if totals.rows != row_count:
             raise TallyError(f"the tally counted {totals.rows} rows where COPY sent {row_count}")
         result = await upload.complete(
             {"job-id": str(job.job_id), "org-id": str(job.org_id), "row-count": str(row_count)}
         )
-        data = FileFacts(key, row_count, result.byte_count, result.checksum, CSV_CONTENT_TYPE)
+        data = FileFacts(key, row_count, result.byte_count, result.checksum, content_type)
+        if gzip is not None:
+            data = replace(
+                data,
+                content_encoding="gzip",
+                uncompressed_bytes=gzip.content_bytes,
+                uncompressed_sha256=gzip.content_sha256,
+            )
         manifest = build_manifest(job, [data], totals, datetime.now(UTC))
         # The manifest is the commit point: written only while this attempt still holds the job.
         await self._check_lease(attempt)
@@ -234,10 +264,10 @@ class Exporter:
         job as settled (``None`` if the attempt no longer owned it) and the outcome for the
         metrics: failed, retrying, cancelled, handed_back or lost."""
         job, ctx, upload = attempt.job, attempt.ctx, attempt.upload
+        if attempt.tally is not None:
+            await attempt.tally.abandon()  # first: its thread may still be writing (Parquet)
         if upload is not None:
             await upload.discard()  # no part upload may outlive the attempt
-        if attempt.tally is not None:
-            await attempt.tally.abandon()
         if isinstance(exc, LeaseLost):
             log.warning("attempt lost its job; stopping", extra={**ctx, "reason": str(exc)})
             await self._abort(upload, ctx)

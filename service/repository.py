@@ -27,6 +27,7 @@ from service.job import (
     Created,
     Event,
     EventPage,
+    ExportFormat,
     ExportOutput,
     ExportRequest,
     IdempotencyKey,
@@ -451,6 +452,8 @@ class JobRepository:
                 job.coverage.end,
                 list(job.models) if job.models else None,
                 job.time_zone,
+                # Text cells made spreadsheet-safe in files a spreadsheet opens; Parquet is typed.
+                job.output_format is not ExportFormat.PARQUET,
                 output=sink,
                 format="csv",
                 header=True,

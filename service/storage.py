@@ -200,8 +200,10 @@ class MultipartUpload:
         parts_in_flight: int = 1,
         on_part: Callable[[float], object] | None = None,
         on_start: Callable[[str], Awaitable[None]] | None = None,
+        content_type: str = CSV_CONTENT_TYPE,
     ) -> None:
         self.client = client
+        self._content_type = content_type
         self.bucket = bucket
         self.key = key
         self._content_disposition = content_disposition
@@ -235,7 +237,7 @@ class MultipartUpload:
             lambda: self.client.create_multipart_upload(
                 Bucket=self.bucket,
                 Key=self.key,
-                ContentType=CSV_CONTENT_TYPE,
+                ContentType=self._content_type,
                 ContentDisposition=self._content_disposition,
                 **extra,
             ),
@@ -380,6 +382,7 @@ class ObjectStore:
         key: str,
         content_disposition: str,
         on_start: Callable[[str], Awaitable[None]] | None = None,
+        content_type: str = CSV_CONTENT_TYPE,
     ) -> MultipartUpload:
         """An upload to ``key``; nothing exists in S3 until its first part is full or it completes."""
         return MultipartUpload(
@@ -392,6 +395,7 @@ class ObjectStore:
             self._parts_in_flight,
             self._on_part,
             on_start,
+            content_type,
         )
 
     async def start_upload(self, bucket: str, key: str, content_disposition: str) -> MultipartUpload:

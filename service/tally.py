@@ -13,32 +13,24 @@ import asyncio
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from service.formats import COLUMNS, Columns
+from service.job import DatasetSchema
 
 #: Bytes fed but not yet parsed before ``feed`` waits (about two COPY-sized reads of pyarrow's).
 BUFFER_LIMIT: Final = 4 * 1024 * 1024
 #: Bytes pyarrow parses at a time.
 BLOCK_SIZE: Final = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Columns:
-    """Which columns of a dataset hold the currency and the figures that are totalled."""
-
-    currency: str
-    cost: str
-    requests: str
-    tokens: str
-    errors: str
-
-
-NATIVE_COLUMNS: Final = Columns("currency", "cost_total", "request_count", "tokens_total", "error_count")
+#: Rows per Parquet row group (about 10 MB of Arrow data in memory at a time).
+ROW_GROUP_ROWS: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,33 +137,58 @@ class _Buffer:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class ParquetOutput:
+    """Also write the rows as Parquet: every column typed by ``schema`` (in the CSV's order),
+    zstd-compressed, in row groups of about ``row_group_rows``; the file's bytes go to ``sink``,
+    awaited on the event loop (an upload's ``write``: its backpressure holds the reader)."""
+
+    schema: pa.Schema
+    sink: Callable[[bytes], Coroutine[Any, Any, None]]
+    row_group_rows: int = ROW_GROUP_ROWS
+
+
 class Tally:
     """Feed it an export's CSV (header first) with :meth:`feed`, then :meth:`finish` for the
-    totals; :meth:`abandon` on any other path. One tally per attempt."""
+    totals; :meth:`abandon` on any other path. One tally per attempt. With ``parquet``, the same
+    reader also writes the rows as Parquet; a failure of its sink ends the tally with that error."""
 
-    def __init__(self, columns: Columns = NATIVE_COLUMNS, limit: int = BUFFER_LIMIT) -> None:
+    def __init__(
+        self,
+        columns: Columns = COLUMNS[DatasetSchema.NATIVE],
+        *,
+        parquet: ParquetOutput | None = None,
+        limit: int = BUFFER_LIMIT,
+    ) -> None:
         self._columns = columns
+        self._parquet = parquet
         self._loop = loop = asyncio.get_running_loop()
         self._buffer = _Buffer(loop, limit)
         self._done: asyncio.Future[Totals] = loop.create_future()
+        self._abandoned = threading.Event()
         self._thread = threading.Thread(target=self._read, name="export-tally", daemon=True)
         self._thread.start()
 
     async def feed(self, chunk: bytes) -> None:
+        """Hand over one chunk; waits while the reader is behind. Raises at once what ended the
+        reader early (its output failed, or the bytes are not the CSV)."""
+        self._raise_if_failed()
         self._buffer.push(chunk)
         while self._buffer.full():
             self._buffer.room.clear()
             if not self._buffer.full():
                 break
             await self._buffer.room.wait()
+        self._raise_if_failed()
 
     async def finish(self) -> Totals:
-        """The totals of every byte fed (raises :class:`TallyError` if they were not the CSV)."""
+        """The totals of every byte fed, once the Parquet output (if any) is complete."""
         self._buffer.end()
         return await asyncio.shield(self._done)
 
     async def abandon(self) -> None:
-        """Stop reading and wait for the thread to end (whatever it was doing)."""
+        """Stop reading (and writing) and wait for the thread to end, whatever it was doing."""
+        self._abandoned.set()
         self._buffer.end()
         self._buffer.abandon()
         await asyncio.wait([self._done])
@@ -179,46 +196,117 @@ class Tally:
         if not self._done.cancelled():
             self._done.exception()  # retrieved: an abandoned tally's error is nobody's news
 
+    def _raise_if_failed(self) -> None:
+        if self._abandoned.is_set():
+            return
+        if self._done.done() and self._done.exception() is not None:
+            raise self._done.exception()  # type: ignore[misc]
+
     def _read(self) -> None:
         loop = self._loop
+        output = _Output(self) if self._parquet is not None else None
         try:
-            totals = self._count()
+            totals = self._count(output)
         except BaseException as exc:  # reported to the loop, never lost in the thread
             self._buffer.abandon()
-            error = TallyError(f"could not total the exported rows: {type(exc).__name__}: {exc}")
+            error = (
+                output.failure
+                if output is not None and output.failure is not None
+                else TallyError(f"could not total the exported rows: {type(exc).__name__}: {exc}")
+            )
             loop.call_soon_threadsafe(_settle, self._done, None, error)
         else:
             loop.call_soon_threadsafe(_settle, self._done, totals, None)
 
-    def _count(self) -> Totals:
+    def _count(self, output: _Output | None) -> Totals:
         c = self._columns
-        types = {c.currency: pa.string(), c.cost: pa.decimal128(38, 6)}
-        types |= {name: pa.int64() for name in (c.requests, c.tokens, c.errors)}
+        if self._parquet is not None:
+            types = {field.name: field.type for field in self._parquet.schema}
+            include: list[str] = []  # every column, in the file's order
+        else:
+            types = {c.currency: pa.string(), c.cost: pa.decimal128(38, 6)}
+            types |= {name: pa.int64() for name in (c.requests, c.tokens, c.errors)}
+            include = list(types)
         reader = pacsv.open_csv(
             self._buffer,
             read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, use_threads=False),
             # A model id may hold a line break inside quotes.
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                include_columns=list(types), column_types=types, strings_can_be_null=False
+                include_columns=include, column_types=types, strings_can_be_null=False
             ),
+        )
+        writer = (
+            pq.ParquetWriter(output, self._parquet.schema, compression="zstd")
+            if output is not None and self._parquet is not None
+            else None
         )
         rows = 0
         sums: dict[str, CurrencyTotals] = {}
         aggregates = [(name, "sum") for name in (c.cost, c.requests, c.tokens, c.errors)]
+        waiting: list[pa.RecordBatch] = []
         for batch in reader:
             rows += batch.num_rows
-            grouped = pa.Table.from_batches([batch]).group_by(c.currency).aggregate(aggregates)
+            table = pa.Table.from_batches([batch])
+            grouped = table.group_by(c.currency).aggregate(aggregates)
             for group in grouped.to_pylist():
                 found = CurrencyTotals(
-                    group[f"{c.cost}_sum"],
+                    Decimal(group[f"{c.cost}_sum"]),
                     group[f"{c.requests}_sum"],
                     group[f"{c.tokens}_sum"],
                     group[f"{c.errors}_sum"],
                 )
                 currency = group[c.currency]
                 sums[currency] = sums[currency] + found if currency in sums else found
+            if writer is not None and self._parquet is not None:
+                waiting.append(batch)
+                if sum(b.num_rows for b in waiting) >= self._parquet.row_group_rows:
+                    writer.write_table(pa.Table.from_batches(waiting), row_group_size=None)
+                    waiting = []
+        if writer is not None:
+            if waiting:
+                writer.write_table(pa.Table.from_batches(waiting), row_group_size=None)
+            writer.close()
         return Totals(rows, dict(sorted(sums.items())))
+
+
+class _Output:
+    """The file object the ParquetWriter writes to, in the reader thread: each write is awaited on
+    the event loop (the sink's backpressure holds the thread), and stops once the tally is
+    abandoned."""
+
+    def __init__(self, tally: Tally) -> None:
+        assert tally._parquet is not None
+        self._sink = tally._parquet.sink
+        self._loop = tally._loop
+        self._abandoned = tally._abandoned
+        self._position = 0
+        #: What the sink raised: the export's error (an S3 failure, a cancel), not the tally's.
+        self.failure: BaseException | None = None
+        self.closed = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self._abandoned.is_set():
+            raise TallyError("abandoned")
+        try:
+            asyncio.run_coroutine_threadsafe(self._sink(bytes(data)), self._loop).result()
+        except BaseException as exc:
+            self.failure = exc
+            raise
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
 
 
 def _settle(future: asyncio.Future[Totals], totals: Totals | None, error: BaseException | None) -> None:

@@ -105,6 +105,8 @@ def parse_export_request(
         # Empty means every model; duplicates mean nothing more than once.
         models=tuple(dict.fromkeys(models)) or None if models else None,
         time_zone=time_zone,
+        output_format=ExportFormat(body.get("format", ExportFormat.CSV.value)),
+        output_schema=DatasetSchema(body.get("schema", DatasetSchema.NATIVE.value)),
     )
 
 
@@ -251,6 +253,21 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
                     "x-message": "must not contain a NUL character",
                 },
                 "description": "Model ids to include; absent, null or empty means every model.",
+            },
+            "format": {
+                "type": "string",
+                "enum": [f.value for f in ExportFormat],
+                "default": ExportFormat.CSV.value,
+                "description": (
+                    "csv (default); csv.gz: the same CSV, gzip-compressed; parquet: typed columns "
+                    "(decimal128(20,6) money, timestamps with the zone, int64 counts), zstd."
+                ),
+            },
+            "schema": {
+                "type": "string",
+                "enum": [DatasetSchema.NATIVE.value],
+                "default": DatasetSchema.NATIVE.value,
+                "description": "The columns: native (default), the service's own.",
             },
         },
     },

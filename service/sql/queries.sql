@@ -288,10 +288,12 @@ WHERE ctid = ANY (ARRAY(
 
 -- name: export_hourly
 -- CSV rows of the hourly rollups in the coverage [$2, $3) (whole hours), optional model filter,
--- bucket_start in zone $5; COPY-able. Text cells go through csv_safe (formula injection); numbers
--- are never touched; order is by the raw id, then currency (the primary key's order).
+-- bucket_start in zone $5; COPY-able. With $6 (files a spreadsheet may open: CSV) text cells go
+-- through csv_safe (formula injection), else (Parquet) they are as recorded; numbers are never
+-- touched; order is by the raw id, then currency (the primary key's order). Every export query
+-- takes these six parameters.
 SELECT analytics.rfc3339_in(bucket_start, $5) AS bucket_start,
-       org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
+       org_id AS organization_id, CASE WHEN $6 THEN analytics.csv_safe(model_id) ELSE model_id END AS model_id,
        request_count, tokens_total, error_count, cost_total, currency
 FROM analytics.hourly_rollups
 WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
@@ -303,7 +305,7 @@ ORDER BY hourly_rollups.bucket_start, model_id COLLATE "C", currency;
 -- UTC days: covered_days (whole days from the daily rollups, partly covered days from their
 -- hours); any other zone: covered_local (local days from the hourly rollups).
 SELECT analytics.rfc3339_in(day, $5) AS bucket_start,
-       org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
+       org_id AS organization_id, CASE WHEN $6 THEN analytics.csv_safe(model_id) ELSE model_id END AS model_id,
        request_count, tokens_total, error_count, cost_total, currency
 FROM (
     SELECT * FROM analytics.covered_days($1, $2, $3, $4::text[]) WHERE $5::text = 'UTC'
@@ -315,7 +317,7 @@ ORDER BY day, model_id COLLATE "C", currency;
 -- name: export_monthly
 -- CSV rows per month of zone $5, model and currency of exactly the hours in the coverage [$2, $3); COPY-able.
 SELECT analytics.rfc3339_in(month, $5) AS bucket_start,
-       org_id AS organization_id, analytics.csv_safe(model_id) AS model_id,
+       org_id AS organization_id, CASE WHEN $6 THEN analytics.csv_safe(model_id) ELSE model_id END AS model_id,
        request_count, tokens_total, error_count, cost_total, currency
 FROM (
     SELECT date_trunc('month', day AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month, org_id, model_id,

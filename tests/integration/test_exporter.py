@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
 import uuid
@@ -14,10 +15,13 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from service.exporter import Exporter
-from service.job import ExportRequest, Granularity, JobStatus, object_key
+from service.formats import CONTENT_TYPES
+from service.job import ExportFormat, ExportRequest, Granularity, Job, JobStatus, object_key
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
 from service.storage import ObjectStore, S3Client, open_s3_client
@@ -25,6 +29,7 @@ from tests.conftest import BUCKET, OVERRIDE_BUCKET, OVERRIDE_ORG
 from tests.support.rollups import (
     HEADER,
     TRICKY_MODELS,
+    csv_safe,
     daily_from_hourly,
     expected_rows,
     formula_cells,
@@ -458,3 +463,75 @@ async def test_two_currencies_of_one_org_are_never_summed_together(
         assert rows == expected_rows(
             hourly, org_id=org, granularity=granularity.value, start=start, end=end, models=None
         )
+
+
+async def export_as(
+    parts: Parts, org: uuid.UUID, output_format: ExportFormat, **request: object
+) -> tuple[Job, bytes, dict[str, object]]:
+    """Run an export of October 2026 in ``output_format``; the job, its file and its manifest."""
+    fields: dict[str, object] = {"granularity": Granularity.HOURLY, "time_zone": "UTC", **request}
+    job = (
+        await parts.repository.create(
+            ExportRequest(org, "me", START, END, models=None, output_format=output_format, **fields)  # type: ignore[arg-type]
+        )
+    ).job
+    done = await parts.exporter.run(job.job_id)
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED, done.error_message
+    data, response = await read_object(parts.client, BUCKET, done.object_key)
+    assert response["ContentType"] == CONTENT_TYPES[output_format]
+    assert response["ContentDisposition"].endswith(f'.{output_format.value}"')
+    manifest, _ = await read_object(parts.client, BUCKET, done.manifest_key)
+    return done, data, orjson.loads(manifest)
+
+
+@pytest.mark.parametrize(
+    ("granularity", "time_zone"), [(Granularity.HOURLY, "UTC"), (Granularity.DAILY, "Europe/Berlin")]
+)
+async def test_every_format_holds_the_same_rows_and_totals(
+    parts: Parts, granularity: Granularity, time_zone: str
+) -> None:
+    # Given rollups with tricky model ids, credits and two currencies
+    org = uuid.uuid4()
+    hourly = [
+        replace(r, currency="EUR" if r.model_id == "alpha" else "USD")
+        for r in hourly_rollups(org, START, 72, TRICKY_MODELS)
+    ]
+    conn = await asyncpg.connect(parts.settings.database_url)
+    try:
+        await insert(conn, "hourly_rollups", hourly)
+        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
+    finally:
+        await conn.close()
+    # When the same request is exported in each format
+    request = {"granularity": granularity, "time_zone": time_zone}
+    _, csv_data, csv_manifest = await export_as(parts, org, ExportFormat.CSV, **request)
+    gz_job, gz_data, gz_manifest = await export_as(parts, org, ExportFormat.CSV_GZ, **request)
+    pq_job, pq_data, pq_manifest = await export_as(parts, org, ExportFormat.PARQUET, **request)
+    # Then csv.gz is exactly the CSV, compressed, and its manifest says so
+    assert gzip.decompress(gz_data) == csv_data
+    [gz_entry] = gz_manifest["files"]  # type: ignore[misc]
+    assert gz_entry["contentEncoding"] == "gzip"
+    assert gz_entry["uncompressed"] == {
+        "bytes": len(csv_data),
+        "sha256": hashlib.sha256(csv_data).hexdigest(),
+    }
+    assert (gz_entry["bytes"], gz_entry["sha256"]) == (len(gz_data), gz_job.checksum)
+    assert len(gz_data) * 3 < len(csv_data)
+    # And Parquet holds the same rows, typed: exact decimals, instants in the zone, ids as recorded
+    table = pq.read_table(io.BytesIO(pq_data))
+    assert str(table.schema.field("cost_total").type) == "decimal128(20, 6)"
+    assert table.schema.field("bucket_start").type == pa.timestamp("us", tz=time_zone)
+    csv_rows = list(csv.DictReader(io.StringIO(csv_data.decode(), newline="")))
+    parquet_rows = table.to_pylist()
+    assert len(parquet_rows) == len(csv_rows) == pq_job.row_count
+    for text, typed in zip(csv_rows, parquet_rows, strict=True):
+        assert typed["bucket_start"] == datetime.fromisoformat(text["bucket_start"])
+        assert typed["bucket_start"].isoformat().replace("+00:00", "Z") == text["bucket_start"]
+        assert csv_safe(typed["model_id"]) == text["model_id"]
+        assert typed["cost_total"] == Decimal(text["cost_total"])
+        assert (typed["request_count"], typed["currency"]) == (int(text["request_count"]), text["currency"])
+    assert any(row["model_id"] != csv_safe(row["model_id"]) for row in parquet_rows)
+    # And every manifest states the same totals, per currency
+    assert csv_manifest["totals"] == gz_manifest["totals"] == pq_manifest["totals"]
+    assert set(csv_manifest["totals"]) == {"EUR", "USD"}  # type: ignore[arg-type]

@@ -283,6 +283,7 @@ async def test_the_primary_key_serves_the_hourly_export_order(database_url: str)
                     datetime(2026, 11, 1, tzinfo=UTC),
                     None,
                     "UTC",
+                    True,
                 )
             )
     finally:

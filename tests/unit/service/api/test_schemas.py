@@ -21,7 +21,7 @@ from service.api.schemas import (
     parse_export_request,
 )
 from service.errors import ValidationFailed
-from service.job import Granularity, JobPage, JobStatus
+from service.job import DatasetSchema, ExportFormat, Granularity, JobPage, JobStatus
 from service.retention import months_before
 from tests.support.fakes import ORG_A, make_job, schema_errors, succeeded_job
 
@@ -93,9 +93,21 @@ def test_body_must_be_an_object(raw: object) -> None:
 
 
 def test_unknown_top_level_field_is_rejected_by_name() -> None:
-    error = rejected(body(format="csv"))
-    assert "format" in error.errors
-    assert "format" in error.detail
+    error = rejected(body(fileFormat="csv"))
+    assert "fileFormat" in error.errors
+    assert "fileFormat" in error.detail
+
+
+@pytest.mark.parametrize("output_format", list(ExportFormat))
+def test_the_format_is_taken_and_csv_is_the_default(output_format: ExportFormat) -> None:
+    assert parsed(body(format=output_format.value)).output_format is output_format
+    assert parsed(body()).output_format is ExportFormat.CSV
+    assert parsed(body()).output_schema is DatasetSchema.NATIVE
+
+
+@pytest.mark.parametrize(("field", "value"), [("format", "xlsx"), ("format", "CSV"), ("schema", "focus-2")])
+def test_an_unknown_format_or_schema_is_rejected_by_name(field: str, value: str) -> None:
+    assert field in rejected(body(**{field: value})).errors
 
 
 def test_unknown_time_range_field_is_rejected_by_name() -> None:
