@@ -241,14 +241,14 @@ class Tally:
             if output is not None and self._parquet is not None
             else None
         )
+        group_rows = self._parquet.row_group_rows if self._parquet is not None else 0
         rows = 0
         sums: dict[str, CurrencyTotals] = {}
         aggregates = [(name, "sum") for name in (c.cost, c.requests, c.tokens, c.errors)]
         waiting: list[pa.RecordBatch] = []
         for batch in reader:
             rows += batch.num_rows
-            table = pa.Table.from_batches([batch])
-            grouped = table.group_by(c.currency).aggregate(aggregates)
+            grouped = pa.Table.from_batches([batch]).group_by(c.currency).aggregate(aggregates)
             for group in grouped.to_pylist():
                 found = CurrencyTotals(
                     Decimal(group[f"{c.cost}_sum"]),
@@ -258,14 +258,14 @@ class Tally:
                 )
                 currency = group[c.currency]
                 sums[currency] = sums[currency] + found if currency in sums else found
-            if writer is not None and self._parquet is not None:
+            if writer is not None:
                 waiting.append(batch)
-                if sum(b.num_rows for b in waiting) >= self._parquet.row_group_rows:
-                    writer.write_table(pa.Table.from_batches(waiting), row_group_size=None)
+                if sum(b.num_rows for b in waiting) >= group_rows:
+                    writer.write_table(pa.Table.from_batches(waiting), row_group_size=group_rows)
                     waiting = []
         if writer is not None:
             if waiting:
-                writer.write_table(pa.Table.from_batches(waiting), row_group_size=None)
+                writer.write_table(pa.Table.from_batches(waiting), row_group_size=group_rows)
             writer.close()
         return Totals(rows, dict(sorted(sums.items())))
 

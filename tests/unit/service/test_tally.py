@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from decimal import Decimal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from service.tally import CurrencyTotals, Tally, TallyError
+from service.errors import RetryableStorageError
+from service.formats import parquet_schema
+from service.job import DatasetSchema
+from service.tally import CurrencyTotals, ParquetOutput, Tally, TallyError
 from tests.support.rollups import HEADER, TRICKY_MODELS, csv_safe
 
 CURRENCIES = ("USD", "EUR", "USD", "GBP")
@@ -88,3 +94,45 @@ def test_the_rows_hold_what_must_be_tallied_right() -> None:
     assert {row[7] for row in ROWS} == {"USD", "EUR", "GBP"}
     assert any(row[6].startswith("-") for row in ROWS)
     assert any("\n" in row[2] for row in ROWS)
+
+
+def parquet_of(written: list[bytes]) -> pa.Table:
+    return pq.read_table(io.BytesIO(b"".join(written)))
+
+
+async def test_parquet_output_holds_the_rows_typed_in_row_groups() -> None:
+    written: list[bytes] = []
+
+    async def sink(data: bytes) -> None:
+        written.append(data)
+
+    schema = parquet_schema(DatasetSchema.NATIVE, "UTC")
+    tally = Tally(parquet=ParquetOutput(schema, sink, row_group_rows=300), limit=4096)
+    data = csv_bytes(ROWS)
+    for start in range(0, len(data), 999):
+        await tally.feed(data[start : start + 999])
+    totals = await tally.finish()
+    table = parquet_of(written)
+    assert table.schema == schema
+    assert table.num_rows == totals.rows == len(ROWS)
+    assert pq.ParquetFile(io.BytesIO(b"".join(written))).metadata.num_row_groups > 1
+    assert [r["cost_total"] for r in table.to_pylist()] == [Decimal(row[6]) for row in ROWS]
+    assert totals.by_currency == expected(ROWS)
+
+
+async def test_a_failing_parquet_sink_ends_the_tally_with_its_own_error() -> None:
+    async def sink(data: bytes) -> None:
+        raise RetryableStorageError("S3 upload of part 1 failed: SlowDown")
+
+    schema = parquet_schema(DatasetSchema.NATIVE, "UTC")
+    tally = Tally(parquet=ParquetOutput(schema, sink, row_group_rows=10), limit=1024)
+    data = csv_bytes(ROWS)
+
+    async def export() -> None:
+        for start in range(0, len(data), 512):
+            await tally.feed(data[start : start + 512])
+        await tally.finish()
+
+    with pytest.raises(RetryableStorageError, match="SlowDown"):
+        await export()
+    await asyncio.wait_for(tally.abandon(), 5)
