@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-scale clean
+.PHONY: run test focus-validator tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,16 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
+
+## The FinOps Foundation's FOCUS validator, in a venv of its own (its pins clash with ours).
+FOCUS_VENV  := .venv-focus
+FOCUS_STAMP := $(FOCUS_VENV)/.installed-1.0.0
+$(FOCUS_STAMP):
+	test -x $(FOCUS_VENV)/bin/python || $(PYTHON) -m venv $(FOCUS_VENV)
+	$(FOCUS_VENV)/bin/python -m pip install --quiet 'focus-validator==1.0.0' 'multimethod<1.11'
+	touch $@
+
+focus-validator: $(FOCUS_STAMP)
 
 ## Start PostgreSQL and RabbitMQ on this machine if they are down.
 services:
@@ -27,7 +37,7 @@ run: $(STAMP) services
 	$(BIN)/python -m devtools
 
 ## The whole suite: lint, types, OpenAPI drift, unit, integration and end-to-end tests.
-test: $(STAMP) tools services lint typecheck openapi-check
+test: $(STAMP) $(FOCUS_STAMP) tools services lint typecheck openapi-check
 	$(BIN)/pytest -q tests
 
 unit: $(STAMP)
@@ -40,7 +50,7 @@ house: $(STAMP) tools
 integration: $(STAMP) services
 	$(BIN)/pytest -q tests/integration
 
-e2e: $(STAMP) services
+e2e: $(STAMP) $(FOCUS_STAMP) services
 	$(BIN)/pytest -q tests/e2e
 
 faults: $(STAMP) services
@@ -69,4 +79,4 @@ bench-scale: $(STAMP) services
 	$(BIN)/python -m bench.scale_out
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FOCUS_VENV) .pytest_cache .mypy_cache .ruff_cache

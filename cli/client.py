@@ -153,6 +153,7 @@ class CreateExportBody:
     idempotency_key: str | None = None
     time_zone: str | None = None
     output_format: str | None = None
+    output_schema: str | None = None
 
     def body(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -163,6 +164,8 @@ class CreateExportBody:
             body["timeZone"] = self.time_zone
         if self.output_format:
             body["format"] = self.output_format
+        if self.output_schema:
+            body["schema"] = self.output_schema
         if self.models:
             body["models"] = list(self.models)
         return body

@@ -33,7 +33,7 @@ from service.api.auth import READ, WRITE, mint_token
 from service.api.routes import openapi_document
 from service.api.server import serve
 from service.errors import DatabaseUnavailable, SettingsError
-from service.job import ExportFormat
+from service.job import DatasetSchema, ExportFormat
 from service.logs import configure_logging
 from service.migrations import migrate_down, migrate_up
 from service.repository import seed_demo
@@ -192,6 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.idempotency_key,
         args.time_zone,
         args.format,
+        args.schema,
     )
     command = ExportCommand(
         args.api,
@@ -291,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=[f.value for f in ExportFormat],
         help="csv (default), csv.gz (the same CSV, gzip-compressed) or parquet (typed columns)",
+    )
+    export.add_argument(
+        "--schema",
+        choices=[d.value for d in DatasetSchema],
+        help="native (default) or focus-1.0 (the FinOps FOCUS 1.0 columns, in UTC)",
     )
     export.add_argument(
         "--model", action="append", default=[], help="only this model (repeatable; default: every model)"

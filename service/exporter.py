@@ -200,7 +200,8 @@ class Exporter:
             else:
                 attempt.raise_if_stopped()
 
-        row_count = await self._repository.copy_rows(job, sink)
+        names = (self._settings.focus_provider_name, self._settings.focus_service_name)
+        row_count = await self._repository.copy_rows(job, sink, names)
         attempt.raise_if_stopped()
         if gzip is not None:
             await store(gzip.flush())

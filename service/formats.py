@@ -37,11 +37,66 @@ class Columns:
     requests: str
     tokens: str
     errors: str
+    #: FOCUS writes the tokens as a decimal quantity (``3514800.000000``), and nulls as empty cells.
+    focus: bool = False
 
 
 COLUMNS: Final = {
     DatasetSchema.NATIVE: Columns("currency", "cost_total", "request_count", "tokens_total", "error_count"),
+    DatasetSchema.FOCUS_1_0: Columns(
+        "BillingCurrency", "BilledCost", "x_RequestCount", "ConsumedQuantity", "x_ErrorCount", focus=True
+    ),
 }
+FOCUS_MONEY: Final = ("BilledCost", "ContractedCost", "EffectiveCost", "ListCost")
+FOCUS_QUANTITIES: Final = ("ConsumedQuantity", "PricingQuantity")
+FOCUS_TIMES: Final = ("BillingPeriodEnd", "BillingPeriodStart", "ChargePeriodEnd", "ChargePeriodStart")
+FOCUS_COUNTS: Final = ("x_RequestCount", "x_ErrorCount")
+#: The columns of the FOCUS 1.0 dataset, in the file's order (service/sql/queries.sql export_focus);
+#: those not in the groups above are text.
+FOCUS_ORDER: Final = [
+    "AvailabilityZone",
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "CommitmentDiscountCategory",
+    "CommitmentDiscountId",
+    "CommitmentDiscountName",
+    "CommitmentDiscountStatus",
+    "CommitmentDiscountType",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
+    "PricingCategory",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceCategory",
+    "ServiceName",
+    "SkuId",
+    "SubAccountId",
+    "SubAccountName",
+    "Tags",
+    "x_RequestCount",
+    "x_ErrorCount",
+]
 
 
 def parquet_schema(schema: DatasetSchema, time_zone: str) -> pa.Schema:
@@ -49,8 +104,12 @@ def parquet_schema(schema: DatasetSchema, time_zone: str) -> pa.Schema:
     instants as timestamps in the job's zone, counts as int64."""
     import pyarrow as pa  # only the worker (and `verify` of a Parquet file) needs it
 
-    if schema is not DatasetSchema.NATIVE:
-        raise ValueError(f"no Parquet columns for the {schema.value} schema")
+    if schema is DatasetSchema.FOCUS_1_0:
+        types = {name: pa.decimal128(20, 6) for name in FOCUS_MONEY}
+        types |= {name: pa.decimal128(26, 6) for name in FOCUS_QUANTITIES}
+        types |= {name: pa.timestamp("us", tz="UTC") for name in FOCUS_TIMES}
+        types |= {name: pa.int64() for name in FOCUS_COUNTS}
+        return pa.schema([(name, types.get(name, pa.string())) for name in FOCUS_ORDER])
     return pa.schema(
         [
             ("bucket_start", pa.timestamp("us", tz=time_zone)),

@@ -25,6 +25,7 @@ from service.errors import DatabaseUnavailable, IdempotencyKeyReused, TooManyAct
 from service.job import (
     Caller,
     Created,
+    DatasetSchema,
     Event,
     EventPage,
     ExportFormat,
@@ -437,27 +438,34 @@ class JobRepository:
             status = await conn.execute(QUERIES["forget_idempotency_keys"], limit)
         return int(status.split()[-1])
 
-    async def copy_rows(self, job: Job, sink: Sink) -> int:
+    async def copy_rows(self, job: Job, sink: Sink, focus_names: tuple[str, str] = ("", "")) -> int:
         """Stream the job's CSV (header included) into ``sink`` and return the number of data rows.
 
         PostgreSQL encodes the CSV itself (``COPY ... TO STDOUT``), read in one read-only
         repeatable-read snapshot so the file is consistent; ``sink`` is awaited for every chunk,
-        which gives backpressure all the way to the server.
+        which gives backpressure all the way to the server. ``focus_names`` (provider, service)
+        name the platform in a FOCUS dataset.
         """
-        async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            status = await conn.copy_from_query(
-                QUERIES[f"export_{job.granularity.value}"],
+        coverage = job.coverage
+        models = list(job.models) if job.models else None
+        # Text cells made spreadsheet-safe in files a spreadsheet opens; Parquet is typed.
+        guarded = job.output_format is not ExportFormat.PARQUET
+        if job.output_schema is DatasetSchema.FOCUS_1_0:
+            query = QUERIES["export_focus"]
+            args: tuple[object, ...] = (
                 job.org_id,
-                job.coverage.start,
-                job.coverage.end,
-                list(job.models) if job.models else None,
-                job.time_zone,
-                # Text cells made spreadsheet-safe in files a spreadsheet opens; Parquet is typed.
-                job.output_format is not ExportFormat.PARQUET,
-                output=sink,
-                format="csv",
-                header=True,
+                coverage.start,
+                coverage.end,
+                models,
+                guarded,
+                job.granularity.value,
+                *focus_names,
             )
+        else:
+            query = QUERIES[f"export_{job.granularity.value}"]
+            args = (job.org_id, coverage.start, coverage.end, models, job.time_zone, guarded)
+        async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            status = await conn.copy_from_query(query, *args, output=sink, format="csv", header=True)
         # The status string is "COPY <rows>": counted by the server, not by parsing our own bytes.
         return int(status.split()[-1])
 

@@ -225,6 +225,8 @@ class Settings:
     auth_jwks_url: str | None = None
     data_retention_months: int = 13
     billing_currency: str = "USD"
+    focus_provider_name: str = "AI Platform"
+    focus_service_name: str = "Model inference"
     log_level: str = "INFO"
 
     @classmethod
@@ -504,6 +506,20 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "`USD`",
         "the currency of rollup rows that state none: `migrate up` gives it to the rows already there"
         " and makes it the column's default; `seed-demo` writes in it",
+    ),
+    Variable(
+        "FOCUS_PROVIDER_NAME",
+        "focus_provider_name",
+        matching(r"[^\x00-\x1f]{1,100}", "1 to 100 printable characters"),
+        "`AI Platform`",
+        "the platform in FOCUS datasets: their ProviderName, PublisherName and InvoiceIssuerName",
+    ),
+    Variable(
+        "FOCUS_SERVICE_NAME",
+        "focus_service_name",
+        matching(r"[^\x00-\x1f]{1,100}", "1 to 100 printable characters"),
+        "`Model inference`",
+        "the ServiceName of FOCUS datasets",
     ),
     Variable("LOG_LEVEL", "log_level", parse_log_level, "`INFO`", "JSON logs on stderr"),
 )

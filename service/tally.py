@@ -226,6 +226,8 @@ class Tally:
         else:
             types = {c.currency: pa.string(), c.cost: pa.decimal128(38, 6)}
             types |= {name: pa.int64() for name in (c.requests, c.tokens, c.errors)}
+            if c.focus:  # tokens as a FOCUS quantity, six decimals
+                types[c.tokens] = pa.decimal128(38, 6)
             include = list(types)
         reader = pacsv.open_csv(
             self._buffer,
@@ -233,7 +235,7 @@ class Tally:
             # A model id may hold a line break inside quotes.
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                include_columns=include, column_types=types, strings_can_be_null=False
+                include_columns=include, column_types=types, strings_can_be_null=c.focus
             ),
         )
         writer = (
@@ -253,7 +255,7 @@ class Tally:
                 found = CurrencyTotals(
                     Decimal(group[f"{c.cost}_sum"]),
                     group[f"{c.requests}_sum"],
-                    group[f"{c.tokens}_sum"],
+                    int(group[f"{c.tokens}_sum"]),
                     group[f"{c.errors}_sum"],
                 )
                 currency = group[c.currency]

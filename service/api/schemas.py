@@ -95,6 +95,12 @@ def parse_export_request(
             errors={"timeRange.start": f"before the {retention_months}-month retention window"},
         )
     time_zone = parse_time_zone(body.get("timeZone", "UTC"), start, end)
+    output_schema = DatasetSchema(body.get("schema", DatasetSchema.NATIVE.value))
+    if output_schema is DatasetSchema.FOCUS_1_0 and time_zone != "UTC":
+        raise ValidationFailed(
+            "a FOCUS dataset is in UTC (the specification's date-times): leave timeZone out or set UTC",
+            errors={"timeZone": "must be UTC with schema focus-1.0"},
+        )
     models = body.get("models")
     return ExportRequest(
         org_id=org_id,
@@ -106,7 +112,7 @@ def parse_export_request(
         models=tuple(dict.fromkeys(models)) or None if models else None,
         time_zone=time_zone,
         output_format=ExportFormat(body.get("format", ExportFormat.CSV.value)),
-        output_schema=DatasetSchema(body.get("schema", DatasetSchema.NATIVE.value)),
+        output_schema=output_schema,
     )
 
 
@@ -265,9 +271,12 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             },
             "schema": {
                 "type": "string",
-                "enum": [DatasetSchema.NATIVE.value],
+                "enum": [d.value for d in DatasetSchema],
                 "default": DatasetSchema.NATIVE.value,
-                "description": "The columns: native (default), the service's own.",
+                "description": (
+                    "The columns: native (default), the service's own; focus-1.0, the FinOps FOCUS "
+                    "1.0 columns (in UTC) with x_RequestCount and x_ErrorCount."
+                ),
             },
         },
     },

@@ -333,6 +333,84 @@ FROM (
 ) AS monthly
 ORDER BY month, model_id COLLATE "C", currency;
 
+-- name: export_focus
+-- The FOCUS 1.0 dataset (FinOps Open Cost and Usage Specification) of the same rows, COPY-able:
+-- one row per bucket ($6: 'hourly', 'daily' or 'monthly', in UTC as FOCUS requires), model and
+-- currency of exactly the hours in the coverage [$2, $3) of org $1, models $4; $5 makes text
+-- cells spreadsheet-safe. ChargePeriod is the covered part of the bucket; BillingPeriod its UTC
+-- month. Provider, publisher and invoice issuer are $7, the service $8. The rollups hold no unit
+-- prices, so the conditional columns ListUnitPrice, ContractedUnitPrice and SkuPriceId are left
+-- out (docs/api.md). Date-times as YYYY-MM-DDTHH:MM:SSZ; quantities with six decimals.
+SELECT NULL::text AS "AvailabilityZone",
+       cost_total AS "BilledCost",
+       org_id AS "BillingAccountId",
+       org_id AS "BillingAccountName",
+       currency AS "BillingCurrency",
+       to_char(date_trunc('month', charge_start AT TIME ZONE 'UTC') + interval '1 month',
+               'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "BillingPeriodEnd",
+       to_char(date_trunc('month', charge_start AT TIME ZONE 'UTC'), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+           AS "BillingPeriodStart",
+       'Usage' AS "ChargeCategory",
+       NULL::text AS "ChargeClass",
+       CASE WHEN $5 THEN analytics.csv_safe(model_id) ELSE model_id END || ' token usage'
+           AS "ChargeDescription",
+       'Usage-Based' AS "ChargeFrequency",
+       to_char(charge_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "ChargePeriodEnd",
+       to_char(charge_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "ChargePeriodStart",
+       NULL::text AS "CommitmentDiscountCategory",
+       NULL::text AS "CommitmentDiscountId",
+       NULL::text AS "CommitmentDiscountName",
+       NULL::text AS "CommitmentDiscountStatus",
+       NULL::text AS "CommitmentDiscountType",
+       tokens_total::numeric(26, 6) AS "ConsumedQuantity",
+       'Tokens' AS "ConsumedUnit",
+       cost_total AS "ContractedCost",
+       cost_total AS "EffectiveCost",
+       $7::text AS "InvoiceIssuerName",
+       cost_total AS "ListCost",
+       'Standard' AS "PricingCategory",
+       (tokens_total / 1000000.0)::numeric(26, 6) AS "PricingQuantity",
+       '1000000 Tokens' AS "PricingUnit",
+       $7::text AS "ProviderName",
+       $7::text AS "PublisherName",
+       NULL::text AS "RegionId",
+       NULL::text AS "RegionName",
+       NULL::text AS "ResourceId",
+       NULL::text AS "ResourceName",
+       NULL::text AS "ResourceType",
+       'AI and Machine Learning' AS "ServiceCategory",
+       $8::text AS "ServiceName",
+       CASE WHEN $5 THEN analytics.csv_safe(model_id) ELSE model_id END AS "SkuId",
+       NULL::text AS "SubAccountId",
+       NULL::text AS "SubAccountName",
+       NULL::text AS "Tags",
+       request_count AS "x_RequestCount",
+       error_count AS "x_ErrorCount"
+FROM (
+    SELECT bucket_start AS charge_start, bucket_start + interval '1 hour' AS charge_end, org_id,
+           model_id, request_count, tokens_total, error_count, cost_total, currency
+    FROM analytics.hourly_rollups
+    WHERE $6::text = 'hourly' AND org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+      AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
+    UNION ALL
+    SELECT greatest(day, $2), least(day + interval '1 day', $3), org_id, model_id, request_count,
+           tokens_total, error_count, cost_total, currency
+    FROM analytics.covered_days($1, $2, $3, $4::text[])
+    WHERE $6::text = 'daily'
+    UNION ALL
+    SELECT greatest(month, $2), least(month + interval '1 month', $3), org_id, model_id,
+           request_count, tokens_total, error_count, cost_total, currency
+    FROM (
+        SELECT date_trunc('month', day AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month, org_id, model_id,
+               sum(request_count) AS request_count, sum(tokens_total) AS tokens_total,
+               sum(error_count) AS error_count, sum(cost_total) AS cost_total, currency
+        FROM analytics.covered_days($1, $2, $3, $4::text[])
+        WHERE $6::text = 'monthly'
+        GROUP BY 1, org_id, model_id, currency
+    ) AS months
+) AS charges
+ORDER BY charge_start, model_id COLLATE "C", currency;
+
 -- name: job_backlog
 -- Pending and running jobs of every org, and how long the oldest pending job has been due (a job
 -- waiting out a retry backoff is due from available_at): the /metrics backlog gauges.

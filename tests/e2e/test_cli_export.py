@@ -129,9 +129,12 @@ async def test_export_waits_with_progress_downloads_and_verifies_the_file(
     )
 
 
-@pytest.mark.parametrize("output_format", ["csv.gz", "parquet"])
-def test_compressed_and_parquet_exports_are_downloaded_and_verified(
-    stack: Stack, tmp_path: Path, output_format: str
+@pytest.mark.parametrize(
+    ("output_format", "schema"),
+    [("csv.gz", "native"), ("parquet", "native"), ("csv", "focus-1.0"), ("parquet", "focus-1.0")],
+)
+def test_every_format_and_schema_is_downloaded_and_verified(
+    stack: Stack, tmp_path: Path, output_format: str, schema: str
 ) -> None:
     # Given demo data
     org = stack.seed_demo("--days", "3", "--models", "4")
@@ -145,7 +148,8 @@ def test_compressed_and_parquet_exports_are_downloaded_and_verified(
         env,
         tmp_path,
         *("--start", f"{start:%Y-%m-%dT%H:%M:%SZ}", "--end", f"{end:%Y-%m-%dT%H:%M:%SZ}"),
-        *("--granularity", "hourly", "--format", output_format, "--download", target, "--timeout", "90s"),
+        *("--granularity", "hourly", "--format", output_format, "--schema", schema),
+        *("--download", target, "--timeout", "90s"),
     )
     # Then the file and its manifest match, as `verify` confirms on its own
     assert result.returncode == 0, result.stdout + result.stderr

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.exporter import Exporter
-from service.formats import CONTENT_TYPES
-from service.job import ExportFormat, ExportRequest, Granularity, Job, JobStatus, object_key
+from service.formats import CONTENT_TYPES, FOCUS_ORDER
+from service.job import DatasetSchema, ExportFormat, ExportRequest, Granularity, Job, JobStatus, object_key
 from service.repository import JobRepository, create_pool
 from service.settings import Settings
 from service.storage import ObjectStore, S3Client, open_s3_client
@@ -535,3 +535,72 @@ async def test_every_format_holds_the_same_rows_and_totals(
     # And every manifest states the same totals, per currency
     assert csv_manifest["totals"] == gz_manifest["totals"] == pq_manifest["totals"]
     assert set(csv_manifest["totals"]) == {"EUR", "USD"}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("granularity", [Granularity.HOURLY, Granularity.DAILY, Granularity.MONTHLY])
+async def test_the_focus_dataset_holds_the_same_usage_as_focus_columns(
+    parts: Parts, granularity: Granularity
+) -> None:
+    # Given rollups in two currencies over the end of October, and a range that starts and ends
+    # inside a day
+    org = uuid.uuid4()
+    first = datetime(2026, 10, 30, tzinfo=UTC)
+    hourly = [
+        replace(r, currency="EUR" if r.model_id == "alpha" else "USD")
+        for r in hourly_rollups(org, first, 24 * 3, ("alpha", "gpt-4o", "multi\nline"))
+    ]
+    conn = await asyncpg.connect(parts.settings.database_url)
+    try:
+        await insert(conn, "hourly_rollups", hourly)
+        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
+    finally:
+        await conn.close()
+    start, end = datetime(2026, 10, 30, 6, tzinfo=UTC), datetime(2026, 11, 1, 18, tzinfo=UTC)
+    # When the range is exported as FOCUS
+    request = ExportRequest(org, "me", start, end, granularity, None, output_schema=DatasetSchema.FOCUS_1_0)
+    job = (await parts.repository.create(request)).job
+    done = await parts.exporter.run(job.job_id)
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED, done.error_message
+    data, _ = await read_object(parts.client, BUCKET, done.object_key)
+    reader = csv.DictReader(io.StringIO(data.decode(), newline=""))
+    rows = list(reader)
+    # Then its columns are FOCUS 1.0's (ratified names) with our two custom ones, in one order
+    assert reader.fieldnames == FOCUS_ORDER
+    # And its totals per currency are exactly the native export's: the covered hours
+    inside = [r for r in hourly if start <= r.bucket_start < end]
+    for currency in ("EUR", "USD"):
+        mine = [row for row in rows if row["BillingCurrency"] == currency]
+        theirs = [r for r in inside if r.currency == currency]
+        assert sum(Decimal(row["BilledCost"]) for row in mine) == sum(r.cost_total for r in theirs)
+        assert sum(int(row["x_RequestCount"]) for row in mine) == sum(r.request_count for r in theirs)
+        assert sum(Decimal(row["ConsumedQuantity"]) for row in mine) == sum(r.tokens_total for r in theirs)
+    for row in rows:
+        # charge periods are the covered part of each bucket, in UTC; billing periods their month
+        charge_start = datetime.fromisoformat(row["ChargePeriodStart"])
+        charge_end = datetime.fromisoformat(row["ChargePeriodEnd"])
+        assert start <= charge_start < charge_end <= end
+        assert row["BillingPeriodStart"] == f"{charge_start:%Y-%m}-01T00:00:00Z"
+        assert row["ChargePeriodStart"].endswith("Z")
+        # every cost column is the exact cost; quantities are exact decimals
+        assert row["BilledCost"] == row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"]
+        assert Decimal(row["PricingQuantity"]) * 1_000_000 == Decimal(row["ConsumedQuantity"])
+        assert (row["ChargeCategory"], row["ChargeFrequency"], row["ChargeClass"]) == (
+            "Usage",
+            "Usage-Based",
+            "",
+        )
+        assert row["ProviderName"] == parts.settings.focus_provider_name
+        assert row["SkuId"] in {"alpha", "gpt-4o", "multi\nline"}
+    if granularity is Granularity.DAILY:
+        assert rows[0]["ChargePeriodStart"] == "2026-10-30T06:00:00Z"
+        assert rows[0]["ChargePeriodEnd"] == "2026-10-31T00:00:00Z"
+    if granularity is Granularity.MONTHLY:
+        assert {(row["ChargePeriodStart"], row["ChargePeriodEnd"]) for row in rows} == {
+            ("2026-10-30T06:00:00Z", "2026-11-01T00:00:00Z"),
+            ("2026-11-01T00:00:00Z", "2026-11-01T18:00:00Z"),
+        }
+    # And the manifest's totals are the same ones
+    manifest, _ = await read_object(parts.client, BUCKET, done.manifest_key)
+    totals = orjson.loads(manifest)["totals"]
+    assert Decimal(totals["USD"]["costTotal"]) == sum(r.cost_total for r in inside if r.currency == "USD")

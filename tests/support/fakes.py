@@ -524,7 +524,9 @@ class FakeRepository:
         self.jobs[job.job_id] = replace(self.jobs[job.job_id], upload_id=upload_id)
         return True
 
-    async def copy_rows(self, job: Job, sink: Callable[[bytes], Awaitable[None]]) -> int:
+    async def copy_rows(
+        self, job: Job, sink: Callable[[bytes], Awaitable[None]], focus_names: tuple[str, str] = ("", "")
+    ) -> int:
         self._record("copy_rows", job.job_id)
         if self.copy_rows_impl is not None:
             return await self.copy_rows_impl(job, sink)

@@ -511,3 +511,10 @@ def test_a_start_before_the_retention_window_is_rejected_with_the_earliest_start
 )
 def test_months_before_counts_calendar_months(moment: datetime, expected: datetime) -> None:
     assert months_before(moment, 13) == expected
+
+
+def test_a_focus_dataset_is_in_utc() -> None:
+    assert parsed(body(schema="focus-1.0")).output_schema is DatasetSchema.FOCUS_1_0
+    error = rejected(body(schema="focus-1.0", timeZone="Europe/Berlin"))
+    assert error.errors == {"timeZone": "must be UTC with schema focus-1.0"}
+    assert "FOCUS dataset is in UTC" in error.detail
