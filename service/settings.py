@@ -196,6 +196,7 @@ class Settings:
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     queue_name: str = "exports"
     s3_endpoint: str | None = None
+    s3_public_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_bucket: str = "analytics-exports"
@@ -311,6 +312,14 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         urls("http", "https"),
         "unset: AWS S3",
         "S3-compatible endpoint (MinIO, moto); path-style addressing when set",
+    ),
+    Variable(
+        "S3_PUBLIC_ENDPOINT",
+        "s3_public_endpoint",
+        urls("http", "https"),
+        "unset: `S3_ENDPOINT`",
+        "the S3 address download links name: where users' browsers reach S3 when the services"
+        " reach it at another (compose: `http://localhost:9000`, the services `http://minio:9000`)",
     ),
     Variable(
         "S3_ACCESS_KEY",

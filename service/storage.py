@@ -100,12 +100,14 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 @asynccontextmanager
-async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
-    """An aiobotocore S3 client configured from settings; closed on exit."""
+async def open_s3_client(settings: Settings, *, public: bool = False) -> AsyncIterator[S3Client]:
+    """An aiobotocore S3 client configured from settings; closed on exit. ``public``: the client
+    that signs download links, for the address users reach (``S3_PUBLIC_ENDPOINT``)."""
+    endpoint = (settings.s3_public_endpoint or settings.s3_endpoint) if public else settings.s3_endpoint
     config = Config(
         region_name=settings.s3_region,
         signature_version="s3v4",
-        s3={"addressing_style": "path" if settings.s3_endpoint else "auto"},
+        s3={"addressing_style": "path" if endpoint else "auto"},
         retries={"max_attempts": 3, "mode": "standard"},
         connect_timeout=5,
         read_timeout=30,
@@ -114,7 +116,7 @@ async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
     session = get_session()
     async with session.create_client(
         "s3",
-        endpoint_url=settings.s3_endpoint,
+        endpoint_url=endpoint,
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key,
         aws_secret_access_key=settings.s3_secret_key,
@@ -356,8 +358,11 @@ class ObjectStore:
         retry_window: float = 30.0,
         parts_in_flight: int = 1,
         metrics: ExportMetrics | None = None,
+        signer: S3Client | None = None,
     ) -> None:
         self._client = client
+        #: Signs download links (for the public S3 address, when it differs).
+        self._signer = signer or client
         self._part_size = part_size
         self._retrier = Retrier(retry_window, on_retry=metrics.storage_retries.inc if metrics else None)
         self._parts_in_flight = parts_in_flight
@@ -365,7 +370,11 @@ class ObjectStore:
 
     @classmethod
     def from_settings(
-        cls, client: S3Client, settings: Settings, metrics: ExportMetrics | None = None
+        cls,
+        client: S3Client,
+        settings: Settings,
+        metrics: ExportMetrics | None = None,
+        signer: S3Client | None = None,
     ) -> ObjectStore:
         """The store exactly as the worker runs it (part size, retry window, parts in flight)."""
         return cls(
@@ -374,6 +383,7 @@ class ObjectStore:
             settings.export_retry_window,
             settings.export_parts_in_flight,
             metrics,
+            signer,
         )
 
     def open_upload(
@@ -447,7 +457,7 @@ class ObjectStore:
 
     async def presign_download(self, bucket: str, key: str, expires_in: float) -> str:
         try:
-            return await self._client.generate_presigned_url(
+            return await self._signer.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=max(1, math.floor(expires_in))
             )
         except (BotoCoreError, ClientError, OSError) as exc:

@@ -36,8 +36,8 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    async with open_s3_client(settings) as client:
-        app[keys.STORE] = ObjectStore.from_settings(client, settings)
+    async with open_s3_client(settings) as client, open_s3_client(settings, public=True) as signer:
+        app[keys.STORE] = ObjectStore.from_settings(client, settings, signer=signer)
         yield
 
 
