@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
@@ -163,10 +164,8 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             audience=settings.auth_jwt_audience,
             ttl_seconds=12 * 3600,
         )
-        print(
-            next_steps(base, demo_org, token, settings.signing_secret(), bin_dir, settings.metrics_port),
-            flush=True,
-        )
+        steps = next_steps(base, demo_org, token, settings.signing_secret(), bin_dir, settings.metrics_port)
+        print(steps + rabbitmq_console(settings), flush=True)
         stopping = False
 
         def on_signal(signum: int, frame: object) -> None:
@@ -260,6 +259,18 @@ Metrics (Prometheus text): API {api_metrics}, worker {worker_metrics}.
 Ctrl-C stops everything.
 """
 README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+#: RabbitMQ's management console (the plugin rabbitmq_management), on the broker's host.
+CONSOLE_PORT = 15672
+
+
+def rabbitmq_console(settings: Settings) -> str:
+    """Where to watch the queues and connections, or how to turn the console on."""
+    host = urlsplit(settings.rabbitmq_url).hostname or "127.0.0.1"
+    if port_in_use(host, CONSOLE_PORT):
+        return f"RabbitMQ console: http://{host}:{CONSOLE_PORT} (guest/guest on a local broker).\n"
+    return "RabbitMQ console: off (`rabbitmq-plugins enable rabbitmq_management` turns it on).\n"
 
 
 def walkthrough_steps() -> str:

@@ -20,4 +20,12 @@ if ! port_open 5672; then
 fi
 for _ in $(seq 1 60); do port_open 5672 && break; sleep 0.5; done
 port_open 5672 || { echo "RabbitMQ did not start on 127.0.0.1:5672" >&2; exit 1; }
+# RabbitMQ's management console, which the service is watched with (queues, connections named
+# after each process): enabled when the plugin is installed.
+if ! port_open 15672 && rabbitmq-plugins list -m 2>/dev/null | grep -qx rabbitmq_management; then
+  echo "enabling the RabbitMQ management console"
+  rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null ||
+    echo "could not enable rabbitmq_management; the service runs without the console" >&2
+  for _ in $(seq 1 30); do port_open 15672 && break; sleep 0.5; done
+fi
 echo "PostgreSQL and RabbitMQ are up"

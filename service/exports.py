@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
 import orjson
 
-from service.errors import Conflict, DatabaseUnavailable, Gone, NotFound, QueueUnavailable
+from service.errors import Conflict, DatabaseUnavailable, ExportsError, Gone, NotFound, QueueUnavailable
 from service.job import (
     Caller,
     Created,
@@ -30,6 +32,8 @@ from service.repository import JobRepository
 from service.storage import ObjectStore, parse_s3_uri
 
 log = logging.getLogger(__name__)
+#: How long a readiness check waits for one dependency.
+CHECK_SECONDS: Final = 3.0
 #: Links issued to the same caller (subject, address, user agent) within this long of the first
 #: are counted in that first download_url_issued event instead of adding one each.
 DOWNLOAD_EVENT_WINDOW_SECONDS: Final = 15 * 60
@@ -112,6 +116,28 @@ class ExportService:
             log.warning("backlog: broker unavailable", extra={"reason": str(exc)})
             queues = None
         return Backlog(jobs, queues)
+
+    async def dependencies(self, buckets: Sequence[str]) -> dict[str, str | None]:
+        """Whether the database (``database``), the broker (``broker``) and each bucket
+        (``bucket:<name>``) answer now: ``None`` for yes, else why not. Checked at once, each
+        within CHECK_SECONDS."""
+        checks = {
+            "database": self._repository.ping(),
+            "broker": self._queue.ping(),
+            **{f"bucket:{bucket}": self._store.check_bucket(bucket) for bucket in buckets},
+        }
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check, CHECK_SECONDS) for check in checks.values()), return_exceptions=True
+        )
+        report: dict[str, str | None] = {}
+        for name, result in zip(checks, results, strict=True):
+            if isinstance(result, ExportsError | TimeoutError | OSError):
+                report[name] = str(result) or type(result).__name__
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                report[name] = None
+        return report
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:
         job = await self._repository.get(org_id, job_id)

@@ -11,6 +11,7 @@ Counters appear with a ``_total`` suffix and histograms as ``_bucket``/``_sum``/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -109,6 +110,13 @@ class ApiMetrics:
         )
         for reason in ("header_timeout", "over_capacity"):
             self.connections_closed.labels(reason)
+        self.dependency_up = Gauge(
+            "exports_dependency_up",
+            "Whether a dependency answered the last readiness check or scrape: database, broker, "
+            "bucket:<name> (1 yes, 0 no). Only the database makes the API unready.",
+            ["dependency"],
+            registry=registry,
+        )
         self.malformed_requests = Counter(
             "exports_http_malformed_requests",
             "Requests refused by the HTTP parser before any handler ran (malformed HTTP).",
@@ -131,6 +139,10 @@ class ApiMetrics:
         else:
             for queue, messages in backlog.queues.items():
                 self.queue_messages.labels(queue).set(messages)
+
+    def observe_dependencies(self, report: Mapping[str, str | None]) -> None:
+        for dependency, problem in report.items():
+            self.dependency_up.labels(dependency).set(0 if problem else 1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,6 @@ service function and serialises."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import orjson
@@ -14,9 +13,9 @@ from service.api.auth import Principal
 from service.api.contract import Call
 from service.api.schemas import event_page_json, job_json, page_json, parse_export_request
 from service.api.server import internal_only
-from service.errors import ExportsError
 from service.job import Caller, JobStatus
 from service.metrics import CONTENT_TYPE
+from service.settings import Settings
 
 BASE = "/analytics/v1"
 
@@ -108,7 +107,9 @@ async def metrics(request: web.Request, call: Call) -> web.Response:
     if not internal_only(request):
         raise web.HTTPNotFound()
     registry = request.app[keys.METRICS]
-    registry.observe_backlog(await request.app[keys.EXPORTS].backlog())
+    exports = request.app[keys.EXPORTS]
+    registry.observe_backlog(await exports.backlog())
+    registry.observe_dependencies(await exports.dependencies(configured_buckets(request.app[keys.SETTINGS])))
     registry.open_connections.set(request.app[keys.GUARD].open_connections)
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -118,29 +119,18 @@ async def healthz(request: web.Request, call: Call) -> web.Response:
 
 
 async def readyz(request: web.Request, call: Call) -> web.Response:
-    """Ready when the database, the broker and every configured bucket answer. Which check
-    failed, and why, only on METRICS_PORT when that is set."""
-    app = request.app
-    settings = app[keys.SETTINGS]
-    buckets = sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()})
-    checks = {
-        "database": app[keys.REPOSITORY].ping(),
-        "broker": app[keys.QUEUE].ping(),
-        **{f"bucket:{bucket}": app[keys.STORE].check_bucket(bucket) for bucket in buckets},
-    }
-    results = await asyncio.gather(
-        *(asyncio.wait_for(check, timeout=3) for check in checks.values()), return_exceptions=True
-    )
-    report = {}
-    for name, result in zip(checks, results, strict=True):
-        if isinstance(result, ExportsError | TimeoutError | OSError):
-            report[name] = f"error: {result or type(result).__name__}"
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            report[name] = "ok"
-    ready = all(value == "ok" for value in report.values())
-    body: dict[str, object] = {"status": "ready" if ready else "unavailable"}
+    """503 only when this instance cannot serve requests (the database does not answer). The
+    broker down (the API still accepts exports: the sweep publishes them later) or a bucket
+    missing (only exports to it fail) is ``degraded``, still 200, so a load balancer keeps every
+    instance in rotation. Which check failed, and why, only on METRICS_PORT when that is set."""
+    report = await request.app[keys.EXPORTS].dependencies(configured_buckets(request.app[keys.SETTINGS]))
+    request.app[keys.METRICS].observe_dependencies(report)
+    status = "unavailable" if report["database"] else "degraded" if any(report.values()) else "ready"
+    body: dict[str, object] = {"status": status}
     if internal_only(request):
-        body["checks"] = report
-    return json_response(body, status=200 if ready else 503)
+        body["checks"] = {name: f"error: {problem}" if problem else "ok" for name, problem in report.items()}
+    return json_response(body, status=503 if status == "unavailable" else 200)
+
+
+def configured_buckets(settings: Settings) -> list[str]:
+    return sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()})

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from devtools.local import free_port
+from devtools.local import free_port, port_in_use
 from tests.conftest import (
     ADMIN_DATABASE_URL,
     BIN,
@@ -55,6 +55,9 @@ def test_dev_starts_everything_prints_a_working_walkthrough_and_stops_cleanly(tm
             )
         output = (tmp_path / "dev.log").read_text()
         assert "JOB=$(curl" in output  # the walkthrough itself is printed too
+        # and where the RabbitMQ console is (`make services` enables it where it is installed)
+        console = "http://127.0.0.1:15672" if port_in_use("127.0.0.1", 15672) else "off"
+        assert f"RabbitMQ console: {console}" in output, output
 
         # Then the README walkthrough works against it, verbatim
         run_walkthrough({**env, **printed}, tmp_path)

@@ -15,7 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.repository import seed_demo
-from tests.e2e.conftest import Stack, wait_for_job
+from service.storage import open_s3_client
+from tests.conftest import BUCKET, OVERRIDE_BUCKET, OVERRIDE_ORG
+from tests.e2e.conftest import Stack, create_export, wait_for_job
 from tests.house.test_observability import DASHBOARD, alert_exprs, dashboard_exprs, load_alerts, metric_names
 
 pytestmark = pytest.mark.usefixtures("clean_state")
@@ -170,3 +172,41 @@ async def test_the_worker_answers_its_liveness_probe_beside_its_metrics(
     async with http.get(probe) as reply:
         assert reply.status == 200, await reply.text()
         assert await reply.json() == {"status": "ok", "problems": []}
+
+
+async def test_one_orgs_missing_bucket_fails_only_its_exports_and_leaves_the_api_ready(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    # Given the override bucket of one org is gone (misconfigured, or deleted by mistake)
+    async with open_s3_client(stack.settings) as client:
+        await client.delete_bucket(Bucket=OVERRIDE_BUCKET)  # type: ignore[attr-defined]
+    # When that org and another one each request an export
+    other = uuid.uuid4()
+    body = {
+        "timeRange": {"start": "2026-10-01T00:00:00Z", "end": "2026-10-02T00:00:00Z"},
+        "granularity": "daily",
+    }
+    broken = await wait_for_job(
+        http, stack, OVERRIDE_ORG, str((await create_export(http, stack, OVERRIDE_ORG, body))["jobId"])
+    )
+    fine = await wait_for_job(
+        http, stack, other, str((await create_export(http, stack, other, body))["jobId"])
+    )
+    # Then only that org's export fails, saying why; the other succeeds
+    assert broken["status"] == "failed"
+    assert "NoSuchBucket" in str(broken["errorMessage"]), broken
+    assert fine["status"] == "succeeded", fine
+    # And the API stays in rotation: ready but degraded, naming the bucket on its internal port
+    async with http.get(f"{stack.base}/readyz") as reply:
+        assert (reply.status, await reply.json()) == (200, {"status": "degraded"})
+    internal = stack.api_metrics.removesuffix("/metrics")
+    async with http.get(f"{internal}/readyz") as reply:
+        report = await reply.json()
+    assert report["checks"][f"bucket:{OVERRIDE_BUCKET}"].startswith("error: S3 head of bucket"), report
+    assert report["checks"]["database"] == report["checks"]["broker"] == "ok"
+    # And the dependency gauge says the same, for the alert
+    families = {
+        f.name: f for f in text_string_to_metric_families(await (await http.get(stack.api_metrics)).text())
+    }
+    up = {s.labels["dependency"]: s.value for s in families["exports_dependency_up"].samples}
+    assert up == {"database": 1.0, "broker": 1.0, f"bucket:{BUCKET}": 1.0, f"bucket:{OVERRIDE_BUCKET}": 0.0}

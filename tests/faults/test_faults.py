@@ -177,7 +177,7 @@ async def broker_read_errors(http: aiohttp.ClientSession, cluster: Cluster) -> f
     return value(samples, "exports_backlog_read_errors_total", source="broker")
 
 
-async def test_broker_unreachable_readiness_and_metrics_say_so_then_recover(
+async def test_readiness_is_degraded_without_the_broker_and_unavailable_without_the_database(
     healthy: Cluster, http: aiohttp.ClientSession
 ) -> None:
     async with http.get(f"{healthy.base}/readyz") as reply:
@@ -185,18 +185,30 @@ async def test_broker_unreachable_readiness_and_metrics_say_so_then_recover(
     missed = await broker_read_errors(http, healthy)
     # Given RabbitMQ is unreachable (the API's open connection reset, new ones refused)
     healthy.rabbit.cut()
-    # Then readiness names the broker, and a scrape still answers, counting the miss
+    # Then the API stays ready (it still accepts exports), degraded, naming the broker, and a
+    # scrape still answers, counting the miss
     async with http.get(f"{healthy.base}/readyz") as reply:
         body = await reply.json()
-        assert reply.status == 503, body
+        assert reply.status == 200, body
+    assert body["status"] == "degraded", body
     assert body["checks"]["broker"].startswith("error: RabbitMQ"), body
     assert body["checks"]["database"] == "ok", body
     assert await broker_read_errors(http, healthy) == missed + 1
     # And once it is back, both recover on a new connection
     healthy.rabbit.restore()
     async with http.get(f"{healthy.base}/readyz") as reply:
-        assert reply.status == 200, await reply.text()
+        assert (reply.status, (await reply.json())["status"]) == (200, "ready")
     assert await broker_read_errors(http, healthy) == missed + 1
+    # While PostgreSQL is unreachable, the instance cannot serve requests: 503
+    healthy.pg.cut()
+    async with http.get(f"{healthy.base}/readyz") as reply:
+        body = await reply.json()
+        assert reply.status == 503, body
+    assert body["status"] == "unavailable", body
+    assert body["checks"]["database"].startswith("error:"), body
+    healthy.pg.restore()
+    async with http.get(f"{healthy.base}/readyz") as reply:
+        assert reply.status == 200, await reply.text()
 
 
 async def test_broker_connections_lost_mid_export_finish_the_job_once(

@@ -53,6 +53,7 @@ LABELS: dict[str, dict[str, frozenset[str] | None]] = {
     "exports_jobs": {"status": frozenset({"pending", "running"})},
     "exports_queue_messages": {"queue": frozenset({_QUEUE, f"{_QUEUE}.DQ", f"{_QUEUE}.XQ"})},
     "exports_backlog_read_errors": {"source": frozenset({"database", "broker"})},
+    "exports_dependency_up": {"dependency": None},
     "exports_attempts": {
         "outcome": frozenset({"succeeded", "failed", "retrying", "cancelled", "handed_back", "lost"})
     },

@@ -30,6 +30,7 @@ from tests.support.fakes import (
     FakeQueue,
     FakeRepository,
     FakeS3,
+    client_error,
     make_job,
     schema_errors,
     succeeded_job,
@@ -498,14 +499,33 @@ async def test_readyz_ready(client: Client, s3: FakeS3) -> None:
     assert s3.called("head_bucket") == [{"Bucket": "analytics-exports"}]
 
 
-async def test_readyz_unavailable_when_the_broker_is_down(client: Client, queue: FakeQueue) -> None:
+async def test_readyz_is_degraded_not_unready_when_the_broker_is_down(
+    client: Client, queue: FakeQueue
+) -> None:
+    # The API still accepts exports (the sweep publishes them later): it stays in rotation
     queue.ping_error = QueueUnavailable("RabbitMQ connection failed")
+    response = await client.get("/readyz")
+    assert response.status == 200
+    doc = await response.json()
+    assert doc["status"] == "degraded"
+    assert doc["checks"]["broker"].startswith("error:")
+    assert doc["checks"]["database"] == "ok"
+
+
+async def test_readyz_is_degraded_when_a_bucket_is_missing(client: Client, s3: FakeS3) -> None:
+    s3.errors["head_bucket"] = client_error("NoSuchBucket", 404, "HeadBucket")
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["status"] == "degraded"
+
+
+async def test_readyz_is_unavailable_only_without_the_database(client: Client, repo: FakeRepository) -> None:
+    repo.ping_error = DatabaseUnavailable("PostgreSQL is unavailable: connection refused")
     response = await client.get("/readyz")
     assert response.status == 503
     doc = await response.json()
     assert doc["status"] == "unavailable"
-    assert doc["checks"]["broker"].startswith("error:")
-    assert doc["checks"]["database"] == "ok"
+    assert doc["checks"]["database"].startswith("error: PostgreSQL is unavailable")
 
 
 async def test_openapi_document_is_served(client: Client) -> None:
