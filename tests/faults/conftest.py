@@ -34,11 +34,12 @@ from tests.conftest import (
     BIN,
     BUCKET,
     OVERRIDE_BUCKET,
-    delete_queues,
+    RABBITMQ_URL,
     fresh_database,
     service_env,
 )
 from tests.faults.proxy import FaultProxy
+from tests.support.rabbitmq import quorum_vhost
 
 SECRET = "faults-secret-that-is-at-least-32-bytes-long"
 #: Settings that make faults show within seconds: a 3 s lease, a 1 s sweep, a 20 s retry window.
@@ -131,8 +132,19 @@ def settings(cluster: Cluster) -> Settings:
 def _run_cluster(
     database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
+    """The processes against a vhost of their own whose queues are quorum queues, as a RabbitMQ
+    cluster should run them (docs/operations.md)."""
+    with quorum_vhost(RABBITMQ_URL) as rabbitmq_url:
+        yield from _run_processes(database_url, rabbitmq_url, s3_endpoint, tmp_path_factory)
+
+
+def _run_processes(
+    database_url: str, rabbitmq_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     queue = f"exports-faults-{uuid.uuid4().hex[:8]}"
-    direct_env = service_env(database_url, s3_endpoint, queue, **FAULT_SETTINGS, AUTH_JWT_SECRET=SECRET)
+    direct_env = service_env(
+        database_url, s3_endpoint, queue, **FAULT_SETTINGS, AUTH_JWT_SECRET=SECRET, RABBITMQ_URL=rabbitmq_url
+    )
     pg = FaultProxy("127.0.0.1", _port(database_url)).start()
     rabbit = FaultProxy("127.0.0.1", _port(direct_env["RABBITMQ_URL"])).start()
     s3 = FaultProxy("127.0.0.1", _port(s3_endpoint)).start()
@@ -171,7 +183,6 @@ def _run_cluster(
                 proc.kill()
         for proxy in (pg, rabbit, s3):
             proxy.stop()
-        delete_queues(queue)
 
 
 async def _create_buckets(settings: Settings) -> None:

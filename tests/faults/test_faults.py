@@ -32,6 +32,7 @@ from tests.faults.conftest import (
     wait_until,
     worker_pid,
 )
+from tests.support.rabbitmq import queue_types
 
 #: Throttle S3 to this many bytes/s per connection so a 15 MiB export takes several seconds.
 SLOW_S3 = 2 * 1024 * 1024
@@ -512,3 +513,15 @@ async def test_a_worker_stopped_between_its_data_file_and_its_manifest_has_not_s
     async with http.get(url, headers=healthy.auth(org)) as reply:
         assert reply.status == 200
         assert hashlib.sha256(await reply.read()).hexdigest() == done["manifest_checksum"]
+
+
+async def test_the_export_queues_are_quorum_queues(healthy: Cluster) -> None:
+    # The cluster's vhost defaults to quorum queues: Dramatiq's queues, declared without a type,
+    # are replicated ones (the broker restarts above ran against them)
+    types = queue_types(healthy.direct.rabbitmq_url)
+    queue = healthy.direct.queue_name
+    assert {name: types.get(name) for name in (queue, f"{queue}.DQ", f"{queue}.XQ")} == {
+        queue: "quorum",
+        f"{queue}.DQ": "quorum",
+        f"{queue}.XQ": "quorum",
+    }
