@@ -230,6 +230,17 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "end": {**_TIMESTAMP_IN, "description": "Exclusive; at most 31 days after start."},
         },
     },
+    "Coverage": {
+        "type": "object",
+        "required": ["start", "end"],
+        "properties": {"start": _TIMESTAMP, "end": _TIMESTAMP},
+        "description": (
+            "The instants the export counts: whole hourly buckets inside timeRange, from "
+            "the first hour boundary at or after its start to the last at or before its "
+            "end (an hour only partly inside is not counted). Daily and monthly buckets at "
+            "the edges hold only the covered hours."
+        ),
+    },
     "CreateExportRequest": {
         "type": "object",
         "additionalProperties": False,
@@ -315,17 +326,7 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "granularity": {"type": "string", "enum": [g.value for g in Granularity]},
             "timeRange": {"$ref": "#/components/schemas/TimeRange"},
             "timeZone": {"type": "string"},
-            "coverage": {
-                "type": "object",
-                "required": ["start", "end"],
-                "properties": {"start": _TIMESTAMP, "end": _TIMESTAMP},
-                "description": (
-                    "The instants the export counts: whole hourly buckets inside timeRange, from "
-                    "the first hour boundary at or after its start to the last at or before its "
-                    "end (an hour only partly inside is not counted). Daily and monthly buckets at "
-                    "the edges hold only the covered hours."
-                ),
-            },
+            "coverage": {"$ref": "#/components/schemas/Coverage"},
             "models": {"type": ["array", "null"], "items": {"type": "string"}},
             "initiatedAt": _TIMESTAMP,
             "completedAt": _NULLABLE_TIMESTAMP,
@@ -403,11 +404,7 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
                     "granularity": {"type": "string", "enum": [g.value for g in Granularity]},
                     "timeRange": {"$ref": "#/components/schemas/TimeRange"},
                     "timeZone": {"type": "string"},
-                    "coverage": {
-                        "type": "object",
-                        "required": ["start", "end"],
-                        "properties": {"start": _TIMESTAMP, "end": _TIMESTAMP},
-                    },
+                    "coverage": {"$ref": "#/components/schemas/Coverage"},
                     "models": {"type": ["array", "null"], "items": {"type": "string"}},
                     "format": {"type": "string", "enum": [f.value for f in ExportFormat]},
                     "schema": {"type": "string", "enum": [d.value for d in DatasetSchema]},

@@ -29,6 +29,7 @@ from tests.conftest import BUCKET, OVERRIDE_BUCKET, OVERRIDE_ORG
 from tests.support.rollups import (
     HEADER,
     TRICKY_MODELS,
+    Rollup,
     csv_safe,
     daily_from_hourly,
     expected_rows,
@@ -65,6 +66,11 @@ async def seed(
 ) -> tuple[list, list]:
     """Hourly rollups from ``start`` and the daily ones as their exact sums."""
     hourly = hourly_rollups(org, start, hours, models)
+    return hourly, await store(settings, hourly)
+
+
+async def store(settings: Settings, hourly: list[Rollup]) -> list[Rollup]:
+    """Store ``hourly`` and the daily rollups as their exact sums; return the daily ones."""
     daily = daily_from_hourly(hourly)
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -72,7 +78,7 @@ async def seed(
         await insert(conn, "daily_rollups", daily)
     finally:
         await conn.close()
-    return hourly, daily
+    return daily
 
 
 async def read_object(client: S3Client, bucket: str, key: str) -> tuple[bytes, dict]:
@@ -435,12 +441,7 @@ async def test_two_currencies_of_one_org_are_never_summed_together(
         for r in usage
     ]
     hourly += [replace(r, currency="USD") for r in hourly if r.bucket_start == switch and r.currency == "EUR"]
-    conn = await asyncpg.connect(parts.settings.database_url)
-    try:
-        await insert(conn, "hourly_rollups", hourly)
-        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
-    finally:
-        await conn.close()
+    await store(parts.settings, hourly)
     start, end = datetime(2026, 10, 13, 5, tzinfo=UTC), datetime(2026, 10, 17, 19, tzinfo=UTC)
     # When it is exported
     rows = await zoned_export(parts, org, start, end, granularity, time_zone)
@@ -497,12 +498,7 @@ async def test_every_format_holds_the_same_rows_and_totals(
         replace(r, currency="EUR" if r.model_id == "alpha" else "USD")
         for r in hourly_rollups(org, START, 72, TRICKY_MODELS)
     ]
-    conn = await asyncpg.connect(parts.settings.database_url)
-    try:
-        await insert(conn, "hourly_rollups", hourly)
-        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
-    finally:
-        await conn.close()
+    await store(parts.settings, hourly)
     # When the same request is exported in each format
     request = {"granularity": granularity, "time_zone": time_zone}
     _, csv_data, csv_manifest = await export_as(parts, org, ExportFormat.CSV, **request)
@@ -549,12 +545,7 @@ async def test_the_focus_dataset_holds_the_same_usage_as_focus_columns(
         replace(r, currency="EUR" if r.model_id == "alpha" else "USD")
         for r in hourly_rollups(org, first, 24 * 3, ("alpha", "gpt-4o", "multi\nline"))
     ]
-    conn = await asyncpg.connect(parts.settings.database_url)
-    try:
-        await insert(conn, "hourly_rollups", hourly)
-        await insert(conn, "daily_rollups", daily_from_hourly(hourly))
-    finally:
-        await conn.close()
+    await store(parts.settings, hourly)
     start, end = datetime(2026, 10, 30, 6, tzinfo=UTC), datetime(2026, 11, 1, 18, tzinfo=UTC)
     # When the range is exported as FOCUS
     request = ExportRequest(org, "me", start, end, granularity, None, output_schema=DatasetSchema.FOCUS_1_0)
