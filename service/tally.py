@@ -204,7 +204,7 @@ class Tally:
 
     def _read(self) -> None:
         loop = self._loop
-        output = _Output(self) if self._parquet is not None else None
+        output = _Output(self._parquet.sink, loop, self._abandoned) if self._parquet is not None else None
         try:
             totals = self._count(output)
         except BaseException as exc:  # reported to the loop, never lost in the thread
@@ -277,11 +277,15 @@ class _Output:
     the event loop (the sink's backpressure holds the thread), and stops once the tally is
     abandoned."""
 
-    def __init__(self, tally: Tally) -> None:
-        assert tally._parquet is not None
-        self._sink = tally._parquet.sink
-        self._loop = tally._loop
-        self._abandoned = tally._abandoned
+    def __init__(
+        self,
+        sink: Callable[[bytes], Coroutine[Any, Any, None]],
+        loop: asyncio.AbstractEventLoop,
+        abandoned: threading.Event,
+    ) -> None:
+        self._sink = sink
+        self._loop = loop
+        self._abandoned = abandoned
         self._position = 0
         #: What the sink raised: the export's error (an S3 failure, a cancel), not the tally's.
         self.failure: BaseException | None = None
