@@ -322,3 +322,85 @@ def test_dockerfile_entrypoint_is_the_console_script() -> None:
     # The default command is a role too.
     commands = [json.loads(arguments) for keyword, arguments in runtime if keyword == "CMD"]
     assert build_parser().parse_args(commands[-1]).command == "api"
+
+
+#: Services that only run with a profile, and the profile.
+PROFILED = {
+    "demo": "demo",
+    "prometheus": "observability",
+    "alertmanager": "observability",
+    "grafana": "observability",
+}
+
+
+def test_optional_services_run_only_in_their_profile(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        assert service.get("profiles", []) == ([PROFILED[name]] if name in PROFILED else []), name
+
+
+def test_every_image_is_pinned(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        image = str(service["image"])
+        if name in APP_ROLES or name == "demo":
+            assert image == "analytics-exports:local"
+            continue
+        tag = image.rpartition(":")[2] if ":" in image else ""
+        assert tag not in ("", "latest"), f"{name} runs an unpinned image: {image}"
+        assert "/" not in tag, f"{name} runs an unpinned image: {image}"
+
+
+@pytest.mark.parametrize("name", ["prometheus", "alertmanager", "grafana"])
+def test_observability_services_have_a_healthcheck(services: dict[str, Service], name: str) -> None:
+    assert services[name]["healthcheck"]["test"][:2] == ["CMD", "wget"]
+
+
+def mounts(service: Service) -> dict[str, Path]:
+    """Container path -> host path of the service's bind mounts."""
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict) and volume.get("type") == "bind":
+            found[str(volume["target"])] = Path(volume["source"])
+        elif isinstance(volume, str) and volume.startswith(("/", ".")):
+            source, target = volume.split(":")[:2]
+            found[target] = Path(source)
+    return found
+
+
+def test_demo_seeds_the_demo_org_and_prints_a_token_after_the_migrations(
+    services: dict[str, Service],
+) -> None:
+    demo = services["demo"]
+    assert demo["entrypoint"] == ["/bin/sh", "-c"]
+    assert demo.get("restart") == "no"
+    assert depends_on(demo) == {"migrate": "service_completed_successfully"}
+    [script] = demo["command"]
+    steps = [shlex.split(step) for step in script.split("&&")]
+    assert [step[0] for step in steps] == ["analytics-exports", "analytics-exports"]
+    parsed = [build_parser().parse_args(step[1:]) for step in steps]
+    assert [args.command for args in parsed] == ["seed-demo", "token"]
+    assert parsed[0].org == parsed[1].org[0]  # the token is for the seeded org
+
+
+def test_the_observability_profile_is_provisioned_from_ops(services: dict[str, Service]) -> None:
+    # Prometheus loads this repository's scrape config and alert rules and sends to Alertmanager
+    prometheus_dir = mounts(services["prometheus"])["/etc/prometheus"]
+    assert prometheus_dir.resolve() == ROOT / "ops" / "prometheus"
+    scrape = yaml.safe_load((prometheus_dir / "prometheus.yml").read_text())
+    assert scrape["rule_files"] == ["alerts.yml"]
+    [manager] = scrape["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    # Alertmanager routes every alert to a documented receiver
+    alertmanager_dir = mounts(services["alertmanager"])["/etc/alertmanager"]
+    routes = yaml.safe_load((alertmanager_dir / "alertmanager.yml").read_text())
+    receivers = {receiver["name"]: receiver for receiver in routes["receivers"]}
+    assert routes["route"]["receiver"] in receivers
+    assert all(receiver["webhook_configs"][0]["url"] for receiver in receivers.values())
+    # Grafana has Prometheus as its data source and the dashboard where its provider looks
+    grafana = mounts(services["grafana"])
+    provisioning = grafana["/etc/grafana/provisioning"]
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert (source["type"], source["url"]) == ("prometheus", "http://prometheus:9090")
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "exports.yml").read_text())["providers"]
+    dashboard_mount = next(target for target in grafana if target.endswith(".json"))
+    assert Path(dashboard_mount).parent == Path(provider["options"]["path"])
+    assert grafana[dashboard_mount].resolve() == ROOT / "ops" / "grafana" / "exports-dashboard.json"
