@@ -85,12 +85,18 @@ class WorkerContext(Middleware):
         try:
             pool = await create_pool(settings.database_url, max_size=settings.export_worker_concurrency + 2)
             stack.push_async_callback(pool.close)
+            read_pool = None
+            if settings.database_read_url:
+                read_pool = await create_pool(
+                    settings.database_read_url, max_size=settings.export_worker_concurrency
+                )
+                stack.push_async_callback(read_pool.close)
             client = await stack.enter_async_context(open_s3_client(settings))
         except BaseException:
             await stack.aclose()
             raise
         self._stack = stack
-        repository = JobRepository(pool)
+        repository = JobRepository(pool, read_pool, on_replica_behind=self.metrics.replica_behind.inc)
         store = ObjectStore.from_settings(client, settings, self.metrics)
         log.info("worker resources opened")
         return Resources(

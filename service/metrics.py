@@ -220,6 +220,12 @@ class ExportMetrics:
             ["tick"],
             registry=registry,
         )
+        self.replica_behind = Counter(
+            "exports_replica_behind",
+            "Exports read from the primary because the read replica (DATABASE_READ_URL) had not "
+            "replayed past the job's creation in time, or could not be reached.",
+            registry=registry,
+        )
         self.deferred = Counter(
             "exports_messages_deferred",
             "Export messages sent back through the delay queue without an attempt, by reason: "

@@ -7,9 +7,12 @@ mean "the database is not there" become :class:`~service.errors.DatabaseUnavaila
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -56,6 +59,11 @@ CONNECTION_ERRORS: Final = (
 )
 
 Sink = Callable[[bytes], Awaitable[None]]
+log = logging.getLogger(__name__)
+#: How long an export waits for the read replica to replay past its job's creation, and how often
+#: it looks meanwhile, before it reads the primary instead.
+REPLICA_WAIT_SECONDS: Final = 10.0
+REPLICA_POLL_SECONDS: Final = 0.2
 #: What a 429 tells the client to wait before trying again.
 RETRY_AFTER_SECONDS: Final = 30
 #: The retention delete of each rollup table.
@@ -136,10 +144,27 @@ def decode_event_cursor(cursor: str) -> int:
 
 
 class JobRepository:
-    """Export jobs and the rollup rows they export (and prune past the retention window)."""
+    """Export jobs and the rollup rows they export (and prune past the retention window).
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    With a ``read_pool`` (DATABASE_READ_URL, a streaming replica) exports stream their rows from
+    it, while every job write stays on ``pool``: but only once the replica shows the job's own
+    row, which proves it replayed everything committed before the job was created. A replica
+    still behind after ``replica_wait`` seconds is passed over for the primary, and
+    ``on_replica_behind`` is called (the metrics count it).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        read_pool: asyncpg.Pool | None = None,
+        *,
+        replica_wait: float = REPLICA_WAIT_SECONDS,
+        on_replica_behind: Callable[[], object] | None = None,
+    ) -> None:
         self._pool = pool
+        self._read_pool = read_pool
+        self._replica_wait = replica_wait
+        self._on_replica_behind = on_replica_behind
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -464,10 +489,38 @@ class JobRepository:
         else:
             query = QUERIES[f"export_{job.granularity.value}"]
             args = (job.org_id, coverage.start, coverage.end, models, job.time_zone, guarded)
-        async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            status = await conn.copy_from_query(query, *args, output=sink, format="csv", header=True)
+        pool = await self._read_pool_for(job)
+        try:
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                status = await conn.copy_from_query(query, *args, output=sink, format="csv", header=True)
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
         # The status string is "COPY <rows>": counted by the server, not by parsing our own bytes.
         return int(status.split()[-1])
+
+    async def _read_pool_for(self, job: Job) -> asyncpg.Pool:
+        """The replica once it has replayed past the job's creation; else the primary."""
+        if self._read_pool is None:
+            return self._pool
+        deadline = time.monotonic() + self._replica_wait
+        while True:
+            try:
+                async with self._read_pool.acquire() as conn:
+                    if await conn.fetchval(QUERIES["job_exists"], job.job_id):
+                        return self._read_pool
+            except CONNECTION_ERRORS as exc:
+                log.warning("the read replica is unreachable", extra={"reason": str(exc)})
+                break
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(REPLICA_POLL_SECONDS)
+        log.warning(
+            "the read replica is behind the job's creation; exporting from the primary",
+            extra={"job_id": str(job.job_id)},
+        )
+        if self._on_replica_behind is not None:
+            self._on_replica_behind()
+        return self._pool
 
 
 async def seed_demo(

@@ -193,6 +193,7 @@ class Settings:
     that sets it: :data:`VARIABLES`."""
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/analytics"
+    database_read_url: str | None = None
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     queue_name: str = "exports"
     s3_endpoint: str | None = None
@@ -291,6 +292,14 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         urls("postgresql", "postgres"),
         "`postgresql://postgres@127.0.0.1:5432/analytics`",
         "PostgreSQL",
+    ),
+    Variable(
+        "DATABASE_READ_URL",
+        "database_read_url",
+        urls("postgresql", "postgres"),
+        "unset: `DATABASE_URL`",
+        "a streaming replica exports read their rows from (job state stays on `DATABASE_URL`); an"
+        " export waits up to 10 s for it to replay past the job's creation, else reads the primary",
     ),
     Variable(
         "RABBITMQ_URL",

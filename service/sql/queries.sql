@@ -75,6 +75,10 @@ SELECT j.*, m.manifest AS manifest_text
 FROM analytics.export_jobs j LEFT JOIN analytics.export_manifests m USING (job_id)
 WHERE j.org_id = $1 AND j.job_id = $2;
 
+-- name: job_exists
+-- Whether this database shows job $1 (a replica: whether it has replayed past its creation).
+SELECT EXISTS (SELECT 1 FROM analytics.export_jobs WHERE job_id = $1);
+
 -- name: list_jobs
 -- An org's jobs, newest first, keyset-paginated on (initiated_at, job_id); optional status filter.
 SELECT * FROM analytics.export_jobs
