@@ -55,7 +55,7 @@ async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
     where = settings.s3_endpoint or "AWS"
     try:
         async with open_s3_client(settings) as client:
-            for bucket in sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()}):
+            for bucket in settings.buckets:
                 try:
                     await client.create_bucket(Bucket=bucket)
                 except ClientError as exc:

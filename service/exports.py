@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -119,25 +119,26 @@ class ExportService:
 
     async def dependencies(self, buckets: Sequence[str]) -> dict[str, str | None]:
         """Whether the database (``database``), the broker (``broker``) and each bucket
-        (``bucket:<name>``) answer now: ``None`` for yes, else why not. Checked at once, each
-        within CHECK_SECONDS."""
-        checks = {
-            "database": self._repository.ping(),
-            "broker": self._queue.ping(),
-            **{f"bucket:{bucket}": self._store.check_bucket(bucket) for bucket in buckets},
-        }
-        results = await asyncio.gather(
-            *(asyncio.wait_for(check, CHECK_SECONDS) for check in checks.values()), return_exceptions=True
+        (``bucket:<name>``) answer now: ``None`` for yes, else why not."""
+        return await _checked(
+            {
+                "database": self._repository.ping(),
+                "broker": self._queue.ping(),
+                **{f"bucket:{bucket}": self._store.check_bucket(bucket) for bucket in buckets},
+            }
         )
-        report: dict[str, str | None] = {}
-        for name, result in zip(checks, results, strict=True):
-            if isinstance(result, ExportsError | TimeoutError | OSError):
-                report[name] = str(result) or type(result).__name__
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                report[name] = None
-        return report
+
+    async def scrape(self, buckets: Sequence[str]) -> tuple[Backlog, dict[str, str | None]]:
+        """What /metrics reports: the backlog, and whether each dependency answered. The backlog's
+        reads of the database and the broker say whether those answered; only the buckets need a
+        check of their own."""
+        backlog = await self.backlog()
+        report: dict[str, str | None] = {
+            "database": None if backlog.jobs is not None else "the backlog could not be read",
+            "broker": None if backlog.queues is not None else "the queue depths could not be read",
+        }
+        report |= await _checked({f"bucket:{bucket}": self._store.check_bucket(bucket) for bucket in buckets})
+        return backlog, report
 
     async def get(self, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:
         job = await self._repository.get(org_id, job_id)
@@ -206,3 +207,19 @@ class ExportService:
                 job, caller, int(remaining), window_seconds=DOWNLOAD_EVENT_WINDOW_SECONDS
             )
         return Download(url=url, expires_at=job.expires_at)
+
+
+async def _checked(checks: Mapping[str, Awaitable[object]]) -> dict[str, str | None]:
+    """Run the checks at once, each within CHECK_SECONDS: ``None`` for each that passed, else why not."""
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check, CHECK_SECONDS) for check in checks.values()), return_exceptions=True
+    )
+    report: dict[str, str | None] = {}
+    for name, result in zip(checks, results, strict=True):
+        if isinstance(result, ExportsError | TimeoutError | OSError):
+            report[name] = str(result) or type(result).__name__
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            report[name] = None
+    return report

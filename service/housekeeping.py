@@ -213,7 +213,7 @@ class Housekeeper:
     async def _abort_stale_uploads(self, older_than: float) -> int:
         aborted = 0
         settings = self._settings
-        for bucket in sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()}):
+        for bucket in settings.buckets:
             try:
                 stale = await self._store.stale_uploads(bucket, EXPORT_PREFIX, older_than)
                 # The age is the server's word (moto, for one, reports a fixed date in 2010), and a

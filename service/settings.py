@@ -269,6 +269,11 @@ class Settings:
         """The bucket an org's exports go to: its override, or the default bucket."""
         return self.s3_bucket_overrides.get(org_id, self.s3_bucket)
 
+    @property
+    def buckets(self) -> list[str]:
+        """Every bucket exports may go to, each once, sorted."""
+        return sorted({self.s3_bucket, *self.s3_bucket_overrides.values()})
+
 
 @dataclass(frozen=True, slots=True)
 class Variable:

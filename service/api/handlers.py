@@ -15,7 +15,6 @@ from service.api.schemas import event_page_json, job_json, page_json, parse_expo
 from service.api.server import internal_only
 from service.job import Caller, JobStatus
 from service.metrics import CONTENT_TYPE
-from service.settings import Settings
 
 BASE = "/analytics/v1"
 
@@ -107,9 +106,9 @@ async def metrics(request: web.Request, call: Call) -> web.Response:
     if not internal_only(request):
         raise web.HTTPNotFound()
     registry = request.app[keys.METRICS]
-    exports = request.app[keys.EXPORTS]
-    registry.observe_backlog(await exports.backlog())
-    registry.observe_dependencies(await exports.dependencies(configured_buckets(request.app[keys.SETTINGS])))
+    backlog, report = await request.app[keys.EXPORTS].scrape(request.app[keys.SETTINGS].buckets)
+    registry.observe_backlog(backlog)
+    registry.observe_dependencies(report)
     registry.open_connections.set(request.app[keys.GUARD].open_connections)
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -123,14 +122,10 @@ async def readyz(request: web.Request, call: Call) -> web.Response:
     broker down (the API still accepts exports: the sweep publishes them later) or a bucket
     missing (only exports to it fail) is ``degraded``, still 200, so a load balancer keeps every
     instance in rotation. Which check failed, and why, only on METRICS_PORT when that is set."""
-    report = await request.app[keys.EXPORTS].dependencies(configured_buckets(request.app[keys.SETTINGS]))
+    report = await request.app[keys.EXPORTS].dependencies(request.app[keys.SETTINGS].buckets)
     request.app[keys.METRICS].observe_dependencies(report)
     status = "unavailable" if report["database"] else "degraded" if any(report.values()) else "ready"
     body: dict[str, object] = {"status": status}
     if internal_only(request):
         body["checks"] = {name: f"error: {problem}" if problem else "ok" for name, problem in report.items()}
     return json_response(body, status=503 if status == "unavailable" else 200)
-
-
-def configured_buckets(settings: Settings) -> list[str]:
-    return sorted({settings.s3_bucket, *settings.s3_bucket_overrides.values()})

@@ -701,3 +701,19 @@ async def test_cancel_needs_the_write_scope_and_the_org(client: Client, repo: Fa
 )
 async def test_empty_or_repeated_list_parameters_are_a_400(client: Client, query: str) -> None:
     await problem(await client.get(f"{EXPORTS_A}?{query}", headers=auth()), 400)
+
+
+async def test_a_scrape_reads_each_dependency_once_and_reports_it(
+    client: Client, queue: FakeQueue, repo: FakeRepository, s3: FakeS3
+) -> None:
+    # Given the broker answers nothing (its queue depths cannot be read)
+    queue.queue_depths = QueueUnavailable("RabbitMQ connection failed")
+    queue.ping_error = AssertionError("a scrape must not ping what the backlog already read")
+    repo.ping_error = AssertionError("a scrape must not ping what the backlog already read")
+    # When Prometheus scrapes
+    text = await (await client.get("/metrics")).text()
+    # Then the broker is reported down and the rest up, each read once (the buckets by HEAD)
+    assert 'exports_dependency_up{dependency="broker"} 0.0' in text
+    assert 'exports_dependency_up{dependency="database"} 1.0' in text
+    assert 'exports_dependency_up{dependency="bucket:analytics-exports"} 1.0' in text
+    assert s3.called("head_bucket") == [{"Bucket": "analytics-exports"}]
