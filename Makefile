@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test focus-validator tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-scale clean
+.PHONY: run test focus-validator tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-paths bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,8 +70,13 @@ openapi: $(STAMP)
 openapi-check: $(STAMP)
 	$(BIN)/analytics-exports openapi --check
 
-## Benchmarks (not part of make test): our export path beside its baselines; see docs/performance.md.
+## Benchmarks (not part of make test; see docs/performance.md). The headline: exports through the
+## real API, worker and scheduler processes beside psql's limit.
 bench: $(STAMP) services
+	$(BIN)/python -m bench.end_to_end
+
+## The exporter in-process beside every baseline path (formats, cursor, naive, without S3).
+bench-paths: $(STAMP) services
 	$(BIN)/python -m bench.run
 
 ## Scale-out (not part of make test): 40 mid-size exports through the API with 1, then 2 worker processes.

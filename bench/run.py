@@ -11,7 +11,9 @@ stopped or dropped at the end. Paths (see docs/performance.md):
 - ``ours``          the worker's code: ``Exporter.run`` (claim, COPY ... CSV, 8 MiB parts, SHA-256,
                     the tally, complete, tags if more than one part, manifest, job row) into S3;
 - ``ours_csv_gz``, ``ours_parquet``: the same in the other formats;
-- ``A_psql_copy``   the limit: ``psql \\copy (same query) to stdout`` piped into a multipart upload;
+- ``A_psql_copy``   the limit: ``psql \\copy (same query) to stdout`` piped into a multipart upload
+                    with as many parts in flight as the worker (``EXPORT_PARTS_IN_FLIGHT``);
+- ``A_psql_copy_serial`` the same, one part at a time (the limit of a serial uploader);
 - ``B_cursor_csv``  asyncpg cursor + ``csv.writer``, streamed as 8 MiB parts (the design card's exporter);
 - ``C_naive``       fetch every row, build the whole CSV in memory, one ``put_object``;
 - ``ours_null``, ``A_null``, ``B_null``: the same read + encode + SHA-256, parts discarded.
@@ -77,6 +79,7 @@ SIZES: Final = {"typical": 20, "small": 200, "large": 2000}
 PATHS: Final = (
     "ours",
     "A_psql_copy",
+    "A_psql_copy_serial",
     "ours_csv_gz",
     "ours_parquet",
     "B_cursor_csv",
@@ -297,14 +300,19 @@ class NullS3:
 
 
 class PartWriter:
-    """A and B: bytes buffered into parts of ``part_size``, SHA-256 over exactly those bytes, each
-    part awaited as it is uploaded (as the worker does), or dropped when ``client`` is None."""
+    """A and B: bytes buffered into parts of ``part_size``, SHA-256 over exactly those bytes,
+    up to ``in_flight`` parts uploading while the next fills (as the worker does: ``write``
+    waits, oldest first, while that many are on their way), or dropped when ``client`` is None."""
 
-    def __init__(self, client: TimedS3 | None, bucket: str, key: str, part_size: int) -> None:
+    def __init__(
+        self, client: TimedS3 | None, bucket: str, key: str, part_size: int, in_flight: int = 1
+    ) -> None:
         self._client = client
         self._bucket = bucket
         self._key = key
         self._part_size = part_size
+        self._in_flight = max(1, in_flight)
+        self._pending: list[asyncio.Task[None]] = []
         self._buffer = bytearray()
         self._parts: list[dict[str, object]] = []
         self._sha256 = hashlib.sha256()
@@ -336,18 +344,30 @@ class PartWriter:
         body, self._buffer = self._buffer, bytearray()
         self._sha256.update(body)
         self.byte_count += len(body)
-        number = len(self._parts) + 1
-        if self._client is None:
-            self._parts.append({"PartNumber": number})
-            return
-        response = await self._client.upload_part(
-            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+        part: dict[str, object] = {"PartNumber": len(self._parts) + 1}
+        self._parts.append(part)
+        if self._client is not None:
+            self._pending.append(asyncio.create_task(self._send(self._client, part, body)))
+        await self._drain(keep=self._in_flight - 1)
+
+    async def _send(self, client: TimedS3, part: dict[str, object], body: bytearray) -> None:
+        response = await client.upload_part(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=part["PartNumber"],
+            Body=body,
         )
-        self._parts.append({"ETag": response["ETag"], "PartNumber": number})
+        part["ETag"] = response["ETag"]
+
+    async def _drain(self, keep: int) -> None:
+        while len(self._pending) > keep:
+            await self._pending.pop(0)
 
     async def finish(self) -> None:
         if self._buffer or not self._parts:
             await self._flush()
+        await self._drain(keep=0)
         if self._client is not None:
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
@@ -358,6 +378,12 @@ class PartWriter:
         self.completed = True
 
     async def abort(self) -> None:
+        pending, self._pending = self._pending, []
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                await task
         if self._client is not None and self._upload_id is not None and not self.completed:
             with contextlib.suppress(Exception):
                 await self._client.abort_multipart_upload(
@@ -477,8 +503,10 @@ async def run_ours(spec: Spec, meter: Meter) -> dict[str, object]:
         await pool.close()
 
 
-async def run_psql(spec: Spec, meter: Meter, client: TimedS3 | None, key: str) -> dict[str, object]:
-    """A: psql's \\copy of the same query, its stdout piped into 8 MiB parts."""
+async def run_psql(
+    spec: Spec, meter: Meter, client: TimedS3 | None, key: str, in_flight: int
+) -> dict[str, object]:
+    """A: psql's \\copy of the same query, its stdout piped into 8 MiB parts, ``in_flight`` at once."""
     url = urlsplit(spec.database_url)
     command = (
         f"\\copy ({literal_export_query(uuid.UUID(spec.org_id), START, END)}) "
@@ -486,7 +514,7 @@ async def run_psql(spec: Spec, meter: Meter, client: TimedS3 | None, key: str) -
     )
     argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", url.hostname or "127.0.0.1"]
     argv += ["-p", str(url.port or 5432), "-U", url.username or "postgres", "-d", url.path.lstrip("/")]
-    writer = PartWriter(client, BUCKET, key, spec.part_size)
+    writer = PartWriter(client, BUCKET, key, spec.part_size, in_flight)
     newlines = 0
     try:
         async with meter.measure():
@@ -517,10 +545,12 @@ async def run_psql(spec: Spec, meter: Meter, client: TimedS3 | None, key: str) -
     }
 
 
-async def run_cursor(spec: Spec, meter: Meter, client: TimedS3 | None, key: str) -> dict[str, object]:
+async def run_cursor(
+    spec: Spec, meter: Meter, client: TimedS3 | None, key: str, in_flight: int
+) -> dict[str, object]:
     """B: asyncpg cursor in a read-only repeatable-read transaction, csv.writer, 8 MiB parts."""
     conn = await asyncpg.connect(spec.database_url)
-    writer = PartWriter(client, BUCKET, key, spec.part_size)
+    writer = PartWriter(client, BUCKET, key, spec.part_size, in_flight)
     rows = 0
     try:
         async with meter.measure():
@@ -577,10 +607,13 @@ async def run_child(spec: Spec) -> dict[str, object]:
             timed = None
             if spec.path not in NULL_PATHS:
                 timed = TimedS3(await stack.enter_async_context(open_s3_client(settings)))
+            in_flight = settings.export_parts_in_flight
             if spec.path in ("A_psql_copy", "A_null"):
-                outcome = await run_psql(spec, meter, timed, key)
+                outcome = await run_psql(spec, meter, timed, key, in_flight)
+            elif spec.path == "A_psql_copy_serial":
+                outcome = await run_psql(spec, meter, timed, key, 1)
             elif spec.path in ("B_cursor_csv", "B_null"):
-                outcome = await run_cursor(spec, meter, timed, key)
+                outcome = await run_cursor(spec, meter, timed, key, in_flight)
             elif spec.path == "C_naive":
                 assert timed is not None
                 outcome = await run_naive(spec, meter, timed, key)
