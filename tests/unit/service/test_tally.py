@@ -14,7 +14,7 @@ import pytest
 from service.errors import RetryableStorageError
 from service.formats import parquet_schema
 from service.job import DatasetSchema
-from service.tally import CurrencyTotals, ParquetOutput, Tally, TallyError
+from service.tally import BLOCK_SIZE, CurrencyTotals, ParquetOutput, Tally, TallyError
 from tests.support.rollups import HEADER, TRICKY_MODELS, csv_safe
 
 CURRENCIES = ("USD", "EUR", "USD", "GBP")
@@ -69,6 +69,16 @@ async def test_totals_are_exact_per_currency_whatever_the_chunks(chunk: int) -> 
     assert totals.rows == len(ROWS)
     assert totals.by_currency == expected(ROWS)
     assert list(totals.by_currency) == ["EUR", "GBP", "USD"]
+
+
+async def test_batches_of_one_currency_and_of_several_add_up_alike() -> None:
+    # Runs of one currency longer than a parsed block, so some blocks hold one currency (summed
+    # whole) and the blocks where a run ends hold two (summed per currency).
+    rows = [[*row(n)[:7], ("USD", "EUR", "USD")[n * 3 // 12000]] for n in range(12000)]
+    assert len(csv_bytes(rows)) > 4 * BLOCK_SIZE
+    totals = await tally_of(csv_bytes(rows), 65536)
+    assert totals.rows == len(rows)
+    assert totals.by_currency == expected(rows)
 
 
 async def test_a_header_alone_has_no_totals() -> None:
