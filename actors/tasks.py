@@ -7,14 +7,17 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dramatiq
 from dramatiq import Actor, Broker
 
-from actors.context import Resources, WorkerContext
 from actors.job_queue import DramatiqJobQueue
 from service.errors import DatabaseUnavailable
 from service.settings import Settings
+
+if TYPE_CHECKING:  # only a worker process has a context (and loads the exporter it runs)
+    from actors.context import Resources, WorkerContext
 
 log = logging.getLogger(__name__)
 

@@ -16,28 +16,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from aiohttp import web
-from dramatiq import Worker
-from dramatiq.asyncio import get_event_loop_thread
-
-from actors.broker import create_broker
-from actors.context import WorkerContext
-from actors.job_queue import DramatiqJobQueue
-from actors.scheduler import run_scheduler
-from actors.tasks import declare_actors
-from cli.client import EXIT_USAGE, CreateExportBody, ExportCommand
 from cli.preflight import EXIT_UNAVAILABLE, unreachable_service
-from cli.verification import VerificationError, load_manifest, verify
-from service.api.app import create_app
-from service.api.auth import READ, WRITE, mint_token
-from service.api.routes import openapi_document
-from service.api.server import serve
 from service.errors import DatabaseUnavailable, SettingsError
 from service.job import DatasetSchema, ExportFormat
 from service.logs import configure_logging
 from service.migrations import migrate_down, migrate_up
 from service.repository import seed_demo
 from service.settings import Settings, parse_duration
+
+# Each command imports what its own process runs, inside the command: a worker never loads the
+# API's modules, and the API and the scheduler never load the exporter's (pyarrow alone is ~45 MiB
+# of resident memory; docs/performance.md).
 
 log = logging.getLogger("analytics_exports")
 DEMO_ORG = uuid.UUID("5f0c6d3e-2b1a-4c8e-9f3d-7a6b5c4d3e21")
@@ -73,6 +62,14 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from actors.broker import create_broker
+    from actors.job_queue import DramatiqJobQueue
+    from actors.tasks import declare_actors
+    from service.api.app import create_app
+    from service.api.server import serve
+
     broker = create_broker(settings, "api")
     actors = declare_actors(broker, settings, context=None)
     queue = DramatiqJobQueue(actors.run_export, settings.rabbitmq_url)
@@ -97,6 +94,13 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from dramatiq import Worker
+    from dramatiq.asyncio import get_event_loop_thread
+
+    from actors.broker import create_broker
+    from actors.context import WorkerContext
+    from actors.tasks import declare_actors
+
     broker = create_broker(settings, "worker")
     context = WorkerContext(settings)
     broker.add_middleware(context)  # after AsyncIO: closes before the loop stops
@@ -123,6 +127,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from actors.broker import create_broker
+    from actors.scheduler import run_scheduler
+    from actors.tasks import declare_actors
+
     broker = create_broker(settings, "scheduler")
     actors = declare_actors(broker, settings, context=None)
     run_scheduler(actors, settings.export_worker_interval, _stop_event())
@@ -131,13 +139,15 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from service.api.auth import READ, WRITE, mint_token
+
     ttl = int(parse_duration("--ttl", args.ttl))
     print(
         mint_token(
             settings.signing_secret(),
             subject=args.sub,
             orgs=args.org,
-            scopes=args.scope.split(),
+            scopes=(args.scope or f"{READ} {WRITE}").split(),
             issuer=settings.auth_jwt_issuer,
             audience=settings.auth_jwt_audience,
             ttl_seconds=ttl,
@@ -159,6 +169,8 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
+    from service.api.routes import openapi_document
+
     text = orjson.dumps(openapi_document(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
     if args.check:
         if not OPENAPI_PATH.exists() or OPENAPI_PATH.read_text() != text:
@@ -172,6 +184,8 @@ def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """A client of the REST API: it needs none of the service's settings or connections."""
+    from cli.client import EXIT_USAGE, CreateExportBody, ExportCommand
+
     missing = [
         f"--{name} (or {variable})"
         for name, variable in (("api", "API"), ("token", "TOKEN"), ("org", "ORG"))
@@ -209,6 +223,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a downloaded export against its manifest; needs nothing but the two files."""
+    from cli.client import EXIT_USAGE
+    from cli.verification import VerificationError, load_manifest, verify
+
     try:
         report = verify(args.file, load_manifest(args.manifest))
     except VerificationError as exc:
@@ -258,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="mint a bearer token signed with AUTH_JWT_SECRET")
     token.add_argument("--org", type=uuid.UUID, action="append", required=True, help="org UUID (repeatable)")
     token.add_argument("--sub", required=True, help="the caller's name (becomes requestedBy)")
-    token.add_argument("--scope", default=f"{READ} {WRITE}", help="space-separated scopes")
+    token.add_argument("--scope", help="space-separated scopes (default: every scope, read and write)")
     token.add_argument("--ttl", default="12h", help="lifetime, e.g. 1h (default 12h)")
     token.set_defaults(func=cmd_token)
     seed = sub.add_parser("seed-demo", help="insert realistic demo rollups")
