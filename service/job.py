@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 
 class JobStatus(enum.StrEnum):
@@ -90,7 +91,7 @@ class Coverage:
 
 
 def _floor_hour(moment: datetime) -> datetime:
-    utc = moment.astimezone(UTC)
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     return utc.replace(minute=0, second=0, microsecond=0)
 
 
@@ -168,7 +169,7 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> Job:
-        values = {f.name: row[f.name] for f in fields(cls)}
+        values = {name: row[name] for name in _JOB_FIELDS}
         values["granularity"] = Granularity(str(values["granularity"]))
         values["status"] = JobStatus(str(values["status"]))
         values["output_format"] = ExportFormat(str(values["output_format"]))
@@ -176,6 +177,9 @@ class Job:
         models = values["models"]
         values["models"] = tuple(models) if isinstance(models, Sequence) else None
         return cls(**values)  # type: ignore[arg-type]
+
+
+_JOB_FIELDS: Final = tuple(f.name for f in fields(Job))
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +261,8 @@ class ExportOutput:
 
 def rfc3339(value: datetime) -> str:
     """UTC with a ``Z`` suffix (microseconds only when present), as every API time is written."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)  # asyncpg's are UTC already
+    return utc.isoformat().replace("+00:00", "Z")
 
 
 #: Where every export object lives: ``{EXPORT_PREFIX}{org_id}/{job_id}.<extension>``.

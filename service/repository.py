@@ -175,8 +175,12 @@ class JobRepository:
             raise DatabaseUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
 
     async def _one(self, name: str, *args: object) -> Job | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(QUERIES[name], *args)
+        # The pool's own fetchrow (acquire, query, release): the hottest read, GET job, without
+        # the generator-based context manager's cost.
+        try:
+            row = await self._pool.fetchrow(QUERIES[name], *args)
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
         return Job.from_row(row) if row is not None else None
 
     async def backlog(self) -> JobBacklog:

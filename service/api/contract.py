@@ -216,15 +216,32 @@ def path_values(route: Route, match_info: Mapping[str, str]) -> dict[str, uuid.U
     for parameter in route.parameters:
         if parameter.location == "path":
             raw = match_info[parameter.name]
-            _check_parameter(parameter, raw)
-            values[parameter.name] = uuid.UUID(raw)
+            values[parameter.name] = _uuid_of(raw) or _checked_uuid(parameter, raw)
     return values
+
+
+def _uuid_of(raw: str) -> uuid.UUID | None:
+    """``raw`` as a UUID if the ``uuid`` format accepts it (hyphenated 8-4-4-4-12, the check
+    jsonschema makes), parsed once; ``None`` for anything else, which the validator describes."""
+    if len(raw) != 36 or raw[8] != "-" or raw[13] != "-" or raw[18] != "-" or raw[23] != "-":
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+def _checked_uuid(parameter: Parameter, raw: str) -> uuid.UUID:
+    _check_parameter(parameter, raw)  # raises ValidationFailed, naming what is wrong
+    return uuid.UUID(raw)
 
 
 def query_values(route: Route, query: Mapping[str, str]) -> dict[str, object]:
     """Each declared query parameter at most once, present means a valid value (``?status=`` is
     an error, not "no filter"); unknown parameters are refused by name."""
     declared = {p.name: p for p in route.parameters if p.location == "query"}
+    if not query:  # the common case, answered without the checks below
+        return {name: p.schema["default"] for name, p in declared.items() if "default" in p.schema}
     unknown = sorted(set(query) - set(declared))
     if unknown:
         raise ValidationFailed(

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.api.contract import query_values, validate
-from service.api.routes import ROUTES
+from service.api.contract import path_values, query_values, validate
+from service.api.routes import JOB_ID, ROUTES
 from service.api.schemas import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -518,3 +518,29 @@ def test_a_focus_dataset_is_in_utc() -> None:
     error = rejected(body(schema="focus-1.0", timeZone="Europe/Berlin"))
     assert error.errors == {"timeZone": "must be UTC with schema focus-1.0"}
     assert "FOCUS dataset is in UTC" in error.detail
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        str(uuid.uuid4()),
+        str(uuid.uuid4()).upper(),
+        uuid.uuid4().hex,  # no hyphens
+        "{" + str(uuid.uuid4()) + "}",
+        "urn:uuid:" + str(uuid.uuid4()),
+        str(uuid.uuid4())[:-1],
+        "0b6f3c2e-8f57-4a4e-9d1c-0b6f3c2e8f5g",
+        "",
+    ],
+)
+def test_a_path_id_is_accepted_exactly_when_its_schema_would_accept_it(raw: str) -> None:
+    route = next(r for r in ROUTES if JOB_ID in r.parameters)
+    valid = JOB_ID.checker.is_valid(raw)  # the JSON Schema validator itself
+    match = {
+        p.name: (raw if p is JOB_ID else str(uuid.uuid4())) for p in route.parameters if p.location == "path"
+    }
+    if valid:
+        assert path_values(route, match)[JOB_ID.name] == uuid.UUID(raw)
+    else:
+        with pytest.raises(ValidationFailed):
+            path_values(route, match)
