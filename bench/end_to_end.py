@@ -184,7 +184,9 @@ async def export_once(
             accepted = time.time()
             job_id = uuid.UUID(body["jobId"])
             deadline = time.monotonic() + JOB_TIMEOUT
+            anon = 0.0  # the private part of the worker's RSS (the rest is shared libraries' pages)
             while True:
+                anon = max(anon, status_mib("RssAnon", processes.worker) or 0.0)
                 status = await conn.fetchval(
                     "SELECT status FROM analytics.export_jobs WHERE job_id = $1", job_id
                 )
@@ -222,6 +224,7 @@ async def export_once(
         "queued_s": events["started"] - posted,
         "run_s": events["succeeded"] - events["started"],
         "peak_rss_mib": peak,
+        "peak_anon_mib": anon,
         "base_rss_mib": base_rss,
         "cpu_s": cpu["worker"],
         "api_cpu_s": cpu["api"],
@@ -270,6 +273,25 @@ async def download_and_remove_key(database_url: str, endpoint: str, result: dict
     )
 
 
+def import_floor() -> dict[str, float | None]:
+    """What resident memory a bare interpreter, and one that loaded pyarrow (the tally's CSV
+    reader), holds before doing anything: the part of a worker's RSS no export can give back."""
+
+    def rss(code: str) -> float | None:
+        probe = (
+            f"{code}\nprint([s.split()[1] for s in open('/proc/self/status') if s.startswith('VmRSS')][0])"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[0]) / 1024 if out.stdout.strip() else None
+
+    bare = rss("pass")
+    arrow = rss("import pyarrow.compute, pyarrow.csv")
+    return {
+        "python_rss_mib": bare,
+        "pyarrow_import_mib": None if bare is None or arrow is None else arrow - bare,
+    }
+
+
 def summarise(runs: Sequence[Mapping[str, Any]], sizes: Sequence[str]) -> list[dict[str, Any]]:
     """Per (size, path): medians over the repeats, max peak RSS; ratio of rows/s to A's."""
     rows: list[dict[str, Any]] = []
@@ -298,6 +320,7 @@ def summarise(runs: Sequence[Mapping[str, Any]], sizes: Sequence[str]) -> list[d
                     "pg_cpu_s": median("pg_cpu_s"),
                     "s3_server_cpu_s": median("s3_server_cpu_s"),
                     "peak_rss_mib": max(r["peak_rss_mib"] for r in mine),
+                    "peak_anon_mib": max((r.get("peak_anon_mib") or 0.0 for r in mine), default=0.0) or None,
                 }
             )
     for row in rows:
@@ -315,7 +338,7 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def markdown(summary: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "| size | rows | MiB | path | wall s | vs A | started → succeeded s | vs A | CPU s | "
-        "PostgreSQL CPU s | moto CPU s | peak RSS MiB |",
+        "PostgreSQL CPU s | moto CPU s | peak RSS MiB (anonymous, sampled) |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary:
@@ -323,7 +346,9 @@ def markdown(summary: Sequence[Mapping[str, Any]]) -> str:
             f"| {r['size']} | {r['rows']:,} | {r['mib']:.1f} | {r['path']} | {fmt(r['wall_s'])} | "
             f"{fmt(r['vs_A'])}x | {fmt(r['run_s'])} | {fmt(r.get('run_vs_A'))}"
             f"{'x' if r.get('run_vs_A') else ''} | {fmt(r['cpu_s'])} | {fmt(r['pg_cpu_s'])} | "
-            f"{fmt(r['s3_server_cpu_s'])} | {fmt(r['peak_rss_mib'], 0)} |"
+            f"{fmt(r['s3_server_cpu_s'])} | {fmt(r['peak_rss_mib'], 0)}"
+            + (f" ({r['peak_anon_mib']:.0f})" if r.get("peak_anon_mib") else "")
+            + " |"
         )
     growth = [r for r in summary if r["path"] == "e2e" and r["size"] in ("small", "large")]
     if len(growth) == 2:
@@ -361,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     queue = f"exports-e2e-{uuid.uuid4().hex[:8]}"
     runs: list[dict[str, Any]] = []
     problems: list[str] = []
+    floor = import_floor()
     with (
         moto_server() as (endpoint, moto_pid),
         bench_database() as database_url,
@@ -385,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         try:
             with service(env, queue, checkout, Path(logs)) as processes:
+                floor["worker_at_start_rss_mib"] = status_mib("VmRSS", processes.worker)
+                floor["worker_at_start_anon_mib"] = status_mib("RssAnon", processes.worker)
                 for size in sizes:
                     org = orgs[size]
                     asyncio.run(export_once(processes, database_url, endpoint, org, moto_pid))  # warm-up
@@ -423,12 +451,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(runs, sizes)
     table = markdown(summary)
     print(table)
+    print("\nMemory floor (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in floor.items() if v is not None))
     if problems:
         print(f"PROBLEMS: {problems}")
     out = args.out or ROOT / "bench" / "results" / f"end_to_end-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "machine": machine,
+        "memory_floor": floor,
         "code": code_version(),
         "config": {
             "sizes": sizes,
