@@ -16,11 +16,13 @@ the paths alternating within each round:
   the scheduler, every ``postgres`` process and moto are read from /proc around the export.
   The file is downloaded and its SHA-256 must be the job's checksum.
 - ``A_psql_copy``: bench.run's limit in a child process: ``psql \\copy`` of the same query into a
-  multipart upload with as many parts in flight as the worker (``EXPORT_PARTS_IN_FLIGHT``).
+  multipart upload with as many parts in flight as the worker (``EXPORT_PARTS_IN_FLIGHT``,
+  ``--parts-in-flight``); ``A_psql_copy_serial``, one part at a time, beside it.
 - ``ours`` (with ``--in-process``): bench.run's in-process ``Exporter.run`` on a created job.
 
 Every path must write the same bytes (the run exits 1 otherwise). ``--py-spy DIR`` records the
-worker with py-spy (``pip install py-spy``) during each e2e export, a speedscope file per export.
+worker with py-spy (``pip install py-spy``) during each e2e export: folded stacks per export
+(speedscope and flamegraph.pl read them).
 ``--checkout DIR`` runs the service processes from another checkout's code (a git worktree of
 an older commit: before and after in one run's conditions). One warm-up export per size (not
 recorded) opens the worker's pool and S3 client and puts the rollups in the page cache. A
@@ -86,7 +88,7 @@ BODY: Final = {
     "timeRange": {"start": START.strftime(TIMESTAMP_FORMAT), "end": END.strftime(TIMESTAMP_FORMAT)},
     "granularity": "hourly",
 }
-PATHS: Final = ("A_psql_copy", "ours", "e2e")
+PATHS: Final = ("A_psql_copy", "A_psql_copy_serial", "ours", "e2e")
 #: How often the harness looks for the job's end (the times themselves come from the audit events).
 POLL_INTERVAL: Final = 0.05
 JOB_TIMEOUT: Final = 600.0
@@ -150,7 +152,9 @@ def py_spy(pid: int, out: Path | None) -> Iterator[None]:
     if out is None:
         yield
         return
-    command = ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "speedscope"]
+    venv = Path(sys.executable).parent / "py-spy"
+    spy = str(venv) if venv.exists() else "py-spy"
+    command = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw"]
     proc = subprocess.Popen(
         [*command, "--threads", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -252,9 +256,10 @@ async def download_and_remove(database_url: str, s3_endpoint: str, key: str) -> 
 
 
 def child(
-    path: str, size: str, org: uuid.UUID, database_url: str, endpoint: str, moto_pid: int
+    path: str, size: str, org: uuid.UUID, database_url: str, endpoint: str, moto_pid: int, in_flight: int
 ) -> dict[str, Any]:
-    spec = Spec(path, size, database_url, endpoint, moto_pid, str(org), SIZES[size] * HOURS, PART_SIZE)
+    rows = SIZES[size] * HOURS
+    spec = Spec(path, size, database_url, endpoint, moto_pid, str(org), rows, PART_SIZE, in_flight)
     result = spawn_child(spec)
     asyncio.run(download_and_remove_key(database_url, endpoint, result))
     return result
@@ -324,8 +329,10 @@ def summarise(runs: Sequence[Mapping[str, Any]], sizes: Sequence[str]) -> list[d
                 }
             )
     for row in rows:
-        limit = next(r for r in rows if r["size"] == row["size"] and r["path"] == "A_psql_copy")
+        limits = [r for r in rows if r["size"] == row["size"] and r["path"].startswith("A_")]
+        limit = next(r for r in limits if r["path"] == "A_psql_copy")
         row["vs_A"] = limit["wall_s"] / row["wall_s"]
+        row["vs_faster_A"] = min(r["wall_s"] for r in limits) / row["wall_s"]
         if row["run_s"] is not None:
             row["run_vs_A"] = limit["wall_s"] / row["run_s"]
     return rows
@@ -337,14 +344,14 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def markdown(summary: Sequence[Mapping[str, Any]]) -> str:
     lines = [
-        "| size | rows | MiB | path | wall s | vs A | started → succeeded s | vs A | CPU s | "
-        "PostgreSQL CPU s | moto CPU s | peak RSS MiB (anonymous, sampled) |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | rows | MiB | path | wall s | vs A | vs the faster A | started → succeeded s | vs A | "
+        "CPU s | PostgreSQL CPU s | moto CPU s | peak RSS MiB (anonymous, sampled) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary:
         lines.append(
             f"| {r['size']} | {r['rows']:,} | {r['mib']:.1f} | {r['path']} | {fmt(r['wall_s'])} | "
-            f"{fmt(r['vs_A'])}x | {fmt(r['run_s'])} | {fmt(r.get('run_vs_A'))}"
+            f"{fmt(r['vs_A'])}x | {fmt(r['vs_faster_A'])}x | {fmt(r['run_s'])} | {fmt(r.get('run_vs_A'))}"
             f"{'x' if r.get('run_vs_A') else ''} | {fmt(r['cpu_s'])} | {fmt(r['pg_cpu_s'])} | "
             f"{fmt(r['s3_server_cpu_s'])} | {fmt(r['peak_rss_mib'], 0)}"
             + (f" ({r['peak_anon_mib']:.0f})" if r.get("peak_anon_mib") else "")
@@ -362,6 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="typical,small,large")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--in-process", action="store_true", help="also bench.run's in-process exporter")
+    parser.add_argument(
+        "--parts-in-flight",
+        type=int,
+        default=Settings().export_parts_in_flight,
+        help="EXPORT_PARTS_IN_FLIGHT for the worker, and for A and the in-process exporter",
+    )
     parser.add_argument("--py-spy", type=Path, help="record the worker during each e2e export here")
     parser.add_argument(
         "--checkout",
@@ -374,7 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [s for s in args.sizes.split(",") if s]
     if unknown := [s for s in sizes if s not in SIZES]:
         raise SystemExit(f"unknown size(s) {unknown}; choose from {', '.join(SIZES)}")
-    paths = [p for p in PATHS if p != "ours" or args.in_process]
+    # The serial A is a labelled variant: the limit of an uploader with one part in flight.
+    paths = [
+        p
+        for p in PATHS
+        if (p != "ours" or args.in_process) and (p != "A_psql_copy_serial" or args.parts_in_flight > 1)
+    ]
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     began = time.monotonic()
 
@@ -408,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "S3_BUCKET": BUCKET,
             "HTTP_PORT": str(free_port()),
             "AUTH_JWT_SECRET": SECRET,
+            "EXPORT_PARTS_IN_FLIGHT": str(args.parts_in_flight),
         }
         try:
             with service(env, queue, checkout, Path(logs)) as processes:
@@ -419,15 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for repeat in range(1, args.repeat + 1):
                         for path in paths:
                             if path == "e2e":
-                                profile = (
-                                    args.py_spy / f"{size}-{repeat}.speedscope.json" if args.py_spy else None
-                                )
+                                profile = args.py_spy / f"{size}-{repeat}.folded" if args.py_spy else None
                                 with py_spy(processes.worker, profile):
                                     result = asyncio.run(
                                         export_once(processes, database_url, endpoint, org, moto_pid)
                                     )
                             else:
-                                result = child(path, size, org, database_url, endpoint, moto_pid)
+                                result = child(
+                                    path, size, org, database_url, endpoint, moto_pid, args.parts_in_flight
+                                )
                             result.update(size=size, repeat=repeat)
                             problems += [f"{path}/{size}#{repeat}: {p}" for p in result["problems"]]
                             if result["rows"] != SIZES[size] * HOURS:

@@ -403,15 +403,19 @@ class Spec:
     org_id: str
     expected_rows: int
     part_size: int
+    parts_in_flight: int = Settings().export_parts_in_flight
 
 
-def bench_settings(database_url: str, s3_endpoint: str, part_size: int = PART_SIZE) -> Settings:
+def bench_settings(
+    database_url: str, s3_endpoint: str, part_size: int = PART_SIZE, parts_in_flight: int | None = None
+) -> Settings:
     return Settings.from_env(
         {
             "DATABASE_URL": database_url,
             "S3_ENDPOINT": s3_endpoint,
             "S3_BUCKET": BUCKET,
             "EXPORT_PART_SIZE": str(part_size),
+            "EXPORT_PARTS_IN_FLIGHT": str(parts_in_flight or Settings().export_parts_in_flight),
             **S3_KEYS,
         }
     )
@@ -453,7 +457,7 @@ def format_row(record: asyncpg.Record) -> tuple[object, ...]:
 
 async def run_ours(spec: Spec, meter: Meter) -> dict[str, object]:
     """Exactly the worker's path: Settings, pool, S3 client, a created job, Exporter.run."""
-    settings = bench_settings(spec.database_url, spec.s3_endpoint, spec.part_size)
+    settings = bench_settings(spec.database_url, spec.s3_endpoint, spec.part_size, spec.parts_in_flight)
     pool = await create_pool(settings.database_url, max_size=settings.export_worker_concurrency + 2)
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -602,7 +606,7 @@ async def run_child(spec: Spec) -> dict[str, object]:
         outcome = await run_ours(spec, meter)
     else:
         key = f"bench/{spec.size}/{spec.path}/{uuid.uuid4()}.csv"
-        settings = bench_settings(spec.database_url, spec.s3_endpoint, spec.part_size)
+        settings = bench_settings(spec.database_url, spec.s3_endpoint, spec.part_size, spec.parts_in_flight)
         async with contextlib.AsyncExitStack() as stack:
             timed = None
             if spec.path not in NULL_PATHS:
@@ -941,6 +945,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 str(orgs[size]),
                 SIZES[size] * HOURS,
                 part_size,
+                args.parts_in_flight,
             )
 
         for size in sizes:
@@ -980,6 +985,7 @@ def bench_main(args: argparse.Namespace) -> int:
             "sizes": sizes,
             "repeat": args.repeat,
             "part_size": part_size,
+            "parts_in_flight": args.parts_in_flight,
             "paths": paths,
             "range": [START.isoformat(), END.isoformat()],
             "cursor_prefetch": CURSOR_PREFETCH,
@@ -1008,6 +1014,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--paths", default="", help=f"comma-separated subset of: {', '.join(PATHS)}")
     parser.add_argument("--part-size", type=float, default=PART_SIZE / MIB, help="MiB per part, every path")
+    parser.add_argument(
+        "--parts-in-flight",
+        type=int,
+        default=Settings().export_parts_in_flight,
+        help="parts uploading at once (EXPORT_PARTS_IN_FLIGHT) for ours, A and B",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
