@@ -1,7 +1,8 @@
 """End to end: an export as a user feels it, through the real processes, beside the limit.
 
     .venv/bin/python -m bench.end_to_end [--sizes typical,small,large] [--repeat 3]
-        [--in-process] [--py-spy DIR] [--checkout DIR] [--out FILE]
+        [--in-process] [--parts-in-flight N] [--py-spy DIR] [--checkout DIR] [--set NAME=VALUE]
+        [--out FILE]
 
 The run starts its own ``moto_server``, creates its own migrated database and uses a RabbitMQ
 queue of its own (all removed at the end), seeds bench.run's hourly rollups (one org per size),
@@ -382,6 +383,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=ROOT,
         help="run the service processes from this checkout's code (e.g. a git worktree of an older commit)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the service processes (repeatable), for experiments",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     sizes = [s for s in args.sizes.split(",") if s]
@@ -427,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "HTTP_PORT": str(free_port()),
             "AUTH_JWT_SECRET": SECRET,
             "EXPORT_PARTS_IN_FLIGHT": str(args.parts_in_flight),
+            **dict(item.split("=", 1) for item in args.set),
         }
         try:
             with service(env, queue, checkout, Path(logs)) as processes:
@@ -484,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeat": args.repeat,
             "paths": paths,
             "checkout": str(args.checkout.resolve()),
+            "service_env": args.set,
             "seeded": seeded,
         },
         "summary": summary,
