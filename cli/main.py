@@ -25,7 +25,7 @@ from service.repository import seed_demo
 from service.settings import Settings, parse_duration
 
 # Each command imports what its own process runs, inside the command: a worker never loads the
-# API's modules, and the API and the scheduler never load the exporter's (pyarrow alone is ~45 MiB
+# API's modules, and the API and the scheduler never load the exporter's (pyarrow alone is ~50 MiB
 # of resident memory; docs/performance.md).
 
 log = logging.getLogger("analytics_exports")

@@ -34,6 +34,15 @@ def request_id_of(request: web.Request) -> str:
     return given if _PLAUSIBLE.fullmatch(given) else f"{random.getrandbits(128):032x}"
 
 
+#: Methods counted by name; any other (a client may send any token) is counted as "other", so
+#: no client can add metric series.
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_of(request: web.Request) -> str:
+    return request.method if request.method in METHODS else "other"
+
+
 def route_of(request: web.Request) -> str:
     """The matched route's template (``/analytics/v1/orgs/{orgId}/exports``), never the path."""
     resource = request.match_info.route.resource
@@ -57,5 +66,5 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
         return response
     finally:
         request.app[keys.METRICS].observe_request(
-            route_of(request), request.method, status, time.perf_counter() - started
+            route_of(request), method_of(request), status, time.perf_counter() - started
         )

@@ -108,6 +108,20 @@ async def test_requests_are_counted_by_route_template_method_and_status(
     assert samples[latency] == 2
 
 
+async def test_an_unusual_method_is_counted_as_other_so_clients_cannot_add_series(client: Client) -> None:
+    for method in ("PROPFIND", "MKCOL", "GET"):  # WebDAV's: HTTP parsers accept them
+        await client.request(method, "/no/such/path")
+    samples = await scrape(client)
+    methods = {dict(labels)["method"] for name, labels in samples if name == "exports_http_requests_total"}
+    assert methods == {"other", "GET"}
+    assert (
+        samples[
+            ("exports_http_requests_total", (("method", "other"), ("route", "unmatched"), ("status", "404")))
+        ]
+        == 2
+    )
+
+
 # --- backlog ----------------------------------------------------------------------------------
 
 
