@@ -146,6 +146,8 @@ class Job:
     output_schema: DatasetSchema = DatasetSchema.NATIVE
     #: SHA-256 of the manifest a succeeded job wrote (jobs that succeeded before manifests: None).
     manifest_checksum: str | None = None
+    #: The schedule that made the job (None: requested through the API).
+    schedule_id: uuid.UUID | None = None
 
     @property
     def object_key(self) -> str:

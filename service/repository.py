@@ -24,7 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from service.errors import DatabaseUnavailable, IdempotencyKeyReused, TooManyActiveExports, ValidationFailed
+from service.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    IdempotencyKeyReused,
+    TooManyActiveExports,
+    ValidationFailed,
+)
 from service.job import (
     Caller,
     Created,
@@ -42,6 +48,7 @@ from service.job import (
     Lease,
 )
 from service.retention import RollupTable
+from service.schedule import Schedule
 from service.sql import QUERIES
 
 #: Errors that mean PostgreSQL is unreachable or the connection died, as opposed to a bad query.
@@ -323,7 +330,13 @@ class JobRepository:
         return Job.from_row(row), text.encode() if text is not None else None
 
     async def list_page(
-        self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
+        self,
+        org_id: uuid.UUID,
+        *,
+        status: JobStatus | None,
+        limit: int,
+        cursor: str | None,
+        schedule_id: uuid.UUID | None = None,
     ) -> JobPage:
         after_time, after_id = decode_cursor(cursor) if cursor else (None, None)
         async with self._connection() as conn:
@@ -334,6 +347,7 @@ class JobRepository:
                 after_time,
                 after_id,
                 limit + 1,
+                schedule_id,
             )
         jobs = tuple(Job.from_row(row) for row in rows[:limit])
         more = len(rows) > limit
@@ -466,6 +480,111 @@ class JobRepository:
         async with self._connection() as conn:
             status = await conn.execute(QUERIES["forget_idempotency_keys"], limit)
         return int(status.split()[-1])
+
+    # --- schedules ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _schedule_fields(schedule: Schedule) -> tuple[object, ...]:
+        """What a schedule does and when it next runs, in create_schedule's and update_schedule's
+        order after the ids."""
+        r = schedule.recurrence
+        return (
+            r.cadence.value,
+            r.period.value,
+            r.time_zone,
+            r.run_at_hour,
+            schedule.granularity.value,
+            list(schedule.models) if schedule.models else None,
+            schedule.output_format.value,
+            schedule.output_schema.value,
+            schedule.enabled,
+            schedule.next_run_at,
+        )
+
+    async def create_schedule(self, schedule: Schedule, max_per_org: int) -> Schedule:
+        """Insert ``schedule``; Conflict when its org already has ``max_per_org`` (serialised per
+        org, as job creation is)."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(QUERIES["lock_org_creates"], schedule.org_id)
+            count = await conn.fetchval(QUERIES["count_schedules"], schedule.org_id)
+            if count >= max_per_org:
+                raise Conflict(
+                    f"this org already has {count} export schedules (at most {max_per_org}); delete one first"
+                )
+            row = await conn.fetchrow(
+                QUERIES["create_schedule"],
+                schedule.schedule_id,
+                schedule.org_id,
+                schedule.created_by,
+                *self._schedule_fields(schedule),
+            )
+        assert row is not None
+        return Schedule.from_row(row)
+
+    async def get_schedule(self, org_id: uuid.UUID, schedule_id: uuid.UUID) -> Schedule | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(QUERIES["get_schedule"], org_id, schedule_id)
+        return Schedule.from_row(row) if row is not None else None
+
+    async def list_schedules(self, org_id: uuid.UUID, limit: int) -> list[Schedule]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["list_schedules"], org_id, limit)
+        return [Schedule.from_row(row) for row in rows]
+
+    async def update_schedule(self, schedule: Schedule) -> Schedule | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                QUERIES["update_schedule"],
+                schedule.org_id,
+                schedule.schedule_id,
+                *self._schedule_fields(schedule),
+            )
+        return Schedule.from_row(row) if row is not None else None
+
+    async def delete_schedule(self, org_id: uuid.UUID, schedule_id: uuid.UUID) -> bool:
+        async with self._connection() as conn:
+            return await conn.fetchval(QUERIES["delete_schedule"], org_id, schedule_id) is not None
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["due_schedules"], now, limit)
+        return [Schedule.from_row(row) for row in rows]
+
+    async def run_schedule(
+        self, schedule: Schedule, runs: list[tuple[datetime, ExportRequest]], next_run_at: datetime
+    ) -> list[Job] | None:
+        """Make ``runs`` of ``schedule`` (its jobs, pending, one per period) and move its next run
+        to ``next_run_at``, in one transaction; ``None`` when another runner moved it first. A
+        period the schedule already has a job for gets none (the unique index), so no race, retry
+        or restore ever makes two."""
+        async with self._connection() as conn, conn.transaction():
+            last_run = runs[-1][0] if runs else schedule.last_run_at
+            moved = await conn.fetchval(
+                QUERIES["advance_schedule"], schedule.schedule_id, schedule.next_run_at, next_run_at, last_run
+            )
+            if moved is None:
+                return None
+            created: list[Job] = []
+            for _, request in runs:
+                row = await conn.fetchrow(
+                    QUERIES["create_scheduled_job"],
+                    uuid.uuid4(),
+                    request.org_id,
+                    request.requested_by,
+                    request.start,
+                    request.end,
+                    request.granularity.value,
+                    list(request.models) if request.models else None,
+                    request.time_zone,
+                    request.output_format.value,
+                    request.output_schema.value,
+                    schedule.schedule_id,
+                )
+                if row is not None:
+                    created.append(Job.from_row(row))
+            if created:
+                await conn.execute(QUERIES["record_schedule_job"], schedule.schedule_id, created[-1].job_id)
+        return created
 
     async def copy_rows(self, job: Job, sink: Sink, focus_names: tuple[str, str] = ("", "")) -> int:
         """Stream the job's CSV (header included) into ``sink`` and return the number of data rows.

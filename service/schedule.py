@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from service.job import DatasetSchema, ExportFormat, ExportRequest, Granularity
@@ -125,6 +125,28 @@ class Schedule:
     last_job_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Schedule:
+        models = row["models"]
+        return cls(
+            schedule_id=row["schedule_id"],
+            org_id=row["org_id"],
+            created_by=row["created_by"],
+            recurrence=Recurrence(
+                Cadence(row["cadence"]), Period(row["period"]), row["time_zone"], row["run_at_hour"]
+            ),
+            granularity=Granularity(str(row["granularity"])),
+            models=tuple(models) if models else None,
+            output_format=ExportFormat(row["output_format"]),
+            output_schema=DatasetSchema(row["output_schema"]),
+            enabled=row["enabled"],
+            next_run_at=row["next_run_at"],
+            last_run_at=row["last_run_at"],
+            last_job_id=row["last_job_id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
 
     def request_for(self, run: datetime) -> ExportRequest:
         """The ordinary export the run at ``run`` creates."""

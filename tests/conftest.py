@@ -100,12 +100,13 @@ async def clean_state(settings: Settings) -> None:
     """Empty tables and an S3 server holding just the (empty) test buckets."""
     conn = await asyncpg.connect(settings.database_url)
     try:
-        # TRUNCATE locks its tables in the order listed: export_jobs first, the order every
-        # transaction of the service takes them in (a job row, then its events, manifest or
-        # idempotency key), so a worker still finishing an earlier test's export cannot deadlock it.
+        # TRUNCATE locks its tables in the order listed, the order every transaction of the
+        # service takes them in (a schedule, then its jobs; a job row, then its events, manifest
+        # or idempotency key), so a worker still finishing an earlier test's work cannot deadlock it.
         await conn.execute(
-            "TRUNCATE analytics.export_jobs, analytics.export_events, analytics.export_manifests,"
-            " analytics.export_idempotency, analytics.hourly_rollups, analytics.daily_rollups"
+            "TRUNCATE analytics.export_schedules, analytics.export_jobs, analytics.export_events,"
+            " analytics.export_manifests, analytics.export_idempotency, analytics.hourly_rollups,"
+            " analytics.daily_rollups"
         )
     finally:
         await conn.close()

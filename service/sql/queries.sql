@@ -80,11 +80,13 @@ WHERE j.org_id = $1 AND j.job_id = $2;
 SELECT EXISTS (SELECT 1 FROM analytics.export_jobs WHERE job_id = $1);
 
 -- name: list_jobs
--- An org's jobs, newest first, keyset-paginated on (initiated_at, job_id); optional status filter.
+-- An org's jobs, newest first, keyset-paginated on (initiated_at, job_id); optional status and
+-- schedule filters.
 SELECT * FROM analytics.export_jobs
 WHERE org_id = $1
   AND ($2::analytics.export_status IS NULL OR status = $2)
   AND ($3::timestamptz IS NULL OR (initiated_at, job_id) < ($3, $4::uuid))
+  AND ($6::uuid IS NULL OR schedule_id = $6)
 ORDER BY initiated_at DESC, job_id DESC
 LIMIT $5;
 
@@ -499,3 +501,62 @@ SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
 -- name: quote_ident
 -- Quote an identifier for the statements that take no parameters.
 SELECT quote_ident($1);
+
+-- name: count_schedules
+-- How many schedules the org has.
+SELECT count(*) FROM analytics.export_schedules WHERE org_id = $1;
+
+-- name: create_schedule
+-- Insert a new schedule and return it.
+INSERT INTO analytics.export_schedules
+    (schedule_id, org_id, created_by, cadence, period, time_zone, run_at_hour, granularity, models,
+     output_format, output_schema, enabled, next_run_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+RETURNING *;
+
+-- name: get_schedule
+-- One schedule of one org (another org's is simply not found).
+SELECT * FROM analytics.export_schedules WHERE org_id = $1 AND schedule_id = $2;
+
+-- name: list_schedules
+-- An org's schedules, oldest first.
+SELECT * FROM analytics.export_schedules WHERE org_id = $1 ORDER BY created_at, schedule_id LIMIT $2;
+
+-- name: update_schedule
+-- Replace what a schedule does and when it next runs.
+UPDATE analytics.export_schedules
+SET cadence = $3, period = $4, time_zone = $5, run_at_hour = $6, granularity = $7, models = $8,
+    output_format = $9, output_schema = $10, enabled = $11, next_run_at = $12, updated_at = now()
+WHERE org_id = $1 AND schedule_id = $2
+RETURNING *;
+
+-- name: delete_schedule
+-- Delete a schedule (its jobs stay, with its id).
+DELETE FROM analytics.export_schedules WHERE org_id = $1 AND schedule_id = $2 RETURNING schedule_id;
+
+-- name: due_schedules
+-- Enabled schedules whose next run is due at $1, the most overdue first.
+SELECT * FROM analytics.export_schedules
+WHERE enabled AND next_run_at <= $1
+ORDER BY next_run_at, schedule_id
+LIMIT $2;
+
+-- name: advance_schedule
+-- Compare-and-set the next run from $2 to $3: whoever moves it makes the runs in between.
+UPDATE analytics.export_schedules
+SET next_run_at = $3, last_run_at = $4, updated_at = now()
+WHERE schedule_id = $1 AND next_run_at = $2 AND enabled
+RETURNING schedule_id;
+
+-- name: record_schedule_job
+-- The newest job a schedule made.
+UPDATE analytics.export_schedules SET last_job_id = $2 WHERE schedule_id = $1;
+
+-- name: create_scheduled_job
+-- Insert a schedule's job for one period, unless that schedule already has one for it.
+INSERT INTO analytics.export_jobs
+    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models,
+     time_zone, output_format, output_schema, schedule_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (schedule_id, time_range_start, time_range_end) WHERE schedule_id IS NOT NULL DO NOTHING
+RETURNING *;
