@@ -17,6 +17,7 @@ from service.exporter import Exporter
 from service.housekeeping import Housekeeper
 from service.metrics import ExportMetrics
 from service.repository import JobRepository, create_pool
+from service.scheduling import ScheduleService
 from service.settings import Settings
 from service.storage import ObjectStore, open_s3_client
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 class Resources:
     exporter: Exporter
     housekeeper: Housekeeper
+    schedules: ScheduleService
 
 
 class WorkerContext(Middleware):
@@ -102,6 +104,7 @@ class WorkerContext(Middleware):
         return Resources(
             Exporter(repository, store, settings, metrics=self.metrics),
             Housekeeper(repository, store, settings, self.metrics),
+            ScheduleService(repository, retention_months=settings.data_retention_months),
         )
 
     async def _close(self) -> None:

@@ -1,5 +1,5 @@
-"""The scheduler process: every EXPORT_WORKER_INTERVAL, send the periodic housekeeping messages
-(expire exports, sweep, prune rollups past the retention window).
+"""The scheduler process: every EXPORT_WORKER_INTERVAL, send the periodic messages (expire
+exports, sweep, prune rollups past the retention window, run due export schedules).
 
 Run one. Two would only send duplicate ticks, which are harmless (each tick is idempotent).
 """
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def run_scheduler(actors: Actors, interval: float, stop: threading.Event) -> None:
     log.info("scheduler started", extra={"interval_s": interval})
     while not stop.is_set():
-        for actor in (actors.expire_exports, actors.sweep_exports, actors.prune_rollups):
+        for actor in actors.ticks:
             try:
                 actor.send()
             except Exception as exc:

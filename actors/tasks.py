@@ -34,6 +34,12 @@ class Actors:
     expire_exports: Actor[[], None]
     sweep_exports: Actor[[], None]
     prune_rollups: Actor[[], None]
+    run_schedules: Actor[[], None]
+
+    @property
+    def ticks(self) -> tuple[Actor[[], None], ...]:
+        """What the scheduler sends every interval."""
+        return (self.expire_exports, self.sweep_exports, self.prune_rollups, self.run_schedules)
 
 
 def _sent_back(retries: int, exc: BaseException) -> bool:
@@ -128,4 +134,15 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
     async def prune_rollups() -> None:
         await housekeep("prune", lambda resources: resources.housekeeper.prune_rollups())
 
-    return Actors(run_export, expire_exports, sweep_exports, prune_rollups)
+    async def run_due(resources: Resources) -> None:
+        queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
+        try:
+            await resources.schedules.run_due(queue)
+        finally:
+            await queue.close()
+
+    @periodic("run_schedules")
+    async def run_schedules() -> None:
+        await housekeep("schedules", run_due)
+
+    return Actors(run_export, expire_exports, sweep_exports, prune_rollups, run_schedules)
