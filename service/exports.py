@@ -147,9 +147,17 @@ class ExportService:
         return job
 
     async def list_page(
-        self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
+        self,
+        org_id: uuid.UUID,
+        *,
+        status: JobStatus | None,
+        limit: int,
+        cursor: str | None,
+        schedule_id: uuid.UUID | None = None,
     ) -> JobPage:
-        return await self._repository.list_page(org_id, status=status, limit=limit, cursor=cursor)
+        return await self._repository.list_page(
+            org_id, status=status, limit=limit, cursor=cursor, schedule_id=schedule_id
+        )
 
     async def cancel(self, org_id: uuid.UUID, job_id: uuid.UUID, caller: Caller) -> Job:
         """A pending job is cancelled at once; a running one is asked to stop at its next part

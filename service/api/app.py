@@ -19,6 +19,7 @@ from service.exports import ExportService
 from service.metrics import ApiMetrics
 from service.queue import JobQueue
 from service.repository import JobRepository, create_pool
+from service.scheduling import ScheduleService
 from service.settings import Settings
 from service.storage import ObjectStore, open_s3_client
 
@@ -47,6 +48,9 @@ async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.STORE],
         app[keys.QUEUE],
         max_active_per_org=app[keys.SETTINGS].export_max_active_per_org,
+    )
+    app[keys.SCHEDULES] = ScheduleService(
+        app[keys.REPOSITORY], retention_months=app[keys.SETTINGS].data_retention_months
     )
     yield
 

@@ -11,7 +11,15 @@ from aiohttp import web
 from service.api import keys
 from service.api.auth import Principal
 from service.api.contract import Call
-from service.api.schemas import event_page_json, job_json, page_json, parse_export_request
+from service.api.schemas import (
+    event_page_json,
+    job_json,
+    page_json,
+    parse_export_request,
+    parse_schedule_spec,
+    schedule_body,
+    schedule_json,
+)
 from service.api.server import internal_only
 from service.job import Caller, JobStatus
 from service.metrics import CONTENT_TYPE
@@ -59,11 +67,13 @@ async def create_export(request: web.Request, call: Call) -> web.Response:
 
 async def list_exports(request: web.Request, call: Call) -> web.Response:
     status = call.query.get("status")
+    schedule_id = call.query.get("scheduleId")
     page = await request.app[keys.EXPORTS].list_page(
         call.org_id,
         status=JobStatus(status) if status is not None else None,
         limit=call.query["limit"],
         cursor=call.query.get("cursor"),
+        schedule_id=uuid.UUID(schedule_id) if schedule_id is not None else None,
     )
     return json_response(page_json(page))
 
@@ -129,3 +139,37 @@ async def readyz(request: web.Request, call: Call) -> web.Response:
     if internal_only(request):
         body["checks"] = {name: f"error: {problem}" if problem else "ok" for name, problem in report.items()}
     return json_response(body, status=503 if status == "unavailable" else 200)
+
+
+def schedule_location(org_id: uuid.UUID, schedule_id: uuid.UUID) -> str:
+    return f"{BASE}/orgs/{org_id}/export-schedules/{schedule_id}"
+
+
+async def create_schedule(request: web.Request, call: Call) -> web.Response:
+    spec = parse_schedule_spec(call.body)
+    schedule = await request.app[keys.SCHEDULES].create(call.org_id, call.caller.subject, spec)
+    headers = {"Location": schedule_location(call.org_id, schedule.schedule_id)}
+    return json_response(schedule_json(schedule), status=201, headers=headers)
+
+
+async def list_schedules(request: web.Request, call: Call) -> web.Response:
+    schedules = await request.app[keys.SCHEDULES].all_of(call.org_id)
+    return json_response({"items": [schedule_json(schedule) for schedule in schedules]})
+
+
+async def get_schedule(request: web.Request, call: Call) -> web.Response:
+    schedule = await request.app[keys.SCHEDULES].get(call.org_id, call.path["scheduleId"])
+    return json_response(schedule_json(schedule))
+
+
+async def update_schedule(request: web.Request, call: Call) -> web.Response:
+    schedules = request.app[keys.SCHEDULES]
+    current = await schedules.get(call.org_id, call.path["scheduleId"])
+    spec = parse_schedule_spec({**schedule_body(current), **call.body})
+    updated = await schedules.update(call.org_id, current.schedule_id, spec)
+    return json_response(schedule_json(updated))
+
+
+async def delete_schedule(request: web.Request, call: Call) -> web.Response:
+    await request.app[keys.SCHEDULES].delete(call.org_id, call.path["scheduleId"])
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})

@@ -10,6 +10,7 @@ from service.exports import ExportService
 from service.metrics import ApiMetrics
 from service.queue import JobQueue
 from service.repository import JobRepository
+from service.scheduling import ScheduleService
 from service.settings import Settings
 from service.storage import ObjectStore
 
@@ -18,6 +19,7 @@ REPOSITORY = web.AppKey("repository", JobRepository)
 STORE = web.AppKey("store", ObjectStore)
 QUEUE = web.AppKey("queue", JobQueue)
 EXPORTS = web.AppKey("exports", ExportService)
+SCHEDULES = web.AppKey("schedules", ScheduleService)
 OPENAPI = web.AppKey("openapi", dict[str, object])
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", ApiMetrics)

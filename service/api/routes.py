@@ -14,10 +14,16 @@ from service.job import JobStatus
 BASE: Final = handlers.BASE
 EXPORTS: Final = BASE + "/orgs/{orgId}/exports"
 JOB: Final = EXPORTS + "/{jobId}"
+SCHEDULES: Final = BASE + "/orgs/{orgId}/export-schedules"
+SCHEDULE: Final = SCHEDULES + "/{scheduleId}"
 
 _UUID: Final = {"type": "string", "format": "uuid"}
 ORG_ID: Final = Parameter("orgId", "path", _UUID, required=True)
 JOB_ID: Final = Parameter("jobId", "path", _UUID, required=True)
+SCHEDULE_ID: Final = Parameter("scheduleId", "path", _UUID, required=True)
+BY_SCHEDULE: Final = Parameter(
+    "scheduleId", "query", _UUID, description="Only the exports this export schedule made."
+)
 LIMIT: Final = Parameter(
     "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
 )
@@ -46,6 +52,12 @@ GUARDED: Final = {
     ),
 }
 NO_SUCH_JOB: Final = {404: problem("No such job in this org.")}
+NO_SUCH_SCHEDULE: Final = {404: problem("No such export schedule in this org.")}
+BODY_REFUSED: Final = {
+    408: problem("The body did not arrive within HTTP_BODY_TIMEOUT; the connection is closed."),
+    413: problem("Request body too large."),
+    415: problem("Request body is not application/json."),
+}
 
 ROUTES: Final[tuple[Route, ...]] = (
     Route(
@@ -79,7 +91,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         handlers.list_exports,
         READ,
         {200: Answer("A page of jobs.", "ExportJobPage"), **GUARDED},
-        (ORG_ID, STATUS, LIMIT, CURSOR),
+        (ORG_ID, STATUS, BY_SCHEDULE, LIMIT, CURSOR),
     ),
     Route(
         "GET",
@@ -154,6 +166,70 @@ ROUTES: Final[tuple[Route, ...]] = (
         READ,
         {200: Answer("The events.", "ExportEventList"), **GUARDED, **NO_SUCH_JOB},
         (ORG_ID, JOB_ID, LIMIT, CURSOR),
+    ),
+    Route(
+        "POST",
+        SCHEDULES,
+        "createExportSchedule",
+        "Create a recurring export (scope exports:write): at each run, one ordinary export of "
+        "the period, made by the scheduler.",
+        handlers.create_schedule,
+        WRITE,
+        {
+            201: Answer(
+                "Created: the schedule, with its first run.",
+                "ExportSchedule",
+                headers={"Location": {"schema": {"type": "string"}, "description": "The schedule's URL."}},
+            ),
+            **GUARDED,
+            **BODY_REFUSED,
+            409: problem("The org already has as many export schedules as it may (100)."),
+        },
+        (ORG_ID,),
+        body="CreateExportScheduleRequest",
+    ),
+    Route(
+        "GET",
+        SCHEDULES,
+        "listExportSchedules",
+        "The org's export schedules, oldest first (scope exports:read).",
+        handlers.list_schedules,
+        READ,
+        {200: Answer("The schedules.", "ExportScheduleList"), **GUARDED},
+        (ORG_ID,),
+    ),
+    Route(
+        "GET",
+        SCHEDULE,
+        "getExportSchedule",
+        "One export schedule (scope exports:read).",
+        handlers.get_schedule,
+        READ,
+        {200: Answer("The schedule.", "ExportSchedule"), **GUARDED, **NO_SUCH_SCHEDULE},
+        (ORG_ID, SCHEDULE_ID),
+    ),
+    Route(
+        "PATCH",
+        SCHEDULE,
+        "updateExportSchedule",
+        "Change an export schedule (scope exports:write); fields left out keep their values. "
+        "When cadence, timeZone or runAtHour change, or it is enabled again, its next run is the "
+        "first after now.",
+        handlers.update_schedule,
+        WRITE,
+        {200: Answer("The schedule.", "ExportSchedule"), **GUARDED, **BODY_REFUSED, **NO_SUCH_SCHEDULE},
+        (ORG_ID, SCHEDULE_ID),
+        body="UpdateExportScheduleRequest",
+    ),
+    Route(
+        "DELETE",
+        SCHEDULE,
+        "deleteExportSchedule",
+        "Delete an export schedule (scope exports:write); the exports it made stay.",
+        handlers.delete_schedule,
+        WRITE,
+        {204: Answer("Deleted."), **GUARDED, **NO_SUCH_SCHEDULE},
+        (ORG_ID, SCHEDULE_ID),
     ),
     Route(
         "GET",

@@ -25,6 +25,8 @@ from service.job import (
     rfc3339,
 )
 from service.retention import retention_cutoff
+from service.schedule import Cadence, Period, Recurrence, Schedule
+from service.scheduling import ScheduleSpec
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -173,6 +175,7 @@ def job_json(job: Job) -> dict[str, object]:
         "format": job.output_format.value,
         "schema": job.output_schema.value,
         "manifestChecksum": job.manifest_checksum,
+        "scheduleId": str(job.schedule_id) if job.schedule_id is not None else None,
     }
 
 
@@ -317,6 +320,7 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "format",
             "schema",
             "manifestChecksum",
+            "scheduleId",
         ],
         "properties": {
             "jobId": {"type": "string", "format": "uuid"},
@@ -366,6 +370,11 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
                 "type": ["string", "null"],
                 "pattern": "^[0-9a-f]{64}$",
                 "description": "Lowercase hex SHA-256 of the manifest (GET .../manifest), once succeeded.",
+            },
+            "scheduleId": {
+                "type": ["string", "null"],
+                "format": "uuid",
+                "description": "The export schedule that made the job; null for a requested one.",
             },
         },
     },
@@ -513,3 +522,147 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
         },
     },
 }
+
+
+# --- export schedules ---------------------------------------------------------------------------
+
+#: How far ahead a schedule's time zone must keep whole-hour offsets (its next year of runs).
+ZONE_HORIZON: Final = timedelta(days=400)
+DEFAULT_RUN_AT_HOUR: Final = 6
+_EXPORT_FIELDS: Final = SCHEMAS["CreateExportRequest"]["properties"]
+assert isinstance(_EXPORT_FIELDS, dict)
+_SCHEDULE_FIELDS: Final[dict[str, object]] = {
+    "cadence": {
+        "type": "string",
+        "enum": [c.value for c in Cadence],
+        "description": "daily; weekly (Mondays); monthly (the 1st), at runAtHour in timeZone.",
+    },
+    "period": {
+        "type": "string",
+        "enum": [p.value for p in Period],
+        "description": (
+            "What each run exports, in local days of timeZone: previous_day, previous_week "
+            "(Monday to Monday), previous_month, or month_to_date (the 1st of the month of the "
+            "day before the run, up to the run's day; on the 1st, the whole month just ended)."
+        ),
+    },
+    "timeZone": {
+        **_EXPORT_FIELDS["timeZone"],
+        "description": "IANA time zone of the runs and the periods (whole-hour offsets). Default UTC.",
+    },
+    "runAtHour": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 23,
+        "default": DEFAULT_RUN_AT_HOUR,
+        "description": "Local hour of the runs (default 6: after the night's rollups).",
+    },
+    "granularity": _EXPORT_FIELDS["granularity"],
+    "models": _EXPORT_FIELDS["models"],
+    "format": _EXPORT_FIELDS["format"],
+    "schema": _EXPORT_FIELDS["schema"],
+    "enabled": {"type": "boolean", "default": True, "description": "A disabled schedule makes no run."},
+}
+SCHEMAS["CreateExportScheduleRequest"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["cadence", "period", "granularity"],
+    "properties": _SCHEDULE_FIELDS,
+}
+SCHEMAS["UpdateExportScheduleRequest"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": _SCHEDULE_FIELDS,
+    "description": "The fields to change; the others keep their values.",
+}
+SCHEMAS["ExportSchedule"] = {
+    "type": "object",
+    "required": [
+        "scheduleId",
+        "orgId",
+        "createdBy",
+        *_SCHEDULE_FIELDS,
+        "nextRunAt",
+        "lastRunAt",
+        "lastJobId",
+        "createdAt",
+        "updatedAt",
+    ],
+    "properties": {
+        "scheduleId": {"type": "string", "format": "uuid"},
+        "orgId": {"type": "string", "format": "uuid"},
+        "createdBy": {"type": "string", "description": "Who created it; its jobs' requestedBy."},
+        **_SCHEDULE_FIELDS,
+        "nextRunAt": {**_TIMESTAMP, "description": "The next run not yet made."},
+        "lastRunAt": _NULLABLE_TIMESTAMP,
+        "lastJobId": {"type": ["string", "null"], "format": "uuid"},
+        "createdAt": _TIMESTAMP,
+        "updatedAt": _TIMESTAMP,
+    },
+}
+SCHEMAS["ExportScheduleList"] = {
+    "type": "object",
+    "required": ["items"],
+    "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/ExportSchedule"}}},
+}
+
+
+def schedule_body(schedule: Schedule) -> dict[str, object]:
+    """The fields a schedule was made with, as the request body says them."""
+    r = schedule.recurrence
+    return {
+        "cadence": r.cadence.value,
+        "period": r.period.value,
+        "timeZone": r.time_zone,
+        "runAtHour": r.run_at_hour,
+        "granularity": schedule.granularity.value,
+        "models": list(schedule.models) if schedule.models is not None else None,
+        "format": schedule.output_format.value,
+        "schema": schedule.output_schema.value,
+        "enabled": schedule.enabled,
+    }
+
+
+def parse_schedule_spec(body: Any, now: datetime | None = None) -> ScheduleSpec:
+    """What a schedule body (CreateExportScheduleRequest, or an update merged onto the current
+    fields) asks for, its rules across fields applied."""
+    now = now or datetime.now(UTC)
+    time_zone = parse_time_zone(body.get("timeZone", "UTC"), now, now + ZONE_HORIZON)
+    output_schema = DatasetSchema(body.get("schema", DatasetSchema.NATIVE.value))
+    if output_schema is DatasetSchema.FOCUS_1_0 and time_zone != "UTC":
+        raise ValidationFailed(
+            "a FOCUS dataset is in UTC (the specification's date-times): leave timeZone out or set UTC",
+            errors={"timeZone": "must be UTC with schema focus-1.0"},
+        )
+    models = body.get("models")
+    return ScheduleSpec(
+        recurrence=Recurrence(
+            Cadence(body["cadence"]),
+            Period(body["period"]),
+            time_zone,
+            body.get("runAtHour", DEFAULT_RUN_AT_HOUR),
+        ),
+        granularity=Granularity(body["granularity"]),
+        models=tuple(dict.fromkeys(models)) or None if models else None,
+        output_format=ExportFormat(body.get("format", ExportFormat.CSV.value)),
+        output_schema=output_schema,
+        enabled=body.get("enabled", True),
+    )
+
+
+def schedule_json(schedule: Schedule) -> dict[str, object]:
+    def opt(value: datetime | None) -> str | None:
+        return rfc3339(value) if value is not None else None
+
+    return {
+        "scheduleId": str(schedule.schedule_id),
+        "orgId": str(schedule.org_id),
+        "createdBy": schedule.created_by,
+        **schedule_body(schedule),
+        "nextRunAt": rfc3339(schedule.next_run_at),
+        "lastRunAt": opt(schedule.last_run_at),
+        "lastJobId": str(schedule.last_job_id) if schedule.last_job_id is not None else None,
+        "createdAt": rfc3339(schedule.created_at),
+        "updatedAt": rfc3339(schedule.updated_at),
+    }

@@ -395,12 +395,24 @@ class FakeRepository:
         )
 
     async def list_page(
-        self, org_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
+        self,
+        org_id: uuid.UUID,
+        *,
+        status: JobStatus | None,
+        limit: int,
+        cursor: str | None,
+        schedule_id: uuid.UUID | None = None,
     ) -> JobPage:
         self._record("list_page", org_id, status, limit, cursor)
         after = decode_cursor(cursor) if cursor else None
         jobs = sorted(
-            (j for j in self.jobs.values() if j.org_id == org_id and (status is None or j.status is status)),
+            (
+                j
+                for j in self.jobs.values()
+                if j.org_id == org_id
+                and (status is None or j.status is status)
+                and (schedule_id is None or j.schedule_id == schedule_id)
+            ),
             key=lambda j: (j.initiated_at, j.job_id),
             reverse=True,
         )
