@@ -207,6 +207,8 @@ class JobBacklog:
     running: int
     #: How long the oldest pending job has been due to run; 0 when none is waiting.
     oldest_pending_seconds: float
+    #: Enabled export schedules whose next run is over SCHEDULE_OVERDUE_SECONDS late.
+    overdue_schedules: int = 0
 
 
 @dataclass(frozen=True, slots=True)

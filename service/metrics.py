@@ -82,6 +82,11 @@ class ApiMetrics:
             "How long the oldest pending job has been due to run (0 when none is waiting).",
             registry=registry,
         )
+        self.overdue_schedules = Gauge(
+            "exports_schedules_overdue",
+            "Enabled export schedules whose next run is over 5 minutes late: no tick made it.",
+            registry=registry,
+        )
         self.queue_messages = Gauge(
             "exports_queue_messages",
             "Messages in RabbitMQ: the export queue, its delay queue (.DQ) and dead-letter queue (.XQ).",
@@ -142,6 +147,7 @@ class ApiMetrics:
             self.jobs.labels("pending").set(backlog.jobs.pending)
             self.jobs.labels("running").set(backlog.jobs.running)
             self.oldest_pending.set(backlog.jobs.oldest_pending_seconds)
+            self.overdue_schedules.set(backlog.jobs.overdue_schedules)
         if backlog.queues is None:
             self.backlog_errors.labels("broker").inc()
         else:

@@ -48,7 +48,7 @@ from service.job import (
     Lease,
 )
 from service.retention import RollupTable
-from service.schedule import Schedule
+from service.schedule import SCHEDULE_OVERDUE_SECONDS, Schedule
 from service.sql import QUERIES
 
 #: Errors that mean PostgreSQL is unreachable or the connection died, as opposed to a bad query.
@@ -192,9 +192,11 @@ class JobRepository:
 
     async def backlog(self) -> JobBacklog:
         async with self._connection() as conn:
-            row = await conn.fetchrow(QUERIES["job_backlog"])
+            row = await conn.fetchrow(QUERIES["job_backlog"], SCHEDULE_OVERDUE_SECONDS)
         assert row is not None
-        return JobBacklog(row["pending"], row["running"], row["oldest_pending_seconds"])
+        return JobBacklog(
+            row["pending"], row["running"], row["oldest_pending_seconds"], row["overdue_schedules"]
+        )
 
     async def ping(self) -> None:
         async with self._connection() as conn:

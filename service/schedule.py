@@ -24,6 +24,9 @@ from service.job import DatasetSchema, ExportFormat, ExportRequest, Granularity
 
 #: How many runs one pass may catch up for a schedule (the oldest first); the rest wait a tick.
 MAX_CATCH_UP: Final = 60
+#: A run this late has been missed by every tick since (they come every EXPORT_WORKER_INTERVAL):
+#: the schedule counts as overdue (exports_schedules_overdue).
+SCHEDULE_OVERDUE_SECONDS: Final = 300.0
 
 
 class Cadence(enum.StrEnum):

@@ -418,13 +418,16 @@ FROM (
 ORDER BY charge_start, model_id COLLATE "C", currency;
 
 -- name: job_backlog
--- Pending and running jobs of every org, and how long the oldest pending job has been due (a job
--- waiting out a retry backoff is due from available_at): the /metrics backlog gauges.
+-- Pending and running jobs of every org, how long the oldest pending job has been due (a job
+-- waiting out a retry backoff is due from available_at), and enabled schedules whose next run is
+-- over $1 seconds late (a tick should have made it): the /metrics backlog gauges.
 SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'running') AS running,
        coalesce(extract(epoch FROM now() - min(coalesce(available_at, initiated_at))
                 FILTER (WHERE status = 'pending' AND coalesce(available_at, initiated_at) <= now())), 0)::float8
-           AS oldest_pending_seconds
+           AS oldest_pending_seconds,
+       (SELECT count(*) FROM analytics.export_schedules
+        WHERE enabled AND next_run_at < now() - make_interval(secs => $1)) AS overdue_schedules
 FROM analytics.export_jobs
 WHERE status IN ('pending', 'running');
 

@@ -176,3 +176,16 @@ async def test_an_org_has_at_most_so_many_schedules(repository: JobRepository) -
 
 def replace_enabled(value: ScheduleSpec, enabled: bool) -> ScheduleSpec:
     return replace(value, enabled=enabled)
+
+
+async def test_the_backlog_counts_schedules_no_tick_made_in_time(
+    repository: JobRepository, settings: Settings
+) -> None:
+    service = ScheduleService(repository)
+    now = datetime.now(UTC)  # the query compares with the database's clock
+    late, just_due, paused = [await service.create(uuid.uuid4(), "f", spec(), now=now) for _ in range(3)]
+    await overdue(settings, late.schedule_id, now - timedelta(minutes=20))
+    await overdue(settings, just_due.schedule_id, now - timedelta(minutes=1))
+    await overdue(settings, paused.schedule_id, now - timedelta(minutes=20))
+    await service.update(paused.org_id, paused.schedule_id, replace_enabled(spec(), False), now=now)
+    assert (await repository.backlog()).overdue_schedules == 1
