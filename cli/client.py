@@ -192,7 +192,8 @@ class ExportsClient:
     def __init__(self, session: aiohttp.ClientSession, api: str, token: str, org: str) -> None:
         self._session = session
         self._api = check_api_url(api)
-        self._exports = f"{self._api}{BASE_PATH}/orgs/{quote(org, safe='')}/exports"
+        self._org = f"{self._api}{BASE_PATH}/orgs/{quote(org, safe='')}"
+        self._exports = f"{self._org}/exports"
         self._auth = {"Authorization": f"Bearer {token}"}
 
     async def create_export(self, request: CreateExportBody) -> tuple[JobView, bool]:
@@ -208,6 +209,21 @@ class ExportsClient:
         reply = await self._send("GET", f"{self._exports}/{quote(job_id, safe='')}", self._auth)
         self._expect(reply, 200)
         return JobView.from_json(_json(reply))
+
+    async def schedules(
+        self, method: str, schedule_id: str | None = None, body: Mapping[str, object] | None = None
+    ) -> object:
+        """One call to the org's export schedules (``schedule_id`` for one of them); its JSON, or
+        None for a 204."""
+        url = f"{self._org}/export-schedules"
+        if schedule_id is not None:
+            url += f"/{quote(schedule_id, safe='')}"
+        headers = dict(self._auth)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        reply = await self._send(method, url, headers, orjson.dumps(body) if body is not None else None)
+        self._expect(reply, {"POST": 201, "DELETE": 204}.get(method, 200))
+        return None if reply.status == 204 else _json(reply)
 
     async def get_manifest(self, job_id: str) -> bytes:
         """The manifest of a succeeded export, byte for byte."""

@@ -221,6 +221,48 @@ def cmd_export(args: argparse.Namespace) -> int:
     return command.run()
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """An org's export schedules, through the REST API (a client, like ``export``)."""
+    from cli.client import EXIT_USAGE
+    from cli.schedules import ScheduleCommand
+
+    missing = [
+        f"--{name} (or {variable})"
+        for name, variable in (("api", "API"), ("token", "TOKEN"), ("org", "ORG"))
+        if not getattr(args, name)
+    ]
+    if missing:
+        print(f"analytics-exports schedule: missing {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    fields = {
+        "cadence": args.cadence,
+        "period": args.period,
+        "granularity": args.granularity,
+        "timeZone": args.time_zone,
+        "runAtHour": args.run_at_hour,
+        "format": args.format,
+        "schema": args.schema,
+        "models": args.model or None,
+        "enabled": args.enabled,
+    }
+    body = {name: value for name, value in fields.items() if value is not None}
+    if args.action in ("create", "update") and not body:
+        print(f"analytics-exports schedule {args.action}: give the fields to set", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action in ("show", "update", "delete") and not args.schedule_id:
+        print(f"analytics-exports schedule {args.action}: which schedule? give its id", file=sys.stderr)
+        return EXIT_USAGE
+    command = ScheduleCommand(
+        args.api,
+        args.token,
+        args.org,
+        args.action,
+        args.schedule_id,
+        body if args.action in ("create", "update") else None,
+    )
+    return command.run()
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a downloaded export against its manifest; needs nothing but the two files."""
     from cli.client import EXIT_USAGE
@@ -342,6 +384,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="stop waiting after this long, e.g. 10m (default: never)",
     )
+    schedule = sub.add_parser(
+        "schedule",
+        help="create, list, show, update or delete the org's export schedules over the REST API",
+        description="Recurring exports (docs/api.md#schedules): each run makes one export of its period.\n"
+        "create needs --cadence, --period and --granularity; update sends only the fields given.",
+        epilog="exit status: 0 done; 2 bad arguments or the API refused (4xx); 3 the API could not be "
+        "reached or answered 429/5xx.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    schedule.add_argument("action", choices=["create", "list", "show", "update", "delete"])
+    schedule.add_argument("schedule_id", nargs="?", metavar="SCHEDULE_ID", help="show, update, delete")
+    schedule.add_argument("--api", default=os.environ.get("API"), help="API base URL (default: $API)")
+    schedule.add_argument("--token", default=os.environ.get("TOKEN"), help="bearer token (default: $TOKEN)")
+    schedule.add_argument("--org", default=os.environ.get("ORG"), help="org UUID (default: $ORG)")
+    schedule.add_argument("--cadence", choices=["daily", "weekly", "monthly"])
+    schedule.add_argument(
+        "--period", choices=["previous_day", "previous_week", "previous_month", "month_to_date"]
+    )
+    schedule.add_argument("--granularity", choices=["hourly", "daily", "monthly"])
+    schedule.add_argument("--time-zone", help="IANA zone of the runs and periods (default UTC)")
+    schedule.add_argument("--run-at-hour", type=int, help="local hour of the runs, 0-23 (default 6)")
+    schedule.add_argument("--format", choices=[f.value for f in ExportFormat])
+    schedule.add_argument("--schema", choices=[d.value for d in DatasetSchema])
+    schedule.add_argument("--model", action="append", default=[], help="a model id (repeatable)")
+    enabled = schedule.add_mutually_exclusive_group()
+    enabled.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
+    enabled.add_argument("--disable", dest="enabled", action="store_const", const=False)
     verify_command = sub.add_parser(
         "verify",
         help="check a downloaded export against its manifest: bytes, SHA-256, rows and every total",
@@ -361,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_export(args)
     if args.command == "verify":
         return cmd_verify(args)
+    if args.command == "schedule":
+        return cmd_schedule(args)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:

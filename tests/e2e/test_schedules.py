@@ -4,6 +4,8 @@ exactly once per period by two schedulers at once, missed periods caught up."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -165,3 +167,45 @@ async def test_two_schedulers_make_each_missed_period_once(http: aiohttp.ClientS
         schedule = await reply.json()
     assert datetime.fromisoformat(schedule["nextRunAt"]) == recurrence.next_run(now)
     assert schedule["lastJobId"] in {job["jobId"] for job in jobs}
+
+
+def test_the_cli_creates_lists_updates_and_deletes_schedules(stack: Stack) -> None:
+    org = uuid.uuid4()
+    env = {**stack.env, "API": stack.base, "TOKEN": stack.token(org), "ORG": str(org)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(BIN / "analytics-exports"), "schedule", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    made = cli(
+        "create",
+        "--cadence",
+        "daily",
+        "--period",
+        "month_to_date",
+        "--granularity",
+        "daily",
+        "--time-zone",
+        "America/New_York",
+        "--model",
+        "gpt-4o",
+    )
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert (created["period"], created["timeZone"], created["models"]) == (
+        "month_to_date",
+        "America/New_York",
+        ["gpt-4o"],
+    )
+    listed = cli("list")
+    assert [item["scheduleId"] for item in json.loads(listed.stdout)["items"]] == [created["scheduleId"]]
+    paused = cli("update", created["scheduleId"], "--disable")
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads(cli("show", created["scheduleId"]).stdout)["enabled"] is False
+    refused = cli("update", created["scheduleId"], "--time-zone", "Asia/Kolkata")
+    assert refused.returncode == 2
+    assert "timeZone" in refused.stderr
+    assert cli("delete", created["scheduleId"]).returncode == 0
+    gone = cli("show", created["scheduleId"])
+    assert gone.returncode == 2
+    assert "404" in gone.stderr
