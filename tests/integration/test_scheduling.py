@@ -99,6 +99,9 @@ async def test_a_due_run_makes_one_ordinary_job_for_its_period(
         job.job_id,
     )
     assert await service.run_due(queue, now=NOW) == []  # nothing due any more
+    [created] = (await repository.events(org, job.job_id, limit=10, cursor=None)).items
+    assert (created.event, created.actor) == ("created", "finance@example.com")
+    assert created.details["scheduleId"] == str(schedule.schedule_id)
     listed = await repository.list_page(
         org, status=None, limit=10, cursor=None, schedule_id=schedule.schedule_id
     )
