@@ -89,10 +89,16 @@ class Recurrence:
             yield run
             run = self.next_run(run)
 
+    def day_of(self, run: datetime) -> date:
+        """The local day a run was scheduled for: its own date, or the day before when a skipped
+        hour pushed it past midnight (a run at 23:00 on a day whose 23:00 does not exist)."""
+        local = run.astimezone(self._zone())
+        return local.date() - timedelta(days=1) if local.hour < self.run_at_hour else local.date()
+
     def period_of(self, run: datetime) -> tuple[datetime, datetime]:
         """The ``[start, end)`` instants the run at ``run`` exports."""
         zone = self._zone()
-        today = run.astimezone(zone).date()
+        today = self.day_of(run)
         if self.period is Period.PREVIOUS_DAY:
             start, end = today - timedelta(days=1), today
         elif self.period is Period.PREVIOUS_WEEK:

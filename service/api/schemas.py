@@ -71,7 +71,8 @@ def parse_export_request(
 ) -> ExportRequest:
     """The export asked for by ``body``, which has passed the contract's structural validation
     (CreateExportRequest): the timestamps read, and the rules across fields applied (start
-    before end, at most 31 days, not before the retention window)."""
+    before end, at most 31 days on the clocks of its time zone, not before the retention
+    window)."""
     start = parse_timestamp(body["timeRange"]["start"], "timeRange.start")
     end = parse_timestamp(body["timeRange"]["end"], "timeRange.end")
     if start >= end:
@@ -84,11 +85,12 @@ def parse_export_request(
             " [start, end), and an hour only partly inside is not counted",
             errors={"timeRange": "covers no whole hour"},
         )
-    if end - start > MAX_TIME_RANGE:
-        raise ValidationFailed(
-            f"timeRange may span at most {MAX_TIME_RANGE.days} days",
-            errors={"timeRange": f"longer than {MAX_TIME_RANGE.days} days"},
-        )
+    too_long = ValidationFailed(
+        f"timeRange may span at most {MAX_TIME_RANGE.days} days (on the clocks of timeZone)",
+        errors={"timeRange": f"longer than {MAX_TIME_RANGE.days} days"},
+    )
+    if end - start > MAX_TIME_RANGE + MAX_CLOCK_CHANGE:
+        raise too_long  # before the zone is read hour by hour over the range
     oldest = retention_cutoff(now or datetime.now(UTC), retention_months) if retention_months else None
     if oldest is not None and start < oldest:
         raise ValidationFailed(
@@ -97,6 +99,8 @@ def parse_export_request(
             errors={"timeRange.start": f"before the {retention_months}-month retention window"},
         )
     time_zone = parse_time_zone(body.get("timeZone", "UTC"), start, end)
+    if local_span(start, end, time_zone) > MAX_TIME_RANGE:
+        raise too_long  # a month of local days is 31 days, even with the hour a clock change adds
     output_schema = DatasetSchema(body.get("schema", DatasetSchema.NATIVE.value))
     if output_schema is DatasetSchema.FOCUS_1_0 and time_zone != "UTC":
         raise ValidationFailed(
@@ -116,6 +120,17 @@ def parse_export_request(
         output_format=ExportFormat(body.get("format", ExportFormat.CSV.value)),
         output_schema=output_schema,
     )
+
+
+#: The most a clock change moves a zone's clocks (Antarctica/Troll: two hours).
+MAX_CLOCK_CHANGE: Final = timedelta(hours=2)
+
+
+def local_span(start: datetime, end: datetime, time_zone: str) -> timedelta:
+    """How long ``[start, end)`` is on the clocks of ``time_zone`` (October in Berlin: 31 days,
+    though 31 days and an hour pass)."""
+    zone = ZoneInfo(time_zone)
+    return end.astimezone(zone).replace(tzinfo=None) - start.astimezone(zone).replace(tzinfo=None)
 
 
 def parse_time_zone(name: str, start: datetime, end: datetime) -> str:
@@ -641,7 +656,7 @@ def parse_schedule_spec(body: Any, now: datetime | None = None) -> ScheduleSpec:
             Cadence(body["cadence"]),
             Period(body["period"]),
             time_zone,
-            body.get("runAtHour", DEFAULT_RUN_AT_HOUR),
+            int(body.get("runAtHour", DEFAULT_RUN_AT_HOUR)),  # JSON Schema's integer includes 6.0
         ),
         granularity=Granularity(body["granularity"]),
         models=tuple(dict.fromkeys(models)) or None if models else None,

@@ -138,3 +138,13 @@ def test_catching_up_yields_every_missed_run_oldest_first() -> None:
     assert runs == [utc(f"2026-10-{day}T06:00:00+00:00") for day in ("05", "12", "19", "26")]
     periods = [weekly.period_of(run) for run in runs]
     assert all(a[1] == b[0] for a, b in itertools.pairwise(periods))  # no gap, no overlap
+
+
+def test_a_run_a_clock_change_pushes_past_midnight_still_exports_its_own_day() -> None:
+    # America/Nuuk moved its clocks forward at local midnight before 2026-03-29: the 23:00 run of
+    # the 28th happens at 00:00 of the 29th on the wall clock, and still exports the 27th.
+    nuuk = recurrence("daily", "previous_day", "America/Nuuk", 23)
+    runs = list(nuuk.runs(nuuk.next_run(utc("2026-03-25T12:00:00+00:00")), utc("2026-04-01T12:00:00+00:00")))
+    periods = [nuuk.period_of(run) for run in runs]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(periods))  # every day once, in order
+    assert len(set(periods)) == len(runs) == 7

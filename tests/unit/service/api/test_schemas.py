@@ -214,10 +214,17 @@ def test_31_days_and_one_second_is_rejected() -> None:
     assert "timeRange" in error.errors
 
 
-def test_range_length_is_measured_in_utc() -> None:
-    # 31 days on the wall clock but 31 days + 1 hour as instants (the offset changes).
+def test_range_length_is_measured_on_the_clocks_of_the_time_zone() -> None:
+    # In UTC (the default), 31 days and an hour are too long, whatever the offsets written.
     error = rejected(body(timeRange={"start": "2026-10-01T00:00:00+01:00", "end": "2026-11-01T00:00:00Z"}))
     assert "timeRange" in error.errors
+    # October in Berlin is 31 days on its clocks, though 31 days and an hour pass (clocks go back).
+    october = {"start": "2026-10-01T00:00:00+02:00", "end": "2026-11-01T00:00:00+01:00"}
+    request = parsed(body(timeRange=october, timeZone="Europe/Berlin"))
+    assert request.end - request.start == timedelta(days=31, hours=1)
+    # ... and a day more is too long there too.
+    longer = {"start": "2026-09-30T00:00:00+02:00", "end": "2026-11-01T00:00:00+01:00"}
+    assert "timeRange" in rejected(body(timeRange=longer, timeZone="Europe/Berlin")).errors
 
 
 @pytest.mark.parametrize(
