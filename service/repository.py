@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -534,12 +534,15 @@ class JobRepository:
         return [Schedule.from_row(row) for row in rows]
 
     async def update_schedule(self, schedule: Schedule) -> Schedule | None:
+        """Write ``schedule`` over the row it was read from (its ``updated_at``); ``None`` when the
+        row changed since, or is gone."""
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 QUERIES["update_schedule"],
                 schedule.org_id,
                 schedule.schedule_id,
                 *self._schedule_fields(schedule),
+                schedule.updated_at,
             )
         return Schedule.from_row(row) if row is not None else None
 
@@ -547,22 +550,30 @@ class JobRepository:
         async with self._connection() as conn:
             return await conn.fetchval(QUERIES["delete_schedule"], org_id, schedule_id) is not None
 
-    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+    async def due_schedules(
+        self, now: datetime, limit: int, skip: Collection[uuid.UUID] = ()
+    ) -> list[Schedule]:
         async with self._connection() as conn:
-            rows = await conn.fetch(QUERIES["due_schedules"], now, limit)
+            rows = await conn.fetch(QUERIES["due_schedules"], now, limit, list(skip))
         return [Schedule.from_row(row) for row in rows]
 
     async def run_schedule(
         self, schedule: Schedule, runs: list[tuple[datetime, ExportRequest]], next_run_at: datetime
     ) -> list[Job] | None:
         """Make ``runs`` of ``schedule`` (its jobs, pending, one per period) and move its next run
-        to ``next_run_at``, in one transaction; ``None`` when another runner moved it first. A
+        to ``next_run_at``, in one transaction; ``None`` when another runner moved it first or it
+        changed since it was read (the next tick makes them with its new settings). A
         period the schedule already has a job for gets none (the unique index), so no race, retry
         or restore ever makes two."""
         async with self._connection() as conn, conn.transaction():
             last_run = runs[-1][0] if runs else schedule.last_run_at
             moved = await conn.fetchval(
-                QUERIES["advance_schedule"], schedule.schedule_id, schedule.next_run_at, next_run_at, last_run
+                QUERIES["advance_schedule"],
+                schedule.schedule_id,
+                schedule.next_run_at,
+                next_run_at,
+                last_run,
+                schedule.updated_at,
             )
             if moved is None:
                 return None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 
-from service.errors import NotFound, QueueUnavailable
+from service.errors import Conflict, DatabaseUnavailable, NotFound, QueueUnavailable
 from service.job import DatasetSchema, ExportFormat, ExportRequest, Granularity, Job
 from service.queue import JobQueue
 from service.repository import JobRepository
@@ -18,8 +20,11 @@ from service.schedule import MAX_CATCH_UP, Recurrence, Schedule
 log = logging.getLogger(__name__)
 #: Schedules an org may have (the list is one page).
 MAX_SCHEDULES_PER_ORG: Final = 100
-#: Due schedules one tick runs; the rest wait for the next tick.
+#: Due schedules read at a time; a tick goes on reading batches for TICK_BUDGET_SECONDS.
 TICK_BATCH: Final = 200
+TICK_BUDGET_SECONDS: Final = 20.0
+#: Reads and writes an update may take while ticks keep changing the schedule.
+UPDATE_ATTEMPTS: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,28 +86,42 @@ class ScheduleService:
         return await self._repository.list_schedules(org_id, MAX_SCHEDULES_PER_ORG)
 
     async def update(
-        self, org_id: uuid.UUID, schedule_id: uuid.UUID, spec: ScheduleSpec, now: datetime | None = None
+        self,
+        org_id: uuid.UUID,
+        schedule_id: uuid.UUID,
+        change: Callable[[Schedule], ScheduleSpec],
+        now: datetime | None = None,
     ) -> Schedule:
-        """Replace what the schedule does. When it runs changes (cadence, zone, hour) or it is
-        enabled again, its next run is the first after now: runs missed while it was disabled are
-        not made."""
+        """Apply ``change`` (the current schedule -> its new spec) and store it, over exactly the
+        row it read: if a tick or another update wrote the row meanwhile, read it again and
+        reapply. When the runs change (cadence, period, zone, hour), the next run is the new
+        recurrence's first after the last run made, so no period between is lost; when the
+        schedule is enabled again, its first run after now (runs missed while disabled are not
+        made)."""
         now = now or datetime.now(UTC)
-        current = await self.get(org_id, schedule_id)
-        timing_changed = current.recurrence != spec.recurrence or (spec.enabled and not current.enabled)
-        changed = replace(
-            current,
-            recurrence=spec.recurrence,
-            granularity=spec.granularity,
-            models=spec.models,
-            output_format=spec.output_format,
-            output_schema=spec.output_schema,
-            enabled=spec.enabled,
-            next_run_at=spec.recurrence.next_run(now) if timing_changed else current.next_run_at,
-        )
-        updated = await self._repository.update_schedule(changed)
-        if updated is None:
-            raise NotFound("no such export schedule")
-        return updated
+        for _ in range(UPDATE_ATTEMPTS):
+            current = await self.get(org_id, schedule_id)
+            spec = change(current)
+            if spec.enabled and not current.enabled:
+                next_run_at = spec.recurrence.next_run(now)
+            elif spec.recurrence != current.recurrence:
+                next_run_at = spec.recurrence.next_run(current.last_run_at or now)
+            else:
+                next_run_at = current.next_run_at
+            changed = replace(
+                current,
+                recurrence=spec.recurrence,
+                granularity=spec.granularity,
+                models=spec.models,
+                output_format=spec.output_format,
+                output_schema=spec.output_schema,
+                enabled=spec.enabled,
+                next_run_at=next_run_at,
+            )
+            updated = await self._repository.update_schedule(changed)
+            if updated is not None:
+                return updated
+        raise Conflict("the export schedule kept changing while it was updated; try again")
 
     async def delete(self, org_id: uuid.UUID, schedule_id: uuid.UUID) -> None:
         if not await self._repository.delete_schedule(org_id, schedule_id):
@@ -110,37 +129,60 @@ class ScheduleService:
 
     async def run_due(self, queue: JobQueue, now: datetime | None = None) -> list[Job]:
         """Make the job of every due run, oldest first, and enqueue it: at most MAX_CATCH_UP runs
-        per schedule and TICK_BATCH schedules per call (the next tick goes on). A run whose period
+        per schedule, batches of due schedules for TICK_BUDGET_SECONDS (the next tick goes on;
+        ticks at once share the work: each schedule's runs are made by one). A run whose period
         starts before the retention window is skipped (its rollups are gone). Safe to run
         anywhere at once: each schedule's runs are made once, by whoever moves its next run."""
         now = now or datetime.now(UTC)
         oldest = retention_cutoff(now, self._retention_months) if self._retention_months else None
         made: list[Job] = []
-        for schedule in await self._repository.due_schedules(now, TICK_BATCH):
-            runs: list[tuple[datetime, ExportRequest]] = []
-            run = schedule.next_run_at
-            while run <= now and len(runs) < MAX_CATCH_UP:
-                request = schedule.request_for(run)
-                if oldest is None or request.start >= oldest:
-                    runs.append((run, request))
-                run = schedule.recurrence.next_run(run)
-            jobs = await self._repository.run_schedule(schedule, runs, next_run_at=run)
-            if jobs is None:
-                continue  # another tick made these runs
-            for job in jobs:
-                await self._enqueue(queue, job)
-            log.info(
-                "schedule ran",
-                extra={
-                    "schedule_id": str(schedule.schedule_id),
-                    "org_id": str(schedule.org_id),
-                    "runs": len(runs),
-                    "jobs": len(jobs),
-                    "next_run_at": run,
-                },
-            )
-            made += jobs
+        tried: set[uuid.UUID] = set()
+        deadline = time.monotonic() + TICK_BUDGET_SECONDS
+        while time.monotonic() < deadline:
+            batch = await self._repository.due_schedules(now, TICK_BATCH, tried)
+            if not batch:
+                break
+            for schedule in batch:
+                tried.add(schedule.schedule_id)
+                try:
+                    made += await self._run(queue, schedule, now, oldest)
+                except DatabaseUnavailable:
+                    raise  # the whole tick is skipped; the next one goes on
+                except Exception:
+                    # One schedule that cannot run (a zone the tz database dropped, say) must not
+                    # stop the others; it stays due, and overdue on the dashboard.
+                    log.exception(
+                        "a schedule could not run; the next tick tries again",
+                        extra={"schedule_id": str(schedule.schedule_id), "org_id": str(schedule.org_id)},
+                    )
         return made
+
+    async def _run(
+        self, queue: JobQueue, schedule: Schedule, now: datetime, oldest: datetime | None
+    ) -> list[Job]:
+        runs: list[tuple[datetime, ExportRequest]] = []
+        run = schedule.next_run_at
+        while run <= now and len(runs) < MAX_CATCH_UP:
+            request = schedule.request_for(run)
+            if oldest is None or request.start >= oldest:
+                runs.append((run, request))
+            run = schedule.recurrence.next_run(run)
+        jobs = await self._repository.run_schedule(schedule, runs, next_run_at=run)
+        if jobs is None:
+            return []  # another tick made these runs, or the schedule changed: the next tick goes on
+        for job in jobs:
+            await self._enqueue(queue, job)
+        log.info(
+            "schedule ran",
+            extra={
+                "schedule_id": str(schedule.schedule_id),
+                "org_id": str(schedule.org_id),
+                "runs": len(runs),
+                "jobs": len(jobs),
+                "next_run_at": run,
+            },
+        )
+        return jobs
 
     async def _enqueue(self, queue: JobQueue, job: Job) -> None:
         ctx = {"job_id": str(job.job_id), "org_id": str(job.org_id), "schedule_id": str(job.schedule_id)}

@@ -23,6 +23,8 @@ from service.api.schemas import (
 from service.api.server import internal_only
 from service.job import Caller, JobStatus
 from service.metrics import CONTENT_TYPE
+from service.schedule import Schedule
+from service.scheduling import ScheduleSpec
 
 BASE = "/analytics/v1"
 
@@ -163,10 +165,10 @@ async def get_schedule(request: web.Request, call: Call) -> web.Response:
 
 
 async def update_schedule(request: web.Request, call: Call) -> web.Response:
-    schedules = request.app[keys.SCHEDULES]
-    current = await schedules.get(call.org_id, call.path["scheduleId"])
-    spec = parse_schedule_spec({**schedule_body(current), **call.body})
-    updated = await schedules.update(call.org_id, current.schedule_id, spec)
+    def merged(current: Schedule) -> ScheduleSpec:  # the fields sent over the current ones
+        return parse_schedule_spec({**schedule_body(current), **call.body})
+
+    updated = await request.app[keys.SCHEDULES].update(call.org_id, call.path["scheduleId"], merged)
     return json_response(schedule_json(updated))
 
 

@@ -213,8 +213,8 @@ ROUTES: Final[tuple[Route, ...]] = (
         SCHEDULE,
         "updateExportSchedule",
         "Change an export schedule (scope exports:write); fields left out keep their values. "
-        "When cadence, timeZone or runAtHour change, or it is enabled again, its next run is the "
-        "first after now.",
+        "When cadence, period, timeZone or runAtHour change, its next run is the new schedule's "
+        "first after the last run made; enabled again, its first after now.",
         handlers.update_schedule,
         WRITE,
         {200: Answer("The schedule.", "ExportSchedule"), **GUARDED, **BODY_REFUSED, **NO_SUCH_SCHEDULE},

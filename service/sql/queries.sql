@@ -526,11 +526,12 @@ SELECT * FROM analytics.export_schedules WHERE org_id = $1 AND schedule_id = $2;
 SELECT * FROM analytics.export_schedules WHERE org_id = $1 ORDER BY created_at, schedule_id LIMIT $2;
 
 -- name: update_schedule
--- Replace what a schedule does and when it next runs.
+-- Replace what a schedule does and when it next runs, if nothing changed it since it was read
+-- at $13 (a tick that made runs meanwhile, another update).
 UPDATE analytics.export_schedules
 SET cadence = $3, period = $4, time_zone = $5, run_at_hour = $6, granularity = $7, models = $8,
-    output_format = $9, output_schema = $10, enabled = $11, next_run_at = $12, updated_at = now()
-WHERE org_id = $1 AND schedule_id = $2
+    output_format = $9, output_schema = $10, enabled = $11, next_run_at = $12, updated_at = clock_timestamp()
+WHERE org_id = $1 AND schedule_id = $2 AND updated_at = $13
 RETURNING *;
 
 -- name: delete_schedule
@@ -538,17 +539,19 @@ RETURNING *;
 DELETE FROM analytics.export_schedules WHERE org_id = $1 AND schedule_id = $2 RETURNING schedule_id;
 
 -- name: due_schedules
--- Enabled schedules whose next run is due at $1, the most overdue first.
+-- Enabled schedules whose next run is due at $1, the most overdue first, skipping the ids in $3
+-- (those this tick already tried).
 SELECT * FROM analytics.export_schedules
-WHERE enabled AND next_run_at <= $1
+WHERE enabled AND next_run_at <= $1 AND NOT (schedule_id = ANY($3::uuid[]))
 ORDER BY next_run_at, schedule_id
 LIMIT $2;
 
 -- name: advance_schedule
--- Compare-and-set the next run from $2 to $3: whoever moves it makes the runs in between.
+-- Compare-and-set the next run from $2 to $3 on the schedule as read at $5 (no update since):
+-- whoever moves it makes the runs in between, with the settings they read.
 UPDATE analytics.export_schedules
-SET next_run_at = $3, last_run_at = $4, updated_at = now()
-WHERE schedule_id = $1 AND next_run_at = $2 AND enabled
+SET next_run_at = $3, last_run_at = $4, updated_at = clock_timestamp()
+WHERE schedule_id = $1 AND next_run_at = $2 AND updated_at = $5 AND enabled
 RETURNING schedule_id;
 
 -- name: record_schedule_job

@@ -156,15 +156,17 @@ async def test_a_changed_or_re_enabled_schedule_runs_next_after_now(repository: 
     service = ScheduleService(repository)
     org = uuid.uuid4()
     schedule = await service.create(org, "f", spec(), now=NOW)
-    weekly = await service.update(org, schedule.schedule_id, spec("weekly", "previous_week"), now=NOW)
+    weekly = await service.update(
+        org, schedule.schedule_id, lambda _: spec("weekly", "previous_week"), now=NOW
+    )
     assert weekly.next_run_at == datetime(2026, 11, 23, 6, tzinfo=UTC)  # the next Monday
     paused = await service.update(
-        org, schedule.schedule_id, replace_enabled(spec("weekly", "previous_week"), False), now=NOW
+        org, schedule.schedule_id, lambda _: replace_enabled(spec("weekly", "previous_week"), False), now=NOW
     )
     assert not paused.enabled
     assert await service.run_due(FakeQueue(), now=NOW + timedelta(days=30)) == []  # a disabled one never runs
     resumed = await service.update(
-        org, schedule.schedule_id, spec("weekly", "previous_week"), now=NOW + timedelta(days=30)
+        org, schedule.schedule_id, lambda _: spec("weekly", "previous_week"), now=NOW + timedelta(days=30)
     )
     assert resumed.next_run_at == datetime(2026, 12, 21, 6, tzinfo=UTC)  # missed runs are not made
 
@@ -190,5 +192,72 @@ async def test_the_backlog_counts_schedules_no_tick_made_in_time(
     await overdue(settings, late.schedule_id, now - timedelta(minutes=20))
     await overdue(settings, just_due.schedule_id, now - timedelta(minutes=1))
     await overdue(settings, paused.schedule_id, now - timedelta(minutes=20))
-    await service.update(paused.org_id, paused.schedule_id, replace_enabled(spec(), False), now=now)
+    await service.update(paused.org_id, paused.schedule_id, lambda _: replace_enabled(spec(), False), now=now)
     assert (await repository.backlog()).overdue_schedules == 1
+
+
+async def test_changing_when_it_runs_loses_no_period(repository: JobRepository, settings: Settings) -> None:
+    service = ScheduleService(repository)
+    org = uuid.uuid4()
+    late = ScheduleSpec(
+        Recurrence(Cadence.DAILY, Period.PREVIOUS_DAY, "UTC", 23),
+        Granularity.HOURLY,
+        None,
+        ExportFormat.CSV,
+        DatasetSchema.NATIVE,
+        enabled=True,
+    )
+    schedule = await service.create(org, "f", late, now=datetime(2026, 11, 2, 12, tzinfo=UTC))
+    [first] = await service.run_due(FakeQueue(), now=datetime(2026, 11, 2, 23, 30, tzinfo=UTC))
+    assert first.time_range_start == datetime(2026, 11, 1, tzinfo=UTC)
+    early = replace(late, recurrence=Recurrence(Cadence.DAILY, Period.PREVIOUS_DAY, "UTC", 6))
+    moved = await service.update(
+        org, schedule.schedule_id, lambda _: early, now=datetime(2026, 11, 3, 7, tzinfo=UTC)
+    )
+    assert moved.next_run_at == datetime(2026, 11, 3, 6, tzinfo=UTC)  # due already: the 2nd is not lost
+    [second] = await service.run_due(FakeQueue(), now=datetime(2026, 11, 3, 7, 1, tzinfo=UTC))
+    assert second.time_range_start == datetime(2026, 11, 2, tzinfo=UTC)
+
+
+async def test_a_tick_that_read_a_schedule_before_it_changed_makes_nothing_with_the_old_settings(
+    repository: JobRepository, settings: Settings
+) -> None:
+    service = ScheduleService(repository)
+    org = uuid.uuid4()
+    schedule = await service.create(org, "f", spec("daily", "previous_day"), now=NOW)
+    await overdue(settings, schedule.schedule_id, datetime(2026, 11, 17, 6, tzinfo=UTC))
+    [read_by_tick] = await repository.due_schedules(NOW, 10)
+    await service.update(
+        org,
+        schedule.schedule_id,
+        lambda _: replace(spec("daily", "previous_day"), output_format=ExportFormat.PARQUET),
+        now=NOW,
+    )
+    run = read_by_tick.next_run_at
+    assert (
+        await repository.run_schedule(read_by_tick, [(run, read_by_tick.request_for(run))], next_run_at=NOW)
+        is None
+    )
+    [job] = await service.run_due(FakeQueue(), now=NOW)  # the next tick, with the new settings
+    assert job.output_format is ExportFormat.PARQUET
+
+
+async def test_a_schedule_that_cannot_run_does_not_stop_the_others(
+    repository: JobRepository, settings: Settings
+) -> None:
+    service = ScheduleService(repository)
+    broken, fine = [
+        await service.create(uuid.uuid4(), "f", spec("daily", "previous_day"), now=NOW) for _ in range(2)
+    ]
+    for schedule in (broken, fine):
+        await overdue(settings, schedule.schedule_id, datetime(2026, 11, 17, 6, tzinfo=UTC))
+    conn = await asyncpg.connect(settings.database_url)
+    try:  # a zone the tz database no longer knows
+        await conn.execute(
+            "UPDATE analytics.export_schedules SET time_zone = 'Mars/Olympus' WHERE schedule_id = $1",
+            broken.schedule_id,
+        )
+    finally:
+        await conn.close()
+    made = await service.run_due(FakeQueue(), now=NOW)
+    assert [job.schedule_id for job in made] == [fine.schedule_id]

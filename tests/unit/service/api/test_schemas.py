@@ -19,6 +19,7 @@ from service.api.schemas import (
     job_json,
     page_json,
     parse_export_request,
+    parse_schedule_spec,
 )
 from service.errors import ValidationFailed
 from service.job import DatasetSchema, ExportFormat, Granularity, JobPage, JobStatus
@@ -551,3 +552,31 @@ def test_a_path_id_is_accepted_exactly_when_its_schema_would_accept_it(raw: str)
     else:
         with pytest.raises(ValidationFailed):
             path_values(route, match)
+
+
+def test_a_schedule_body_becomes_its_spec_with_the_defaults() -> None:
+    spec = parse_schedule_spec({"cadence": "weekly", "period": "previous_week", "granularity": "daily"})
+    assert (spec.recurrence.time_zone, spec.recurrence.run_at_hour, spec.enabled) == ("UTC", 6, True)
+    assert (spec.output_format, spec.models) == (ExportFormat.CSV, None)
+
+
+def test_a_whole_number_written_as_a_float_is_an_hour() -> None:
+    # JSON Schema's "integer" accepts 6.0; the calendar and the smallint column need 6.
+    spec = parse_schedule_spec(
+        {"cadence": "daily", "period": "previous_day", "granularity": "daily", "runAtHour": 6.0}
+    )
+    assert spec.recurrence.run_at_hour == 6
+    assert type(spec.recurrence.run_at_hour) is int
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"timeZone": "Asia/Kathmandu"}, "timeZone"),
+        ({"schema": "focus-1.0", "timeZone": "Europe/Paris"}, "timeZone"),
+    ],
+)
+def test_a_schedule_refuses_what_its_exports_could_not_be(change: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        parse_schedule_spec({"cadence": "daily", "period": "previous_day", "granularity": "daily", **change})
+    assert field in refused.value.errors
