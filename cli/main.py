@@ -245,7 +245,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         "models": args.model or None,
         "enabled": args.enabled,
     }
-    body = {name: value for name, value in fields.items() if value is not None}
+    body: dict[str, object] = {name: value for name, value in fields.items() if value is not None}
+    if args.all_models:
+        body["models"] = None  # every model, whatever the schedule had
     if args.action in ("create", "update") and not body:
         print(f"analytics-exports schedule {args.action}: give the fields to set", file=sys.stderr)
         return EXIT_USAGE
@@ -407,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--run-at-hour", type=int, help="local hour of the runs, 0-23 (default 6)")
     schedule.add_argument("--format", choices=[f.value for f in ExportFormat])
     schedule.add_argument("--schema", choices=[d.value for d in DatasetSchema])
-    schedule.add_argument("--model", action="append", default=[], help="a model id (repeatable)")
+    models = schedule.add_mutually_exclusive_group()
+    models.add_argument("--model", action="append", default=[], help="a model id (repeatable)")
+    models.add_argument("--all-models", action="store_true", help="every model (update: clear --model)")
     enabled = schedule.add_mutually_exclusive_group()
     enabled.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
     enabled.add_argument("--disable", dest="enabled", action="store_const", const=False)

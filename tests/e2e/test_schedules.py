@@ -199,8 +199,9 @@ def test_the_cli_creates_lists_updates_and_deletes_schedules(stack: Stack) -> No
     )
     listed = cli("list")
     assert [item["scheduleId"] for item in json.loads(listed.stdout)["items"]] == [created["scheduleId"]]
-    paused = cli("update", created["scheduleId"], "--disable")
+    paused = cli("update", created["scheduleId"], "--disable", "--all-models")
     assert paused.returncode == 0, paused.stderr
+    assert json.loads(paused.stdout)["models"] is None
     assert json.loads(cli("show", created["scheduleId"]).stdout)["enabled"] is False
     refused = cli("update", created["scheduleId"], "--time-zone", "Asia/Kolkata")
     assert refused.returncode == 2
