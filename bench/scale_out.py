@@ -92,7 +92,7 @@ from bench.run import (
 )
 from devtools.local import free_port, stop, wait_http
 from service.api.auth import READ, WRITE, mint_token
-from service.job import object_key
+from service.job import manifest_key, object_key
 from service.settings import MIB, Settings
 from service.storage import open_s3_client
 
@@ -413,10 +413,16 @@ def running(config: Config, stack: Stack, name: str) -> Iterator[tuple[int, int,
     env = stack.env(config.concurrency, port)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        api = spawn("api", env, stack.log_dir / f"{name}-api.log")
+        # Each process serves its metrics on a port of its own (the API refuses to start without).
+        api = spawn("api", {**env, "METRICS_PORT": str(free_port())}, stack.log_dir / f"{name}-api.log")
         processes.append(api)
         workers = [
-            spawn("worker", env, stack.log_dir / f"{name}-worker{i + 1}.log") for i in range(config.workers)
+            spawn(
+                "worker",
+                {**env, "METRICS_PORT": str(free_port())},
+                stack.log_dir / f"{name}-worker{i + 1}.log",
+            )
+            for i in range(config.workers)
         ]
         processes += workers
         if not wait_http(f"http://127.0.0.1:{port}/readyz", 60, api):
@@ -529,10 +535,11 @@ async def drive(stack: Stack, jobs: int, port: int, tracked: Mapping[str, Sequen
 
 
 async def check_and_empty_bucket(stack: Stack, objects: Mapping[str, tuple[uuid.UUID, int]]) -> list[str]:
-    """The bucket must hold exactly the jobs' objects, each of its job's byte count, and no
-    unfinished multipart upload; then it is emptied for the next run."""
+    """The bucket must hold exactly the jobs' objects, each of its job's byte count, and their
+    manifests, and no unfinished multipart upload; then it is emptied for the next run."""
     problems: list[str] = []
     expected = {object_key(org, uuid.UUID(job)): size for job, (org, size) in objects.items()}
+    manifests = {manifest_key(org, uuid.UUID(job)) for job, (org, _) in objects.items()}
     async with open_s3_client(bench_settings(stack.database_url, stack.s3_endpoint)) as raw:
         client: Any = raw
         found: dict[str, int] = {}
@@ -543,10 +550,11 @@ async def check_and_empty_bucket(stack: Stack, objects: Mapping[str, tuple[uuid.
             if not page.get("IsTruncated"):
                 break
             token = {"ContinuationToken": page["NextContinuationToken"]}
-        if found != expected:
-            missing = sorted(set(expected) - set(found))
-            extra = sorted(set(found) - set(expected))
-            wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
+        files = {key: size for key, size in found.items() if key not in manifests}
+        if files != expected or set(found) - set(files) != manifests:
+            missing = sorted((set(expected) | manifests) - set(found))
+            extra = sorted(set(files) - set(expected))
+            wrong = sorted(k for k in set(files) & set(expected) if files[k] != expected[k])
             problems.append(f"bucket: {len(missing)} missing, {len(extra)} extra, {len(wrong)} of wrong size")
         for key in found:
             await client.delete_object(Bucket=BUCKET, Key=key)
