@@ -489,17 +489,17 @@ class JobRepository:
     def _schedule_fields(schedule: Schedule) -> tuple[object, ...]:
         """What a schedule does and when it next runs, in create_schedule's and update_schedule's
         order after the ids."""
-        r = schedule.recurrence
+        spec, r = schedule.spec, schedule.recurrence
         return (
             r.cadence.value,
             r.period.value,
             r.time_zone,
             r.run_at_hour,
-            schedule.granularity.value,
-            list(schedule.models) if schedule.models else None,
-            schedule.output_format.value,
-            schedule.output_schema.value,
-            schedule.enabled,
+            spec.granularity.value,
+            list(spec.models) if spec.models else None,
+            spec.output_format.value,
+            spec.output_schema.value,
+            spec.enabled,
             schedule.next_run_at,
         )
 

@@ -118,10 +118,9 @@ def _midnight(day: date, zone: ZoneInfo) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
-class Schedule:
-    schedule_id: uuid.UUID
-    org_id: uuid.UUID
-    created_by: str
+class ScheduleSpec:
+    """What a schedule does: when it runs, and the export each run makes."""
+
     recurrence: Recurrence
     granularity: Granularity
     #: ``None`` means every model.
@@ -129,11 +128,24 @@ class Schedule:
     output_format: ExportFormat
     output_schema: DatasetSchema
     enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    schedule_id: uuid.UUID
+    org_id: uuid.UUID
+    created_by: str
+    spec: ScheduleSpec
     next_run_at: datetime
     last_run_at: datetime | None
     last_job_id: uuid.UUID | None
     created_at: datetime
+    #: Also the row's version: an update or a tick writes only over the row it read.
     updated_at: datetime
+
+    @property
+    def recurrence(self) -> Recurrence:
+        return self.spec.recurrence
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Schedule:
@@ -142,14 +154,16 @@ class Schedule:
             schedule_id=row["schedule_id"],
             org_id=row["org_id"],
             created_by=row["created_by"],
-            recurrence=Recurrence(
-                Cadence(row["cadence"]), Period(row["period"]), row["time_zone"], row["run_at_hour"]
+            spec=ScheduleSpec(
+                recurrence=Recurrence(
+                    Cadence(row["cadence"]), Period(row["period"]), row["time_zone"], row["run_at_hour"]
+                ),
+                granularity=Granularity(str(row["granularity"])),
+                models=tuple(models) if models else None,
+                output_format=ExportFormat(row["output_format"]),
+                output_schema=DatasetSchema(row["output_schema"]),
+                enabled=row["enabled"],
             ),
-            granularity=Granularity(str(row["granularity"])),
-            models=tuple(models) if models else None,
-            output_format=ExportFormat(row["output_format"]),
-            output_schema=DatasetSchema(row["output_schema"]),
-            enabled=row["enabled"],
             next_run_at=row["next_run_at"],
             last_run_at=row["last_run_at"],
             last_job_id=row["last_job_id"],
@@ -165,9 +179,9 @@ class Schedule:
             requested_by=self.created_by,
             start=start,
             end=end,
-            granularity=self.granularity,
-            models=self.models,
+            granularity=self.spec.granularity,
+            models=self.spec.models,
             time_zone=self.recurrence.time_zone,
-            output_format=self.output_format,
-            output_schema=self.output_schema,
+            output_format=self.spec.output_format,
+            output_schema=self.spec.output_schema,
         )

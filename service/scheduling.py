@@ -6,16 +6,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final
 
 from service.errors import Conflict, DatabaseUnavailable, NotFound, QueueUnavailable
-from service.job import DatasetSchema, ExportFormat, ExportRequest, Granularity, Job
+from service.job import ExportRequest, Job
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.retention import retention_cutoff
-from service.schedule import MAX_CATCH_UP, Recurrence, Schedule
+from service.schedule import MAX_CATCH_UP, Schedule, ScheduleSpec
 
 log = logging.getLogger(__name__)
 #: Schedules an org may have (the list is one page).
@@ -25,18 +25,6 @@ TICK_BATCH: Final = 200
 TICK_BUDGET_SECONDS: Final = 20.0
 #: Reads and writes an update may take while ticks keep changing the schedule.
 UPDATE_ATTEMPTS: Final = 5
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleSpec:
-    """What a schedule does, as the API accepted it."""
-
-    recurrence: Recurrence
-    granularity: Granularity
-    models: tuple[str, ...] | None
-    output_format: ExportFormat
-    output_schema: DatasetSchema
-    enabled: bool
 
 
 class ScheduleService:
@@ -53,12 +41,7 @@ class ScheduleService:
             schedule_id=uuid.uuid4(),
             org_id=org_id,
             created_by=created_by,
-            recurrence=spec.recurrence,
-            granularity=spec.granularity,
-            models=spec.models,
-            output_format=spec.output_format,
-            output_schema=spec.output_schema,
-            enabled=spec.enabled,
+            spec=spec,
             next_run_at=spec.recurrence.next_run(now),
             last_run_at=None,
             last_job_id=None,
@@ -102,23 +85,15 @@ class ScheduleService:
         for _ in range(UPDATE_ATTEMPTS):
             current = await self.get(org_id, schedule_id)
             spec = change(current)
-            if spec.enabled and not current.enabled:
+            if spec.enabled and not current.spec.enabled:
                 next_run_at = spec.recurrence.next_run(now)
             elif spec.recurrence != current.recurrence:
                 next_run_at = spec.recurrence.next_run(current.last_run_at or now)
             else:
                 next_run_at = current.next_run_at
-            changed = replace(
-                current,
-                recurrence=spec.recurrence,
-                granularity=spec.granularity,
-                models=spec.models,
-                output_format=spec.output_format,
-                output_schema=spec.output_schema,
-                enabled=spec.enabled,
-                next_run_at=next_run_at,
+            updated = await self._repository.update_schedule(
+                replace(current, spec=spec, next_run_at=next_run_at)
             )
-            updated = await self._repository.update_schedule(changed)
             if updated is not None:
                 return updated
         raise Conflict("the export schedule kept changing while it was updated; try again")

@@ -23,8 +23,7 @@ from service.api.schemas import (
 from service.api.server import internal_only
 from service.job import Caller, JobStatus
 from service.metrics import CONTENT_TYPE
-from service.schedule import Schedule
-from service.scheduling import ScheduleSpec
+from service.schedule import Schedule, ScheduleSpec
 
 BASE = "/analytics/v1"
 

@@ -25,8 +25,7 @@ from service.job import (
     rfc3339,
 )
 from service.retention import retention_cutoff
-from service.schedule import Cadence, Period, Recurrence, Schedule
-from service.scheduling import ScheduleSpec
+from service.schedule import Cadence, Period, Recurrence, Schedule, ScheduleSpec
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -101,6 +100,23 @@ def parse_export_request(
     time_zone = parse_time_zone(body.get("timeZone", "UTC"), start, end)
     if local_span(start, end, time_zone) > MAX_TIME_RANGE:
         raise too_long  # a month of local days is 31 days, even with the hour a clock change adds
+    output_format, output_schema, models = parse_output(body, time_zone)
+    return ExportRequest(
+        org_id=org_id,
+        requested_by=requested_by,
+        start=start,
+        end=end,
+        granularity=Granularity(body["granularity"]),
+        models=models,
+        time_zone=time_zone,
+        output_format=output_format,
+        output_schema=output_schema,
+    )
+
+
+def parse_output(body: Any, time_zone: str) -> tuple[ExportFormat, DatasetSchema, tuple[str, ...] | None]:
+    """The file a body asks for: its format, its dataset schema (FOCUS only in UTC), and its
+    models (empty means every model; a duplicate means nothing more than once)."""
     output_schema = DatasetSchema(body.get("schema", DatasetSchema.NATIVE.value))
     if output_schema is DatasetSchema.FOCUS_1_0 and time_zone != "UTC":
         raise ValidationFailed(
@@ -108,17 +124,10 @@ def parse_export_request(
             errors={"timeZone": "must be UTC with schema focus-1.0"},
         )
     models = body.get("models")
-    return ExportRequest(
-        org_id=org_id,
-        requested_by=requested_by,
-        start=start,
-        end=end,
-        granularity=Granularity(body["granularity"]),
-        # Empty means every model; duplicates mean nothing more than once.
-        models=tuple(dict.fromkeys(models)) or None if models else None,
-        time_zone=time_zone,
-        output_format=ExportFormat(body.get("format", ExportFormat.CSV.value)),
-        output_schema=output_schema,
+    return (
+        ExportFormat(body.get("format", ExportFormat.CSV.value)),
+        output_schema,
+        tuple(dict.fromkeys(models)) or None if models else None,
     )
 
 
@@ -625,17 +634,17 @@ SCHEMAS["ExportScheduleList"] = {
 
 def schedule_body(schedule: Schedule) -> dict[str, object]:
     """The fields a schedule was made with, as the request body says them."""
-    r = schedule.recurrence
+    spec, r = schedule.spec, schedule.recurrence
     return {
         "cadence": r.cadence.value,
         "period": r.period.value,
         "timeZone": r.time_zone,
         "runAtHour": r.run_at_hour,
-        "granularity": schedule.granularity.value,
-        "models": list(schedule.models) if schedule.models is not None else None,
-        "format": schedule.output_format.value,
-        "schema": schedule.output_schema.value,
-        "enabled": schedule.enabled,
+        "granularity": spec.granularity.value,
+        "models": list(spec.models) if spec.models is not None else None,
+        "format": spec.output_format.value,
+        "schema": spec.output_schema.value,
+        "enabled": spec.enabled,
     }
 
 
@@ -644,13 +653,7 @@ def parse_schedule_spec(body: Any, now: datetime | None = None) -> ScheduleSpec:
     fields) asks for, its rules across fields applied."""
     now = now or datetime.now(UTC)
     time_zone = parse_time_zone(body.get("timeZone", "UTC"), now, now + ZONE_HORIZON)
-    output_schema = DatasetSchema(body.get("schema", DatasetSchema.NATIVE.value))
-    if output_schema is DatasetSchema.FOCUS_1_0 and time_zone != "UTC":
-        raise ValidationFailed(
-            "a FOCUS dataset is in UTC (the specification's date-times): leave timeZone out or set UTC",
-            errors={"timeZone": "must be UTC with schema focus-1.0"},
-        )
-    models = body.get("models")
+    output_format, output_schema, models = parse_output(body, time_zone)
     return ScheduleSpec(
         recurrence=Recurrence(
             Cadence(body["cadence"]),
@@ -659,8 +662,8 @@ def parse_schedule_spec(body: Any, now: datetime | None = None) -> ScheduleSpec:
             int(body.get("runAtHour", DEFAULT_RUN_AT_HOUR)),  # JSON Schema's integer includes 6.0
         ),
         granularity=Granularity(body["granularity"]),
-        models=tuple(dict.fromkeys(models)) or None if models else None,
-        output_format=ExportFormat(body.get("format", ExportFormat.CSV.value)),
+        models=models,
+        output_format=output_format,
         output_schema=output_schema,
         enabled=body.get("enabled", True),
     )

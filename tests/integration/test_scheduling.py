@@ -14,8 +14,8 @@ import pytest
 from service.errors import Conflict, NotFound
 from service.job import DatasetSchema, ExportFormat, Granularity, JobStatus
 from service.repository import JobRepository, create_pool
-from service.schedule import Cadence, Period, Recurrence
-from service.scheduling import MAX_SCHEDULES_PER_ORG, ScheduleService, ScheduleSpec
+from service.schedule import Cadence, Period, Recurrence, ScheduleSpec
+from service.scheduling import MAX_SCHEDULES_PER_ORG, ScheduleService
 from service.settings import Settings
 from tests.support.fakes import FakeQueue
 
@@ -163,7 +163,7 @@ async def test_a_changed_or_re_enabled_schedule_runs_next_after_now(repository: 
     paused = await service.update(
         org, schedule.schedule_id, lambda _: replace_enabled(spec("weekly", "previous_week"), False), now=NOW
     )
-    assert not paused.enabled
+    assert not paused.spec.enabled
     assert await service.run_due(FakeQueue(), now=NOW + timedelta(days=30)) == []  # a disabled one never runs
     resumed = await service.update(
         org, schedule.schedule_id, lambda _: spec("weekly", "previous_week"), now=NOW + timedelta(days=30)
