@@ -150,6 +150,23 @@ def decode_event_cursor(cursor: str) -> int:
     return event_id
 
 
+def _new_job(request: ExportRequest, request_id: str | None) -> tuple[object, ...]:
+    """A new job's id and the request's fields, in create_job's (and create_scheduled_job's) order."""
+    return (
+        uuid.uuid4(),
+        request.org_id,
+        request.requested_by,
+        request.start,
+        request.end,
+        request.granularity.value,
+        list(request.models) if request.models else None,
+        request_id,
+        request.time_zone,
+        request.output_format.value,
+        request.output_schema.value,
+    )
+
+
 class JobRepository:
     """Export jobs and the rollup rows they export (and prune past the retention window).
 
@@ -243,18 +260,7 @@ class JobRepository:
             if caller is not None:
                 await self._set_caller(conn, caller)
             row = await conn.fetchrow(
-                QUERIES["create_job"],
-                uuid.uuid4(),
-                request.org_id,
-                request.requested_by,
-                request.start,
-                request.end,
-                request.granularity.value,
-                list(request.models) if request.models else None,
-                caller.request_id if caller is not None else None,
-                request.time_zone,
-                request.output_format.value,
-                request.output_schema.value,
+                QUERIES["create_job"], *_new_job(request, caller.request_id if caller is not None else None)
             )
             assert row is not None
             if idempotency is not None:
@@ -580,18 +586,7 @@ class JobRepository:
             created: list[Job] = []
             for _, request in runs:
                 row = await conn.fetchrow(
-                    QUERIES["create_scheduled_job"],
-                    uuid.uuid4(),
-                    request.org_id,
-                    request.requested_by,
-                    request.start,
-                    request.end,
-                    request.granularity.value,
-                    list(request.models) if request.models else None,
-                    request.time_zone,
-                    request.output_format.value,
-                    request.output_schema.value,
-                    schedule.schedule_id,
+                    QUERIES["create_scheduled_job"], *_new_job(request, None), schedule.schedule_id
                 )
                 if row is not None:
                     created.append(Job.from_row(row))

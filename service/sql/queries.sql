@@ -561,8 +561,8 @@ UPDATE analytics.export_schedules SET last_job_id = $2 WHERE schedule_id = $1;
 -- name: create_scheduled_job
 -- Insert a schedule's job for one period, unless that schedule already has one for it.
 INSERT INTO analytics.export_jobs
-    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models,
+    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models, request_id,
      time_zone, output_format, output_schema, schedule_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (schedule_id, time_range_start, time_range_end) WHERE schedule_id IS NOT NULL DO NOTHING
 RETURNING *;
