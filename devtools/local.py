@@ -22,11 +22,22 @@ import asyncpg
 from service.migrations import migrate_up
 from service.repository import ensure_database
 
+#: Ports free_port has handed out in this process.
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that is free now and that this process has not been given before: the
+    kernel may offer a released port again at once, and a caller that takes several before
+    starting the servers that bind them (an API and its worker's metrics port) needs them
+    distinct."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def port_in_use(host: str, port: int) -> bool:
