@@ -14,6 +14,7 @@ from dramatiq import Actor, Broker
 
 from actors.job_queue import DramatiqJobQueue
 from service.errors import DatabaseUnavailable
+from service.queue import JobQueue
 from service.settings import Settings
 
 if TYPE_CHECKING:  # only a worker process has a context (and loads the exporter it runs)
@@ -115,12 +116,19 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
                 extra={"tick": tick, "reason": str(exc)},
             )
 
-    async def sweep(resources: Resources) -> None:
-        queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
-        try:
-            await resources.housekeeper.sweep(queue)
-        finally:
-            await queue.close()
+    def publishing(
+        work: Callable[[Resources, JobQueue], Awaitable[object]],
+    ) -> Callable[[Resources], Awaitable[None]]:
+        """A tick's work that publishes jobs: given a queue of its own, closed after."""
+
+        async def run(resources: Resources) -> None:
+            queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
+            try:
+                await work(resources, queue)
+            finally:
+                await queue.close()
+
+        return run
 
     @periodic("expire_exports")
     async def expire_exports() -> None:
@@ -128,21 +136,14 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
 
     @periodic("sweep_exports")
     async def sweep_exports() -> None:
-        await housekeep("sweep", sweep)
+        await housekeep("sweep", publishing(lambda resources, queue: resources.housekeeper.sweep(queue)))
 
     @periodic("prune_rollups")
     async def prune_rollups() -> None:
         await housekeep("prune", lambda resources: resources.housekeeper.prune_rollups())
 
-    async def run_due(resources: Resources) -> None:
-        queue = DramatiqJobQueue(run_export, settings.rabbitmq_url)
-        try:
-            await resources.schedules.run_due(queue)
-        finally:
-            await queue.close()
-
     @periodic("run_schedules")
     async def run_schedules() -> None:
-        await housekeep("schedules", run_due)
+        await housekeep("schedules", publishing(lambda resources, queue: resources.schedules.run_due(queue)))
 
     return Actors(run_export, expire_exports, sweep_exports, prune_rollups, run_schedules)

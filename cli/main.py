@@ -182,10 +182,9 @@ def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """A client of the REST API: it needs none of the service's settings or connections."""
-    from cli.client import EXIT_USAGE, CreateExportBody, ExportCommand
-
+def _has_api_client_args(args: argparse.Namespace, command: str) -> bool:
+    """Whether a REST client command has --api, --token and --org (or API, TOKEN, ORG); says
+    which are missing if not."""
     missing = [
         f"--{name} (or {variable})"
         for name, variable in (("api", "API"), ("token", "TOKEN"), ("org", "ORG"))
@@ -193,10 +192,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     ]
     if missing:
         print(
-            f"analytics-exports export: missing {', '.join(missing)}; `make run` prints the"
+            f"analytics-exports {command}: missing {', '.join(missing)}; `make run` prints the"
             " `export API=... TOKEN=... ORG=...` lines to paste",
             file=sys.stderr,
         )
+    return not missing
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A client of the REST API: it needs none of the service's settings or connections."""
+    from cli.client import EXIT_USAGE, CreateExportBody, ExportCommand
+
+    if not _has_api_client_args(args, "export"):
         return EXIT_USAGE
     request = CreateExportBody(
         args.start,
@@ -226,13 +233,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from cli.client import EXIT_USAGE
     from cli.schedules import ScheduleCommand
 
-    missing = [
-        f"--{name} (or {variable})"
-        for name, variable in (("api", "API"), ("token", "TOKEN"), ("org", "ORG"))
-        if not getattr(args, name)
-    ]
-    if missing:
-        print(f"analytics-exports schedule: missing {', '.join(missing)}", file=sys.stderr)
+    if not _has_api_client_args(args, "schedule"):
         return EXIT_USAGE
     fields = {
         "cadence": args.cadence,
