@@ -13,6 +13,7 @@ from dramatiq import Broker, Middleware, Worker
 from dramatiq.asyncio import get_event_loop_thread
 
 from actors import health
+from actors.webhook_client import WebhookClient
 from service.exporter import Exporter
 from service.housekeeping import Housekeeper
 from service.metrics import ExportMetrics
@@ -20,6 +21,7 @@ from service.repository import JobRepository, create_pool
 from service.scheduling import ScheduleService
 from service.settings import Settings
 from service.storage import ObjectStore, open_s3_client
+from service.webhook_delivery import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class Resources:
     exporter: Exporter
     housekeeper: Housekeeper
     schedules: ScheduleService
+    webhooks: WebhookSender
 
 
 class WorkerContext(Middleware):
@@ -94,6 +97,8 @@ class WorkerContext(Middleware):
                 )
                 stack.push_async_callback(read_pool.close)
             client = await stack.enter_async_context(open_s3_client(settings))
+            transport = WebhookClient(settings)
+            stack.push_async_callback(transport.close)
         except BaseException:
             await stack.aclose()
             raise
@@ -105,6 +110,7 @@ class WorkerContext(Middleware):
             Exporter(repository, store, settings, metrics=self.metrics),
             Housekeeper(repository, store, settings, self.metrics),
             ScheduleService(repository, retention_months=settings.data_retention_months),
+            WebhookSender(repository, transport, settings, self.metrics),
         )
 
     async def _close(self) -> None:

@@ -29,11 +29,16 @@ class DramatiqJobQueue:
         self._publisher = Publisher(broker, rabbitmq_url, timeout=BROKER_TIMEOUT_SECONDS)
 
     async def enqueue_export(self, job_id: uuid.UUID) -> None:
+        await self.send(self._actor, str(job_id))
+
+    async def send(self, actor: Actor[..., None], *args: object) -> None:
+        """Send a message to ``actor`` (on this queue's broker), confirmed by RabbitMQ."""
         # Any failure to publish means "not published": refused, reset, unroutable, nacked, timed
-        # out, but also pika's ValueError for a socket reset mid-handshake. The job row stays the
-        # truth and the sweep publishes it later, so none of them may become a 500.
+        # out, but also pika's ValueError for a socket reset mid-handshake. The rows in the
+        # database stay the truth (a job, a delivery) and a tick publishes them later, so none of
+        # them may become a 500.
         try:
-            message = self._actor.message(str(job_id))
+            message = actor.message(*args)
         except Exception as exc:
             raise QueueUnavailable(f"RabbitMQ publish failed: {type(exc).__name__}: {exc}") from exc
         await self._publisher.publish(message)  # raises only QueueUnavailable

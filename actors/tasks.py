@@ -14,7 +14,6 @@ from dramatiq import Actor, Broker
 
 from actors.job_queue import DramatiqJobQueue
 from service.errors import DatabaseUnavailable
-from service.queue import JobQueue
 from service.settings import Settings
 
 if TYPE_CHECKING:  # only a worker process has a context (and loads the exporter it runs)
@@ -36,11 +35,19 @@ class Actors:
     sweep_exports: Actor[[], None]
     prune_rollups: Actor[[], None]
     run_schedules: Actor[[], None]
+    dispatch_webhooks: Actor[[], None]
+    deliver_webhook: Actor[[str, int], None]
 
     @property
     def ticks(self) -> tuple[Actor[[], None], ...]:
         """What the scheduler sends every interval."""
-        return (self.expire_exports, self.sweep_exports, self.prune_rollups, self.run_schedules)
+        return (
+            self.expire_exports,
+            self.sweep_exports,
+            self.prune_rollups,
+            self.run_schedules,
+            self.dispatch_webhooks,
+        )
 
 
 def _sent_back(retries: int, exc: BaseException) -> bool:
@@ -117,7 +124,7 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
             )
 
     def publishing(
-        work: Callable[[Resources, JobQueue], Awaitable[object]],
+        work: Callable[[Resources, DramatiqJobQueue], Awaitable[object]],
     ) -> Callable[[Resources], Awaitable[None]]:
         """A tick's work that publishes jobs: given a queue of its own, closed after."""
 
@@ -146,4 +153,33 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
     async def run_schedules() -> None:
         await housekeep("schedules", publishing(lambda resources, queue: resources.schedules.run_due(queue)))
 
-    return Actors(run_export, expire_exports, sweep_exports, prune_rollups, run_schedules)
+    @dramatiq.actor(
+        broker=broker,
+        queue_name=settings.queue_name,
+        actor_name="deliver_webhook",
+        max_retries=0,  # the delivery's row says when its next attempt is due; a tick sends it
+        time_limit=int((settings.webhook_timeout + 60) * 1000),
+    )
+    async def deliver_webhook(delivery_id: str, attempts: int) -> None:
+        await housekeep(
+            "webhooks", lambda resources: resources.webhooks.deliver(uuid.UUID(delivery_id), attempts)
+        )
+
+    @periodic("dispatch_webhooks")
+    async def dispatch_webhooks() -> None:
+        def dispatch(resources: Resources, queue: DramatiqJobQueue) -> Awaitable[int]:
+            return resources.webhooks.dispatch_due(
+                lambda delivery_id, attempts: queue.send(deliver_webhook, str(delivery_id), attempts)
+            )
+
+        await housekeep("webhooks", publishing(dispatch))
+
+    return Actors(
+        run_export,
+        expire_exports,
+        sweep_exports,
+        prune_rollups,
+        run_schedules,
+        dispatch_webhooks,
+        deliver_webhook,
+    )

@@ -209,6 +209,8 @@ class JobBacklog:
     oldest_pending_seconds: float
     #: Enabled export schedules whose next run is over SCHEDULE_OVERDUE_SECONDS late.
     overdue_schedules: int = 0
+    #: Webhook deliveries whose next attempt is that late (no tick dispatches them).
+    overdue_webhook_deliveries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,10 +265,55 @@ class ExportOutput:
     manifest_checksum: str
 
 
+#: Where the API's routes live.
+API_BASE: Final = "/analytics/v1"
+
+
+def job_path(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """The API path of a job (its download is ``/download`` under it)."""
+    return f"{API_BASE}/orgs/{org_id}/exports/{job_id}"
+
+
 def rfc3339(value: datetime) -> str:
     """UTC with a ``Z`` suffix (microseconds only when present), as every API time is written."""
     utc = value if value.tzinfo is UTC else value.astimezone(UTC)  # asyncpg's are UTC already
     return utc.isoformat().replace("+00:00", "Z")
+
+
+def job_json(job: Job) -> dict[str, object]:
+    """The job as the API returns it (and a webhook's payload carries it)."""
+    coverage = job.coverage
+
+    def opt(value: datetime | None) -> str | None:
+        return rfc3339(value) if value is not None else None
+
+    return {
+        "jobId": str(job.job_id),
+        "orgId": str(job.org_id),
+        "requestedBy": job.requested_by,
+        "status": job.status.value,
+        "granularity": job.granularity.value,
+        "timeRange": {"start": rfc3339(job.time_range_start), "end": rfc3339(job.time_range_end)},
+        "timeZone": job.time_zone,
+        "coverage": {"start": rfc3339(coverage.start), "end": rfc3339(coverage.end)},
+        "models": list(job.models) if job.models is not None else None,
+        "initiatedAt": rfc3339(job.initiated_at),
+        "completedAt": opt(job.completed_at),
+        "expiresAt": opt(job.expires_at),
+        "rowCount": job.row_count,
+        "byteCount": job.byte_count,
+        "checksum": job.checksum,
+        "outputUri": job.output_uri,
+        "errorMessage": job.error_message,
+        "cancelRequestedAt": opt(job.cancel_requested_at),
+        "attempts": job.charged_attempts,
+        # Only a pending job waits for a retry; the column outlives the wait (a cancel keeps it).
+        "nextAttemptAt": opt(job.available_at) if job.status is JobStatus.PENDING else None,
+        "format": job.output_format.value,
+        "schema": job.output_schema.value,
+        "manifestChecksum": job.manifest_checksum,
+        "scheduleId": str(job.schedule_id) if job.schedule_id is not None else None,
+    }
 
 
 #: Where every export object lives: ``{EXPORT_PREFIX}{org_id}/{job_id}.<extension>``.

@@ -35,7 +35,9 @@ OUTCOMES: Final = ("succeeded", "failed", "retrying", "cancelled", "handed_back"
 #: The final statuses a worker brings jobs to (the ``status`` label of exports_jobs_finished_total).
 FINAL_STATUSES: Final = ("succeeded", "failed", "cancelled")
 #: The periodic ticks a worker runs (the ``tick`` label).
-TICKS: Final = ("expire", "sweep", "prune")
+TICKS: Final = ("expire", "sweep", "prune", "webhooks")
+#: How a webhook delivery attempt can end (the ``outcome`` label).
+WEBHOOK_OUTCOMES: Final = ("delivered", "retry", "failed")
 #: Why an export message went back to the queue without an attempt (the ``reason`` label).
 DEFERRALS: Final = ("database_unavailable", "shutting_down")
 #: What the periodic ticks count (the ``action`` label).
@@ -85,6 +87,11 @@ class ApiMetrics:
         self.overdue_schedules = Gauge(
             "exports_schedules_overdue",
             "Enabled export schedules whose next run is over 5 minutes late: no tick made it.",
+            registry=registry,
+        )
+        self.overdue_webhook_deliveries = Gauge(
+            "exports_webhook_deliveries_overdue",
+            "Webhook deliveries whose next attempt is over 5 minutes late: no tick dispatched them.",
             registry=registry,
         )
         self.queue_messages = Gauge(
@@ -148,6 +155,7 @@ class ApiMetrics:
             self.jobs.labels("running").set(backlog.jobs.running)
             self.oldest_pending.set(backlog.jobs.oldest_pending_seconds)
             self.overdue_schedules.set(backlog.jobs.overdue_schedules)
+            self.overdue_webhook_deliveries.set(backlog.jobs.overdue_webhook_deliveries)
         if backlog.queues is None:
             self.backlog_errors.labels("broker").inc()
         else:
@@ -222,7 +230,7 @@ class ExportMetrics:
         )
         self.ticks = Counter(
             "exports_housekeeping_ticks",
-            "Periodic ticks this worker ran, by tick: expire, sweep, prune. They come from the "
+            "Periodic ticks this worker ran, by tick: expire, sweep, prune, webhooks. They come from the "
             "scheduler: none at all means the scheduler is not running.",
             ["tick"],
             registry=registry,
@@ -248,6 +256,18 @@ class ExportMetrics:
             ["reason"],
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "exports_webhook_attempts",
+            "Webhook delivery attempts this worker made, by outcome: delivered (2xx), retry (another "
+            "attempt is due later), failed (the delivery's last attempt failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhooks_disabled = Counter(
+            "exports_webhooks_disabled",
+            "Webhook endpoints disabled after failing every attempt for WEBHOOK_DISABLE_AFTER.",
+            registry=registry,
+        )
         # Every known label value is exported at 0 from the start, so a rate or increase() over
         # a restart counts the first event after it.
         for outcome in OUTCOMES:
@@ -262,3 +282,5 @@ class ExportMetrics:
             self.ticks_skipped.labels(tick)
         for reason in DEFERRALS:
             self.deferred.labels(reason)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_attempts.labels(outcome)

@@ -50,6 +50,16 @@ from service.job import (
 from service.retention import RollupTable
 from service.schedule import SCHEDULE_OVERDUE_SECONDS, Schedule
 from service.sql import QUERIES
+from service.webhook import (
+    Attempt,
+    Delivery,
+    DeliveryPage,
+    DeliveryStatus,
+    Pending,
+    Webhook,
+    WebhookChange,
+    WebhookEvent,
+)
 
 #: Errors that mean PostgreSQL is unreachable or the connection died, as opposed to a bad query.
 CONNECTION_ERRORS: Final = (
@@ -212,7 +222,11 @@ class JobRepository:
             row = await conn.fetchrow(QUERIES["job_backlog"], SCHEDULE_OVERDUE_SECONDS)
         assert row is not None
         return JobBacklog(
-            row["pending"], row["running"], row["oldest_pending_seconds"], row["overdue_schedules"]
+            row["pending"],
+            row["running"],
+            row["oldest_pending_seconds"],
+            row["overdue_schedules"],
+            row["overdue_webhook_deliveries"],
         )
 
     async def ping(self) -> None:
@@ -593,6 +607,182 @@ class JobRepository:
             if created:
                 await conn.execute(QUERIES["record_schedule_job"], schedule.schedule_id, created[-1].job_id)
         return created
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    async def create_webhook(
+        self,
+        webhook_id: uuid.UUID,
+        org_id: uuid.UUID,
+        created_by: str,
+        url: str,
+        events: tuple[WebhookEvent, ...],
+        secret: str,
+        max_per_org: int,
+    ) -> Webhook:
+        """Insert an endpoint; Conflict when its org already has ``max_per_org``."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(QUERIES["lock_org_creates"], org_id)
+            count = await conn.fetchval(QUERIES["count_webhooks"], org_id)
+            if count >= max_per_org:
+                raise Conflict(
+                    f"this org already has {count} webhooks (at most {max_per_org}); delete one first"
+                )
+            row = await conn.fetchrow(
+                QUERIES["create_webhook"],
+                webhook_id,
+                org_id,
+                created_by,
+                url,
+                [e.value for e in events],
+                secret,
+            )
+        assert row is not None
+        return Webhook.from_row(row)
+
+    async def get_webhook(self, org_id: uuid.UUID, webhook_id: uuid.UUID) -> Webhook | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(QUERIES["get_webhook"], org_id, webhook_id)
+        return Webhook.from_row(row) if row is not None else None
+
+    async def list_webhooks(self, org_id: uuid.UUID, limit: int) -> list[Webhook]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["list_webhooks"], org_id, limit)
+        return [Webhook.from_row(row) for row in rows]
+
+    async def update_webhook(
+        self, org_id: uuid.UUID, webhook_id: uuid.UUID, change: WebhookChange
+    ) -> Webhook | None:
+        """Apply ``change``; an endpoint disabled by it has its waiting deliveries failed."""
+        events = [e.value for e in change.events] if change.events is not None else None
+        async with self._connection() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                QUERIES["update_webhook"], org_id, webhook_id, change.url, events, change.enabled
+            )
+            if row is not None and not row["enabled"]:
+                await conn.execute(QUERIES["fail_pending_deliveries"], webhook_id)
+        return Webhook.from_row(row) if row is not None else None
+
+    async def delete_webhook(self, org_id: uuid.UUID, webhook_id: uuid.UUID) -> bool:
+        async with self._connection() as conn:
+            return await conn.fetchval(QUERIES["delete_webhook"], org_id, webhook_id) is not None
+
+    async def rotate_webhook_secret(
+        self, org_id: uuid.UUID, webhook_id: uuid.UUID, secret: str, grace_seconds: float
+    ) -> Webhook | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                QUERIES["rotate_webhook_secret"], org_id, webhook_id, secret, grace_seconds
+            )
+        return Webhook.from_row(row) if row is not None else None
+
+    async def deliveries(
+        self, org_id: uuid.UUID, webhook_id: uuid.UUID, *, limit: int, cursor: str | None
+    ) -> DeliveryPage:
+        """A page of an endpoint's deliveries, newest first, with their attempts."""
+        before = decode_event_cursor(cursor) if cursor else None  # a delivery's seq, as events' ids
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["list_deliveries"], webhook_id, org_id, before, limit + 1)
+        items = tuple(
+            Delivery(
+                delivery_id=row["delivery_id"],
+                seq=row["seq"],
+                webhook_id=row["webhook_id"],
+                org_id=row["org_id"],
+                event=WebhookEvent(row["event"]),
+                job_id=row["job_id"],
+                status=DeliveryStatus(row["status"]),
+                attempts=tuple(Attempt.from_json(a) for a in orjson.loads(row["attempts"])),
+                next_attempt_at=row["next_attempt_at"],
+                created_at=row["created_at"],
+                finished_at=row["finished_at"],
+            )
+            for row in rows[:limit]
+        )
+        more = len(rows) > limit
+        return DeliveryPage(items, encode_event_cursor(items[-1].seq) if more else None)
+
+    async def claim_due_deliveries(self, limit: int, hold_seconds: float) -> list[tuple[uuid.UUID, int]]:
+        """Due deliveries, each held for ``hold_seconds``, with the attempts made so far."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["claim_due_deliveries"], limit, hold_seconds)
+        return [(row["delivery_id"], row["attempts"]) for row in rows]
+
+    async def begin_attempt(
+        self, delivery_id: uuid.UUID, attempts: int, hold_seconds: float
+    ) -> tuple[Pending, str, tuple[str, ...]] | None:
+        """Start the attempt after ``attempts`` (None when another one started, the delivery
+        finished or its endpoint is disabled or gone): the delivery, its URL and live secrets."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(QUERIES["begin_attempt"], delivery_id, attempts, hold_seconds)
+        if row is None:
+            return None
+        pending = Pending(
+            delivery_id=row["delivery_id"],
+            webhook_id=row["webhook_id"],
+            org_id=row["org_id"],
+            event=WebhookEvent(row["event"]),
+            job_id=row["job_id"],
+            attempts=row["attempts"] - 1,
+            payload=row["payload"],
+            details=orjson.loads(row["details"]),
+            created_at=row["created_at"],
+        )
+        live = (row["secret"],) + ((row["previous_secret"],) if row["previous_secret"] else ())
+        return pending, row["url"], live
+
+    async def set_delivery_payload(self, delivery_id: uuid.UUID, payload: bytes) -> bytes:
+        """Store the body unless one is stored already; the stored one."""
+        async with self._connection() as conn:
+            stored = await conn.fetchval(QUERIES["set_delivery_payload"], delivery_id, payload)
+        return bytes(stored) if stored is not None else payload
+
+    async def finish_attempt(
+        self,
+        delivery_id: uuid.UUID,
+        attempt: Attempt,
+        *,
+        next_attempt_at: datetime | None,
+        disable_failing_before: datetime,
+        disabled_reason: str,
+    ) -> bool:
+        """Record ``attempt`` and what follows: delivered (no error), another attempt at
+        ``next_attempt_at``, or failed; an endpoint failing since ``disable_failing_before`` or
+        earlier is disabled, its waiting deliveries failed. True when that disabled it."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                QUERIES["record_attempt"],
+                delivery_id,
+                attempt.attempt,
+                attempt.attempted_at,
+                attempt.status_code,
+                attempt.error,
+                attempt.duration_ms,
+            )
+            if attempt.error is None:
+                await conn.execute(QUERIES["mark_delivered"], delivery_id)
+                return False
+            await conn.fetchval(
+                QUERIES["mark_attempt_failed"],
+                delivery_id,
+                attempt.attempt,
+                next_attempt_at,
+                attempt.attempted_at,
+            )
+            webhook_id = await conn.fetchval(
+                QUERIES["disable_failing_webhook"],
+                await conn.fetchval(QUERIES["delivery_webhook"], delivery_id),
+                disable_failing_before,
+                disabled_reason,
+            )
+            if webhook_id is not None:
+                await conn.execute(QUERIES["fail_pending_deliveries"], webhook_id)
+            return webhook_id is not None
+
+    async def forget_webhook_deliveries(self, cutoff: datetime, limit: int) -> int:
+        async with self._connection() as conn:
+            status = await conn.execute(QUERIES["forget_webhook_deliveries"], cutoff, limit)
+        return int(status.split()[-1])
 
     async def copy_rows(self, job: Job, sink: Sink, focus_names: tuple[str, str] = ("", "")) -> int:
         """Stream the job's CSV (header included) into ``sink`` and return the number of data rows.

@@ -16,6 +16,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from service.errors import SettingsError
+from service.webhook import DEFAULT_RETRY_SCHEDULE
 
 MIB = 1024 * 1024
 #: S3 rejects non-final multipart parts below 5 MiB; AWS caps a part at 5 GiB.
@@ -181,6 +182,21 @@ def text(variable: str, raw: str) -> str:
     return raw
 
 
+def parse_flag(variable: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in {"true", "false", "1", "0"}:
+        raise SettingsError(variable, f"{raw!r} is not true or false")
+    return value in {"true", "1"}
+
+
+def parse_retry_schedule(variable: str, raw: str) -> tuple[float, ...]:
+    """Durations separated by commas: ``5s,5m,30m``."""
+    delays = tuple(parse_duration(variable, part) for part in raw.split(","))
+    if len(delays) > 20:
+        raise SettingsError(variable, "at most 20 retries")
+    return delays
+
+
 def parse_log_level(variable: str, raw: str) -> str:
     if raw.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(variable, f"{raw!r} is not DEBUG, INFO, WARNING or ERROR")
@@ -230,6 +246,11 @@ class Settings:
     focus_provider_name: str = "AI Platform"
     focus_service_name: str = "Model inference"
     log_level: str = "INFO"
+    api_public_url: str | None = None
+    webhook_timeout: float = 5.0
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    webhook_disable_after: float = 24 * 3600.0
+    webhook_allow_private_urls: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -264,6 +285,12 @@ class Settings:
                 "AUTH_JWT_SECRET",
                 f"is required by the API (or AUTH_JWKS_URL for an identity provider's tokens); {SECRET_HINT}",
             )
+
+    @property
+    def public_api_url(self) -> str:
+        """Where users reach the API (webhook payloads name its download URL): API_PUBLIC_URL, or
+        this process's own address."""
+        return (self.api_public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
     def bucket_for(self, org_id: uuid.UUID) -> str:
         """The bucket an org's exports go to: its override, or the default bucket."""
@@ -545,6 +572,43 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "the ServiceName of FOCUS datasets",
     ),
     Variable("LOG_LEVEL", "log_level", parse_log_level, "`INFO`", "JSON logs on stderr"),
+    Variable(
+        "API_PUBLIC_URL",
+        "api_public_url",
+        urls("https", "http"),
+        "unset: `http://HTTP_HOST:HTTP_PORT`",
+        "where users reach the API: webhook payloads name the download URL under it",
+    ),
+    Variable(
+        "WEBHOOK_TIMEOUT",
+        "webhook_timeout",
+        ranged_duration(1, 30, " (1s to 30s)"),
+        "`5s`",
+        "how long one delivery attempt may take, connecting and answering",
+    ),
+    Variable(
+        "WEBHOOK_RETRY_SCHEDULE",
+        "webhook_retry_schedule",
+        parse_retry_schedule,
+        "`5s,5m,30m,2h,5h,10h,10h`",
+        "the wait before each retry of a delivery the receiver did not take (2xx); after the last"
+        " it is failed (the default retries for 27 hours)",
+    ),
+    Variable(
+        "WEBHOOK_DISABLE_AFTER",
+        "webhook_disable_after",
+        ranged_duration(1, 30 * 86400, " (1s to 30d)"),
+        "`24h`",
+        "an endpoint whose every attempt failed for this long is disabled",
+    ),
+    Variable(
+        "WEBHOOK_ALLOW_PRIVATE_URLS",
+        "webhook_allow_private_urls",
+        parse_flag,
+        "`false`",
+        "`true` accepts `http://` webhook URLs and loopback, private and internal addresses:"
+        " for development and tests only",
+    ),
 )
 
 

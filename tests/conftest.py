@@ -85,6 +85,8 @@ def service_env(database_url: str, s3_endpoint: str, queue_name: str, **extra: s
         "DATA_RETENTION_MONTHS": "240",
         # Many workers run at once in the tests: none serves metrics unless a test gives it a port.
         "METRICS_PORT": "0",
+        # Webhook receivers in the tests listen on loopback.
+        "WEBHOOK_ALLOW_PRIVATE_URLS": "true",
         **S3_KEYS,
         **extra,
     }
@@ -105,7 +107,8 @@ async def clean_state(settings: Settings) -> None:
         # or idempotency key), so a worker still finishing an earlier test's work cannot deadlock it.
         await conn.execute(
             "TRUNCATE analytics.export_schedules, analytics.export_jobs, analytics.export_events,"
-            " analytics.export_manifests, analytics.export_idempotency, analytics.hourly_rollups,"
+            " analytics.export_manifests, analytics.export_idempotency, analytics.webhook_endpoints,"
+            " analytics.webhook_deliveries, analytics.webhook_attempts, analytics.hourly_rollups,"
             " analytics.daily_rollups"
         )
     finally:

@@ -22,6 +22,7 @@ from service.repository import JobRepository, create_pool
 from service.scheduling import ScheduleService
 from service.settings import Settings
 from service.storage import ObjectStore, open_s3_client
+from service.webhook_endpoints import WebhookService
 
 log = logging.getLogger(__name__)
 #: Request bodies are small JSON documents; anything larger is refused with 413.
@@ -51,6 +52,9 @@ async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.SCHEDULES] = ScheduleService(
         app[keys.REPOSITORY], retention_months=app[keys.SETTINGS].data_retention_months
+    )
+    app[keys.WEBHOOKS] = WebhookService(
+        app[keys.REPOSITORY], allow_private_urls=app[keys.SETTINGS].webhook_allow_private_urls
     )
     yield
 

@@ -12,20 +12,23 @@ from service.api import keys
 from service.api.auth import Principal
 from service.api.contract import Call
 from service.api.schemas import (
+    delivery_page_json,
     event_page_json,
-    job_json,
     page_json,
     parse_export_request,
     parse_schedule_spec,
+    parse_webhook_events,
     schedule_body,
     schedule_json,
+    webhook_json,
 )
 from service.api.server import internal_only
-from service.job import Caller, JobStatus
+from service.job import API_BASE, Caller, JobStatus, job_json, job_path
 from service.metrics import CONTENT_TYPE
 from service.schedule import Schedule, ScheduleSpec
+from service.webhook import WebhookChange
 
-BASE = "/analytics/v1"
+BASE = API_BASE
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -46,10 +49,6 @@ def caller_of(request: web.Request, principal: Principal) -> Caller:
     )
 
 
-def job_location(org_id: uuid.UUID, job_id: uuid.UUID) -> str:
-    return f"{BASE}/orgs/{org_id}/exports/{job_id}"
-
-
 async def create_export(request: web.Request, call: Call) -> web.Response:
     export = parse_export_request(
         call.body,
@@ -60,7 +59,7 @@ async def create_export(request: web.Request, call: Call) -> web.Response:
     created = await request.app[keys.EXPORTS].create(
         export, caller_of(request, call.caller), request.headers.get("Idempotency-Key")
     )
-    headers = {"Location": job_location(call.org_id, created.job.job_id)}
+    headers = {"Location": job_path(call.org_id, created.job.job_id)}
     if not created.new:
         headers["Idempotent-Replayed"] = "true"
     return json_response(job_json(created.job), status=202, headers=headers)
@@ -174,3 +173,49 @@ async def update_schedule(request: web.Request, call: Call) -> web.Response:
 async def delete_schedule(request: web.Request, call: Call) -> web.Response:
     await request.app[keys.SCHEDULES].delete(call.org_id, call.path["scheduleId"])
     return web.Response(status=204, headers={"Cache-Control": "no-store"})
+
+
+def webhook_location(org_id: uuid.UUID, webhook_id: uuid.UUID) -> str:
+    return f"{BASE}/orgs/{org_id}/webhooks/{webhook_id}"
+
+
+async def create_webhook(request: web.Request, call: Call) -> web.Response:
+    events = parse_webhook_events(call.body)
+    assert events is not None  # required by the schema
+    service = request.app[keys.WEBHOOKS]
+    webhook, secret = await service.create(call.org_id, call.caller.subject, call.body["url"], events)
+    headers = {"Location": webhook_location(call.org_id, webhook.webhook_id)}
+    return json_response(webhook_json(webhook, secret), status=201, headers=headers)
+
+
+async def list_webhooks(request: web.Request, call: Call) -> web.Response:
+    webhooks = await request.app[keys.WEBHOOKS].all_of(call.org_id)
+    return json_response({"items": [webhook_json(webhook) for webhook in webhooks]})
+
+
+async def get_webhook(request: web.Request, call: Call) -> web.Response:
+    webhook = await request.app[keys.WEBHOOKS].get(call.org_id, call.path["webhookId"])
+    return json_response(webhook_json(webhook))
+
+
+async def update_webhook(request: web.Request, call: Call) -> web.Response:
+    change = WebhookChange(call.body.get("url"), parse_webhook_events(call.body), call.body.get("enabled"))
+    webhook = await request.app[keys.WEBHOOKS].update(call.org_id, call.path["webhookId"], change)
+    return json_response(webhook_json(webhook))
+
+
+async def delete_webhook(request: web.Request, call: Call) -> web.Response:
+    await request.app[keys.WEBHOOKS].delete(call.org_id, call.path["webhookId"])
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
+
+
+async def rotate_webhook_secret(request: web.Request, call: Call) -> web.Response:
+    webhook, secret = await request.app[keys.WEBHOOKS].rotate_secret(call.org_id, call.path["webhookId"])
+    return json_response(webhook_json(webhook, secret))
+
+
+async def list_deliveries(request: web.Request, call: Call) -> web.Response:
+    page = await request.app[keys.WEBHOOKS].deliveries(
+        call.org_id, call.path["webhookId"], limit=call.query["limit"], cursor=call.query.get("cursor")
+    )
+    return json_response(delivery_page_json(page))

@@ -13,6 +13,7 @@ from service.repository import JobRepository
 from service.scheduling import ScheduleService
 from service.settings import Settings
 from service.storage import ObjectStore
+from service.webhook_endpoints import WebhookService
 
 SETTINGS = web.AppKey("settings", Settings)
 REPOSITORY = web.AppKey("repository", JobRepository)
@@ -20,6 +21,7 @@ STORE = web.AppKey("store", ObjectStore)
 QUEUE = web.AppKey("queue", JobQueue)
 EXPORTS = web.AppKey("exports", ExportService)
 SCHEDULES = web.AppKey("schedules", ScheduleService)
+WEBHOOKS = web.AppKey("webhooks", WebhookService)
 OPENAPI = web.AppKey("openapi", dict[str, object])
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", ApiMetrics)

@@ -16,11 +16,14 @@ EXPORTS: Final = BASE + "/orgs/{orgId}/exports"
 JOB: Final = EXPORTS + "/{jobId}"
 SCHEDULES: Final = BASE + "/orgs/{orgId}/export-schedules"
 SCHEDULE: Final = SCHEDULES + "/{scheduleId}"
+WEBHOOKS: Final = BASE + "/orgs/{orgId}/webhooks"
+WEBHOOK: Final = WEBHOOKS + "/{webhookId}"
 
 _UUID: Final = {"type": "string", "format": "uuid"}
 ORG_ID: Final = Parameter("orgId", "path", _UUID, required=True)
 JOB_ID: Final = Parameter("jobId", "path", _UUID, required=True)
 SCHEDULE_ID: Final = Parameter("scheduleId", "path", _UUID, required=True)
+WEBHOOK_ID: Final = Parameter("webhookId", "path", _UUID, required=True)
 BY_SCHEDULE: Final = Parameter(
     "scheduleId", "query", _UUID, description="Only the exports this export schedule made."
 )
@@ -53,6 +56,7 @@ GUARDED: Final = {
 }
 NO_SUCH_JOB: Final = {404: problem("No such job in this org.")}
 NO_SUCH_SCHEDULE: Final = {404: problem("No such export schedule in this org.")}
+NO_SUCH_WEBHOOK: Final = {404: problem("No such webhook in this org.")}
 BODY_REFUSED: Final = {
     408: problem("The body did not arrive within HTTP_BODY_TIMEOUT; the connection is closed."),
     413: problem("Request body too large."),
@@ -230,6 +234,90 @@ ROUTES: Final[tuple[Route, ...]] = (
         WRITE,
         {204: Answer("Deleted."), **GUARDED, **NO_SUCH_SCHEDULE},
         (ORG_ID, SCHEDULE_ID),
+    ),
+    Route(
+        "POST",
+        WEBHOOKS,
+        "createWebhook",
+        "Register a webhook endpoint (scope exports:write). The answer holds its signing secret, "
+        "which no later answer shows.",
+        handlers.create_webhook,
+        WRITE,
+        {
+            201: Answer(
+                "Created: the endpoint and its secret.",
+                "WebhookWithSecret",
+                headers={"Location": {"schema": {"type": "string"}, "description": "The webhook's URL."}},
+            ),
+            **GUARDED,
+            **BODY_REFUSED,
+            409: problem("The org already has as many webhooks as it may (20)."),
+        },
+        (ORG_ID,),
+        body="CreateWebhookRequest",
+    ),
+    Route(
+        "GET",
+        WEBHOOKS,
+        "listWebhooks",
+        "The org's webhook endpoints, oldest first (scope exports:read).",
+        handlers.list_webhooks,
+        READ,
+        {200: Answer("The endpoints.", "WebhookList"), **GUARDED},
+        (ORG_ID,),
+    ),
+    Route(
+        "GET",
+        WEBHOOK,
+        "getWebhook",
+        "One webhook endpoint (scope exports:read).",
+        handlers.get_webhook,
+        READ,
+        {200: Answer("The endpoint.", "Webhook"), **GUARDED, **NO_SUCH_WEBHOOK},
+        (ORG_ID, WEBHOOK_ID),
+    ),
+    Route(
+        "PATCH",
+        WEBHOOK,
+        "updateWebhook",
+        "Change a webhook endpoint's URL or events, or disable or enable it (scope exports:write).",
+        handlers.update_webhook,
+        WRITE,
+        {200: Answer("The endpoint.", "Webhook"), **GUARDED, **BODY_REFUSED, **NO_SUCH_WEBHOOK},
+        (ORG_ID, WEBHOOK_ID),
+        body="UpdateWebhookRequest",
+    ),
+    Route(
+        "DELETE",
+        WEBHOOK,
+        "deleteWebhook",
+        "Delete a webhook endpoint and its deliveries (scope exports:write).",
+        handlers.delete_webhook,
+        WRITE,
+        {204: Answer("Deleted."), **GUARDED, **NO_SUCH_WEBHOOK},
+        (ORG_ID, WEBHOOK_ID),
+    ),
+    Route(
+        "POST",
+        WEBHOOK + "/rotate-secret",
+        "rotateWebhookSecret",
+        "A new signing secret (scope exports:write); for 24 hours deliveries carry a signature "
+        "with the old one too.",
+        handlers.rotate_webhook_secret,
+        WRITE,
+        {200: Answer("The endpoint and its new secret.", "WebhookWithSecret"), **GUARDED, **NO_SUCH_WEBHOOK},
+        (ORG_ID, WEBHOOK_ID),
+    ),
+    Route(
+        "GET",
+        WEBHOOK + "/deliveries",
+        "listWebhookDeliveries",
+        "The endpoint's deliveries, newest first, each with its attempts and the status codes "
+        "they got (scope exports:read).",
+        handlers.list_deliveries,
+        READ,
+        {200: Answer("The deliveries.", "WebhookDeliveryList"), **GUARDED, **NO_SUCH_WEBHOOK},
+        (ORG_ID, WEBHOOK_ID, LIMIT, CURSOR),
     ),
     Route(
         "GET",

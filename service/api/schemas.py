@@ -19,13 +19,14 @@ from service.job import (
     ExportFormat,
     ExportRequest,
     Granularity,
-    Job,
     JobPage,
     JobStatus,
+    job_json,
     rfc3339,
 )
 from service.retention import retention_cutoff
 from service.schedule import Cadence, Period, Recurrence, Schedule, ScheduleSpec
+from service.webhook import MAX_URL_LENGTH, DeliveryPage, DeliveryStatus, Webhook, WebhookEvent
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -166,41 +167,6 @@ def parse_time_zone(name: str, start: datetime, end: datetime) -> str:
             )
         moment += timedelta(hours=1)
     return name
-
-
-def job_json(job: Job) -> dict[str, object]:
-    coverage = job.coverage
-
-    def opt(value: datetime | None) -> str | None:
-        return rfc3339(value) if value is not None else None
-
-    return {
-        "jobId": str(job.job_id),
-        "orgId": str(job.org_id),
-        "requestedBy": job.requested_by,
-        "status": job.status.value,
-        "granularity": job.granularity.value,
-        "timeRange": {"start": rfc3339(job.time_range_start), "end": rfc3339(job.time_range_end)},
-        "timeZone": job.time_zone,
-        "coverage": {"start": rfc3339(coverage.start), "end": rfc3339(coverage.end)},
-        "models": list(job.models) if job.models is not None else None,
-        "initiatedAt": rfc3339(job.initiated_at),
-        "completedAt": opt(job.completed_at),
-        "expiresAt": opt(job.expires_at),
-        "rowCount": job.row_count,
-        "byteCount": job.byte_count,
-        "checksum": job.checksum,
-        "outputUri": job.output_uri,
-        "errorMessage": job.error_message,
-        "cancelRequestedAt": opt(job.cancel_requested_at),
-        "attempts": job.charged_attempts,
-        # Only a pending job waits for a retry; the column outlives the wait (a cancel keeps it).
-        "nextAttemptAt": opt(job.available_at) if job.status is JobStatus.PENDING else None,
-        "format": job.output_format.value,
-        "schema": job.output_schema.value,
-        "manifestChecksum": job.manifest_checksum,
-        "scheduleId": str(job.schedule_id) if job.schedule_id is not None else None,
-    }
 
 
 def event_json(event: Event) -> dict[str, object]:
@@ -683,4 +649,178 @@ def schedule_json(schedule: Schedule) -> dict[str, object]:
         "lastJobId": str(schedule.last_job_id) if schedule.last_job_id is not None else None,
         "createdAt": rfc3339(schedule.created_at),
         "updatedAt": rfc3339(schedule.updated_at),
+    }
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+_WEBHOOK_FIELDS: Final[dict[str, object]] = {
+    "url": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_URL_LENGTH,
+        "description": "Where deliveries are POSTed: an https:// URL of a public host.",
+    },
+    "events": {
+        "type": "array",
+        "minItems": 1,
+        "uniqueItems": True,
+        "items": {"type": "string", "enum": [e.value for e in WebhookEvent]},
+        "description": "The events it gets.",
+    },
+}
+SCHEMAS["CreateWebhookRequest"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["url", "events"],
+    "properties": _WEBHOOK_FIELDS,
+}
+SCHEMAS["UpdateWebhookRequest"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        **_WEBHOOK_FIELDS,
+        "enabled": {
+            "type": "boolean",
+            "description": "false stops deliveries (waiting ones fail); true starts them again.",
+        },
+    },
+    "description": "The fields to change; the others keep their values.",
+}
+_WEBHOOK_PROPERTIES: Final[dict[str, object]] = {
+    "webhookId": {"type": "string", "format": "uuid"},
+    "orgId": {"type": "string", "format": "uuid"},
+    "createdBy": {"type": "string"},
+    **_WEBHOOK_FIELDS,
+    "enabled": {"type": "boolean"},
+    "disabledReason": {
+        "type": ["string", "null"],
+        "description": "Why it is disabled: by its owner, or after failing every attempt for a day.",
+    },
+    "disabledAt": _NULLABLE_TIMESTAMP,
+    "failingSince": {
+        **_NULLABLE_TIMESTAMP,
+        "description": "The first failed attempt since the last delivery (null: not failing).",
+    },
+    "previousSecretExpiresAt": {
+        **_NULLABLE_TIMESTAMP,
+        "description": "After a rotation, until when deliveries are signed with the old secret too.",
+    },
+    "createdAt": _TIMESTAMP,
+    "updatedAt": _TIMESTAMP,
+}
+SCHEMAS["Webhook"] = {
+    "type": "object",
+    "required": list(_WEBHOOK_PROPERTIES),
+    "properties": _WEBHOOK_PROPERTIES,
+}
+SCHEMAS["WebhookWithSecret"] = {
+    "type": "object",
+    "required": [*_WEBHOOK_PROPERTIES, "secret"],
+    "properties": {
+        **_WEBHOOK_PROPERTIES,
+        "secret": {
+            "type": "string",
+            "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$",
+            "description": "The signing secret: shown only in this answer.",
+        },
+    },
+}
+SCHEMAS["WebhookList"] = {
+    "type": "object",
+    "required": ["items"],
+    "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}},
+}
+_ATTEMPT_PROPERTIES: Final[dict[str, object]] = {
+    "attempt": {"type": "integer", "minimum": 1},
+    "attemptedAt": _TIMESTAMP,
+    "statusCode": {"type": ["integer", "null"], "description": "null: no answer (timeout, refused)."},
+    "error": {"type": ["string", "null"], "description": "null: delivered."},
+    "durationMs": {"type": "integer", "minimum": 0},
+}
+_DELIVERY_PROPERTIES: Final[dict[str, object]] = {
+    "deliveryId": {"type": "string", "format": "uuid"},
+    "messageId": {"type": "string", "description": "The webhook-id header of every attempt."},
+    "event": {"type": "string", "enum": [e.value for e in WebhookEvent]},
+    "jobId": {"type": "string", "format": "uuid"},
+    "status": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+    "attempts": {
+        "type": "array",
+        "items": {"type": "object", "required": list(_ATTEMPT_PROPERTIES), "properties": _ATTEMPT_PROPERTIES},
+    },
+    "nextAttemptAt": _NULLABLE_TIMESTAMP,
+    "createdAt": _TIMESTAMP,
+    "finishedAt": _NULLABLE_TIMESTAMP,
+}
+SCHEMAS["WebhookDelivery"] = {
+    "type": "object",
+    "required": list(_DELIVERY_PROPERTIES),
+    "properties": _DELIVERY_PROPERTIES,
+}
+SCHEMAS["WebhookDeliveryList"] = {
+    "type": "object",
+    "required": ["items", "nextCursor"],
+    "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookDelivery"}},
+        "nextCursor": {"type": ["string", "null"]},
+    },
+}
+
+
+def parse_webhook_events(body: Any) -> tuple[WebhookEvent, ...] | None:
+    """The events of a webhook body, in the order sent (None: not in the body)."""
+    return tuple(WebhookEvent(e) for e in body["events"]) if "events" in body else None
+
+
+def _opt_time(value: datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
+
+
+def webhook_json(webhook: Webhook, secret: str | None = None) -> dict[str, object]:
+    body: dict[str, object] = {
+        "webhookId": str(webhook.webhook_id),
+        "orgId": str(webhook.org_id),
+        "createdBy": webhook.created_by,
+        "url": webhook.url,
+        "events": [e.value for e in webhook.events],
+        "enabled": webhook.enabled,
+        "disabledReason": webhook.disabled_reason,
+        "disabledAt": _opt_time(webhook.disabled_at),
+        "failingSince": _opt_time(webhook.failing_since),
+        "previousSecretExpiresAt": _opt_time(webhook.previous_secret_expires_at),
+        "createdAt": rfc3339(webhook.created_at),
+        "updatedAt": rfc3339(webhook.updated_at),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+def delivery_page_json(page: DeliveryPage) -> dict[str, object]:
+    return {
+        "items": [
+            {
+                "deliveryId": str(d.delivery_id),
+                "messageId": d.message_id,
+                "event": d.event.value,
+                "jobId": str(d.job_id),
+                "status": d.status.value,
+                "attempts": [
+                    {
+                        "attempt": a.attempt,
+                        "attemptedAt": rfc3339(a.attempted_at),
+                        "statusCode": a.status_code,
+                        "error": a.error,
+                        "durationMs": a.duration_ms,
+                    }
+                    for a in d.attempts
+                ],
+                "nextAttemptAt": _opt_time(d.next_attempt_at),
+                "createdAt": rfc3339(d.created_at),
+                "finishedAt": _opt_time(d.finished_at),
+            }
+            for d in page.items
+        ],
+        "nextCursor": page.next_cursor,
     }

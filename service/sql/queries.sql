@@ -420,14 +420,18 @@ ORDER BY charge_start, model_id COLLATE "C", currency;
 -- name: job_backlog
 -- Pending and running jobs of every org, how long the oldest pending job has been due (a job
 -- waiting out a retry backoff is due from available_at), and enabled schedules whose next run is
--- over $1 seconds late (a tick should have made it): the /metrics backlog gauges.
+-- over $1 seconds late (a tick should have made it), and as late webhook deliveries: the
+-- /metrics backlog gauges.
 SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'running') AS running,
        coalesce(extract(epoch FROM now() - min(coalesce(available_at, initiated_at))
                 FILTER (WHERE status = 'pending' AND coalesce(available_at, initiated_at) <= now())), 0)::float8
            AS oldest_pending_seconds,
        (SELECT count(*) FROM analytics.export_schedules
-        WHERE enabled AND next_run_at < now() - make_interval(secs => $1)) AS overdue_schedules
+        WHERE enabled AND next_run_at < now() - make_interval(secs => $1)) AS overdue_schedules,
+       (SELECT count(*) FROM analytics.webhook_deliveries
+        WHERE status = 'pending' AND next_attempt_at < now() - make_interval(secs => $1))
+           AS overdue_webhook_deliveries
 FROM analytics.export_jobs
 WHERE status IN ('pending', 'running');
 
@@ -566,3 +570,154 @@ INSERT INTO analytics.export_jobs
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (schedule_id, time_range_start, time_range_end) WHERE schedule_id IS NOT NULL DO NOTHING
 RETURNING *;
+
+-- name: count_webhooks
+-- How many webhook endpoints the org has.
+SELECT count(*) FROM analytics.webhook_endpoints WHERE org_id = $1;
+
+-- name: create_webhook
+-- Insert a new endpoint and return it.
+INSERT INTO analytics.webhook_endpoints (webhook_id, org_id, created_by, url, events, secret)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING *;
+
+-- name: get_webhook
+-- One endpoint of one org (another org's is simply not found).
+SELECT * FROM analytics.webhook_endpoints WHERE org_id = $1 AND webhook_id = $2;
+
+-- name: list_webhooks
+-- An org's endpoints, oldest first.
+SELECT * FROM analytics.webhook_endpoints WHERE org_id = $1 ORDER BY created_at, webhook_id LIMIT $2;
+
+-- name: update_webhook
+-- Change an endpoint's URL ($3), events ($4) or enabled flag ($5); NULL keeps a value. Enabled
+-- again, it starts afresh (not failing); disabled by its owner, it says so.
+UPDATE analytics.webhook_endpoints
+SET url = coalesce($3, url),
+    events = coalesce($4, events),
+    enabled = coalesce($5, enabled),
+    disabled_reason = CASE WHEN $5 IS NULL OR $5 = enabled THEN disabled_reason
+                           WHEN $5 THEN NULL ELSE 'disabled through the API' END,
+    disabled_at = CASE WHEN $5 IS NULL OR $5 = enabled THEN disabled_at
+                       WHEN $5 THEN NULL ELSE clock_timestamp() END,
+    failing_since = CASE WHEN $5 AND NOT enabled THEN NULL ELSE failing_since END,
+    updated_at = clock_timestamp()
+WHERE org_id = $1 AND webhook_id = $2
+RETURNING *;
+
+-- name: fail_pending_deliveries
+-- A disabled endpoint's deliveries that wait for an attempt are failed (none will be made).
+UPDATE analytics.webhook_deliveries
+SET status = 'failed', next_attempt_at = NULL, finished_at = clock_timestamp()
+WHERE webhook_id = $1 AND status = 'pending';
+
+-- name: delete_webhook
+-- Delete an endpoint, its deliveries and their attempts.
+DELETE FROM analytics.webhook_endpoints WHERE org_id = $1 AND webhook_id = $2 RETURNING webhook_id;
+
+-- name: rotate_webhook_secret
+-- A new secret ($3); the one it replaces still signs for $4 seconds.
+UPDATE analytics.webhook_endpoints
+SET previous_secret = secret,
+    previous_secret_expires_at = clock_timestamp() + make_interval(secs => $4),
+    secret = $3,
+    updated_at = clock_timestamp()
+WHERE org_id = $1 AND webhook_id = $2
+RETURNING *;
+
+-- name: list_deliveries
+-- An endpoint's deliveries, newest first, before the cursor's seq $3 (NULL: from the newest),
+-- each with its attempts, oldest first.
+SELECT d.delivery_id, d.seq, d.webhook_id, d.org_id, d.event, d.job_id, d.status, d.next_attempt_at,
+       d.created_at, d.finished_at,
+       coalesce((SELECT jsonb_agg(to_jsonb(a) - 'delivery_id' ORDER BY a.attempt)
+                 FROM analytics.webhook_attempts a WHERE a.delivery_id = d.delivery_id), '[]') AS attempts
+FROM analytics.webhook_deliveries d
+WHERE d.webhook_id = $1 AND d.org_id = $2 AND ($3::bigint IS NULL OR d.seq < $3)
+ORDER BY d.seq DESC
+LIMIT $4;
+
+-- name: claim_due_deliveries
+-- Deliveries due for an attempt, the most overdue first; each is held for $2 seconds (its next
+-- attempt moved ahead) while a message carries it to a worker, so a tick at once takes others.
+-- Returned with the attempts made so far: the message names the attempt it may make.
+UPDATE analytics.webhook_deliveries d
+SET next_attempt_at = clock_timestamp() + make_interval(secs => $2)
+FROM (SELECT delivery_id FROM analytics.webhook_deliveries
+      WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()
+      ORDER BY next_attempt_at
+      LIMIT $1
+      FOR UPDATE SKIP LOCKED) due
+WHERE d.delivery_id = due.delivery_id
+RETURNING d.delivery_id, d.attempts;
+
+-- name: begin_attempt
+-- Start attempt $2 + 1 of a pending delivery to an enabled endpoint, if no other attempt started
+-- since the message was sent (compare-and-set on attempts); the delivery is held for $3 seconds.
+-- Returns what the attempt needs: the endpoint's URL and live secrets, the body if made.
+UPDATE analytics.webhook_deliveries d
+SET attempts = d.attempts + 1,
+    next_attempt_at = clock_timestamp() + make_interval(secs => $3)
+FROM analytics.webhook_endpoints e
+WHERE d.delivery_id = $1 AND d.status = 'pending' AND d.attempts = $2
+  AND e.webhook_id = d.webhook_id AND e.enabled
+RETURNING d.delivery_id, d.webhook_id, d.org_id, d.event, d.job_id, d.attempts, d.payload, d.details,
+          d.created_at, e.url, e.secret,
+          CASE WHEN e.previous_secret_expires_at > clock_timestamp() THEN e.previous_secret END
+              AS previous_secret;
+
+-- name: set_delivery_payload
+-- The body of a delivery, written once: every later attempt sends the same bytes.
+UPDATE analytics.webhook_deliveries SET payload = coalesce(payload, $2)
+WHERE delivery_id = $1
+RETURNING payload;
+
+-- name: record_attempt
+-- What one attempt got.
+INSERT INTO analytics.webhook_attempts (delivery_id, attempt, attempted_at, status_code, error, duration_ms)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING;
+
+-- name: mark_delivered
+-- The receiver took it (whichever attempt did); the endpoint is not failing.
+WITH delivered AS (
+    UPDATE analytics.webhook_deliveries
+    SET status = 'delivered', next_attempt_at = NULL, finished_at = clock_timestamp()
+    WHERE delivery_id = $1 AND status = 'pending'
+    RETURNING webhook_id
+)
+UPDATE analytics.webhook_endpoints SET failing_since = NULL
+WHERE webhook_id = (SELECT webhook_id FROM analytics.webhook_deliveries WHERE delivery_id = $1);
+
+-- name: mark_attempt_failed
+-- Attempt $2 failed: the next one at $3, or none ($3 NULL: the delivery failed), unless another
+-- attempt started meanwhile. The endpoint is failing since its first failure after a delivery.
+WITH failed AS (
+    UPDATE analytics.webhook_deliveries
+    SET next_attempt_at = $3,
+        status = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
+        finished_at = CASE WHEN $3::timestamptz IS NULL THEN clock_timestamp() END
+    WHERE delivery_id = $1 AND status = 'pending' AND attempts = $2
+    RETURNING webhook_id
+)
+UPDATE analytics.webhook_endpoints SET failing_since = coalesce(failing_since, $4)
+WHERE webhook_id = (SELECT webhook_id FROM analytics.webhook_deliveries WHERE delivery_id = $1)
+RETURNING failing_since;
+
+-- name: delivery_webhook
+-- The endpoint a delivery goes to.
+SELECT webhook_id FROM analytics.webhook_deliveries WHERE delivery_id = $1;
+
+-- name: disable_failing_webhook
+-- Disable an endpoint that has failed every attempt since $2 or before.
+UPDATE analytics.webhook_endpoints
+SET enabled = false, disabled_at = clock_timestamp(), disabled_reason = $3, updated_at = clock_timestamp()
+WHERE webhook_id = $1 AND enabled AND failing_since <= $2
+RETURNING webhook_id;
+
+-- name: forget_webhook_deliveries
+-- Finished deliveries older than $1 (their attempts with them), at most $2 of them.
+DELETE FROM analytics.webhook_deliveries
+WHERE delivery_id IN (SELECT delivery_id FROM analytics.webhook_deliveries
+                      WHERE status <> 'pending' AND finished_at < $1
+                      LIMIT $2);

@@ -13,7 +13,7 @@ from actors.scheduler import run_scheduler
 from actors.tasks import TICK_TIME_LIMIT_MS, Actors, declare_actors
 from service.settings import Settings
 
-TICKS = {"expire_exports", "sweep_exports", "prune_rollups", "run_schedules"}
+TICKS = {"expire_exports", "sweep_exports", "prune_rollups", "run_schedules", "dispatch_webhooks"}
 
 
 class OneInterval(threading.Event):

@@ -16,13 +16,12 @@ from service.api.schemas import (
     MAX_MODEL_ID_LENGTH,
     MAX_MODELS,
     SCHEMAS,
-    job_json,
     page_json,
     parse_export_request,
     parse_schedule_spec,
 )
 from service.errors import ValidationFailed
-from service.job import DatasetSchema, ExportFormat, Granularity, JobPage, JobStatus
+from service.job import DatasetSchema, ExportFormat, Granularity, JobPage, JobStatus, job_json
 from service.retention import months_before
 from tests.support.fakes import ORG_A, make_job, schema_errors, succeeded_job
 
