@@ -18,6 +18,7 @@ from service.exporter import Exporter
 from service.housekeeping import Housekeeper
 from service.metrics import ExportMetrics
 from service.repository import JobRepository, create_pool
+from service.restatement import Restater
 from service.scheduling import ScheduleService
 from service.settings import Settings
 from service.storage import ObjectStore, open_s3_client
@@ -32,6 +33,7 @@ class Resources:
     housekeeper: Housekeeper
     schedules: ScheduleService
     webhooks: WebhookSender
+    restater: Restater
 
 
 class WorkerContext(Middleware):
@@ -111,6 +113,7 @@ class WorkerContext(Middleware):
             Housekeeper(repository, store, settings, self.metrics),
             ScheduleService(repository, retention_months=settings.data_retention_months),
             WebhookSender(repository, transport, settings, self.metrics),
+            Restater(repository, check_interval=settings.restatement_check_interval),
         )
 
     async def _close(self) -> None:

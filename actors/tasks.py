@@ -37,6 +37,7 @@ class Actors:
     run_schedules: Actor[[], None]
     dispatch_webhooks: Actor[[], None]
     deliver_webhook: Actor[[str, int], None]
+    restate_exports: Actor[[], None]
 
     @property
     def ticks(self) -> tuple[Actor[[], None], ...]:
@@ -47,6 +48,7 @@ class Actors:
             self.prune_rollups,
             self.run_schedules,
             self.dispatch_webhooks,
+            self.restate_exports,
         )
 
 
@@ -174,6 +176,12 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
 
         await housekeep("webhooks", publishing(dispatch))
 
+    @periodic("restate_exports")
+    async def restate_exports() -> None:
+        await housekeep(
+            "restatements", publishing(lambda resources, queue: resources.restater.check_due(queue))
+        )
+
     return Actors(
         run_export,
         expire_exports,
@@ -182,4 +190,5 @@ def declare_actors(broker: Broker, settings: Settings, context: WorkerContext | 
         run_schedules,
         dispatch_webhooks,
         deliver_webhook,
+        restate_exports,
     )

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, TextIO, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -215,14 +215,44 @@ class ExportsClient:
     ) -> object:
         """One call to the org's export schedules (``schedule_id`` for one of them); its JSON, or
         None for a 204."""
-        url = f"{self._org}/export-schedules"
-        if schedule_id is not None:
-            url += f"/{quote(schedule_id, safe='')}"
+        return await self._resource(method, ("export-schedules", schedule_id), body)
+
+    async def webhooks(
+        self,
+        method: str,
+        webhook_id: str | None = None,
+        body: Mapping[str, object] | None = None,
+        *,
+        action: str | None = None,
+        query: Mapping[str, object] | None = None,
+    ) -> object:
+        """One call to the org's webhook endpoints (``webhook_id`` for one of them, ``action`` for
+        one of its sub-resources: ``rotate-secret``, ``deliveries``); its JSON, or None for a 204."""
+        path = ("webhooks", webhook_id, action)
+        return await self._resource(method, path, body, query, created=action is None)
+
+    async def _resource(
+        self,
+        method: str,
+        path: tuple[str | None, ...],
+        body: Mapping[str, object] | None = None,
+        query: Mapping[str, object] | None = None,
+        *,
+        created: bool = True,
+    ) -> object:
+        """One JSON call to a resource of the org: ``path``'s segments (None ones left out) under
+        it, ``query``'s parameters (None ones left out). Success is 204 for a DELETE, 201 for a
+        POST when it ``created`` something, else 200; the answer's JSON, or None for a 204."""
+        url = "/".join([self._org, *(quote(part, safe="") for part in path if part is not None)])
+        parameters = {name: str(value) for name, value in (query or {}).items() if value is not None}
+        if parameters:
+            url += f"?{urlencode(parameters)}"
         headers = dict(self._auth)
         if body is not None:
             headers["Content-Type"] = "application/json"
         reply = await self._send(method, url, headers, orjson.dumps(body) if body is not None else None)
-        self._expect(reply, {"POST": 201, "DELETE": 204}.get(method, 200))
+        expected = {"POST": 201 if created else 200, "DELETE": 204}.get(method, 200)
+        self._expect(reply, expected)
         return None if reply.status == 204 else _json(reply)
 
     async def get_manifest(self, job_id: str) -> bytes:

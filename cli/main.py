@@ -23,6 +23,7 @@ from service.logs import configure_logging
 from service.migrations import migrate_down, migrate_up
 from service.repository import seed_demo
 from service.settings import Settings, parse_duration
+from service.webhook import WebhookEvent
 
 # Each command imports what its own process runs, inside the command: a worker never loads the
 # API's modules, and the API and the scheduler never load the exporter's (pyarrow alone is ~50 MiB
@@ -266,6 +267,34 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return command.run()
 
 
+def cmd_webhook(args: argparse.Namespace) -> int:
+    """An org's webhook endpoints, through the REST API (a client, like ``export``)."""
+    from cli.client import EXIT_USAGE
+    from cli.webhooks import WebhookCommand
+
+    if not _has_api_client_args(args, "webhook"):
+        return EXIT_USAGE
+    fields = {"url": args.url, "events": args.events, "enabled": args.enabled}
+    body: dict[str, object] = {name: value for name, value in fields.items() if value is not None}
+    if args.action in ("create", "update") and not body:
+        print(f"analytics-exports webhook {args.action}: give the fields to set", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action not in ("create", "list") and not args.webhook_id:
+        print(f"analytics-exports webhook {args.action}: which webhook? give its id", file=sys.stderr)
+        return EXIT_USAGE
+    query = {"limit": args.limit, "cursor": args.cursor}
+    command = WebhookCommand(
+        args.api,
+        args.token,
+        args.org,
+        args.action,
+        args.webhook_id,
+        body if args.action in ("create", "update") else None,
+        query if args.action == "deliveries" else None,
+    )
+    return command.run()
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a downloaded export against its manifest; needs nothing but the two files."""
     from cli.client import EXIT_USAGE
@@ -292,6 +321,20 @@ def _seconds(raw: str) -> float:
         return parse_duration("value", raw)
     except SettingsError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+
+
+def _events(raw: str) -> list[str]:
+    """``--events``: comma-separated event names, each one the API knows."""
+    events = [name.strip() for name in raw.split(",") if name.strip()]
+    known = [event.value for event in WebhookEvent]
+    unknown = [name for name in events if name not in known]
+    if unknown or not events:
+        given = f"unknown event {', '.join(map(repr, unknown))}; " if unknown else ""
+        raise argparse.ArgumentTypeError(f"{given}give one or more of {', '.join(known)}, comma-separated")
+    twice = sorted({name for name in events if events.count(name) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} given more than once")
+    return events
 
 
 EXPORT_EPILOG = """\
@@ -416,6 +459,47 @@ def build_parser() -> argparse.ArgumentParser:
     enabled = schedule.add_mutually_exclusive_group()
     enabled.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
     enabled.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    webhook = sub.add_parser(
+        "webhook",
+        help="create, list, show, update or delete the org's webhook endpoints, rotate their secret"
+        " or list their deliveries over the REST API",
+        description="Webhook endpoints: each gets a signed POST when one of the org's exports succeeds,\n"
+        "fails or is restated. create needs --url and --events; update sends only the fields given.\n"
+        "create and rotate-secret answer with the signing secret, which no other answer shows.",
+        epilog="exit status: 0 done; 2 bad arguments or the API refused (4xx); 3 the API could not be "
+        "reached or answered 429/5xx.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    webhook.add_argument(
+        "action", choices=["create", "list", "show", "update", "delete", "rotate-secret", "deliveries"]
+    )
+    webhook.add_argument(
+        "webhook_id", nargs="?", metavar="WEBHOOK_ID", help="show, update, delete, rotate-secret, deliveries"
+    )
+    webhook.add_argument("--api", default=os.environ.get("API"), help="API base URL (default: $API)")
+    webhook.add_argument("--token", default=os.environ.get("TOKEN"), help="bearer token (default: $TOKEN)")
+    webhook.add_argument("--org", default=os.environ.get("ORG"), help="org UUID (default: $ORG)")
+    webhook.add_argument("--url", help="where deliveries are POSTed: an https:// URL of a public host")
+    webhook.add_argument(
+        "--events",
+        type=_events,
+        metavar="EVENT,...",
+        help=f"the events it gets, comma-separated: {', '.join(e.value for e in WebhookEvent)}",
+    )
+    enabled = webhook.add_mutually_exclusive_group()
+    enabled.add_argument(
+        "--enable",
+        dest="enabled",
+        action="store_const",
+        const=True,
+        default=None,
+        help="update: deliver to it again",
+    )
+    enabled.add_argument(
+        "--disable", dest="enabled", action="store_const", const=False, help="update: stop delivering to it"
+    )
+    webhook.add_argument("--limit", type=int, help="deliveries: how many, newest first")
+    webhook.add_argument("--cursor", help="deliveries: the nextCursor of the page before")
     verify_command = sub.add_parser(
         "verify",
         help="check a downloaded export against its manifest: bytes, SHA-256, rows and every total",
@@ -437,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_verify(args)
     if args.command == "schedule":
         return cmd_schedule(args)
+    if args.command == "webhook":
+        return cmd_webhook(args)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:

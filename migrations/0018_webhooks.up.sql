@@ -45,6 +45,8 @@ CREATE TABLE analytics.webhook_deliveries (
     attempts        integer     NOT NULL DEFAULT 0,
     -- When the next attempt is due (NULL once finished); a dispatch moves it ahead as its claim.
     next_attempt_at timestamptz,
+    -- When the attempt under way became due (claims leave it): how late deliveries are.
+    due_at          timestamptz NOT NULL DEFAULT now(),
     created_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
     CONSTRAINT webhook_deliveries_due CHECK ((status = 'pending') = (next_attempt_at IS NOT NULL)),

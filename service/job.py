@@ -148,6 +148,8 @@ class Job:
     manifest_checksum: str | None = None
     #: The schedule that made the job (None: requested through the API).
     schedule_id: uuid.UUID | None = None
+    #: The delivered job whose period this one exports again, its totals having changed since.
+    restatement_of: uuid.UUID | None = None
 
     @property
     def object_key(self) -> str:
@@ -163,6 +165,21 @@ class Job:
     def coverage(self) -> Coverage:
         """What the export counts (the API accepts only ranges that cover a whole hour)."""
         return Coverage.of(self.time_range_start, self.time_range_end)
+
+    @property
+    def request(self) -> ExportRequest:
+        """What the job exports, as a request for it."""
+        return ExportRequest(
+            self.org_id,
+            self.requested_by,
+            self.time_range_start,
+            self.time_range_end,
+            self.granularity,
+            self.models,
+            self.time_zone,
+            self.output_format,
+            self.output_schema,
+        )
 
     @property
     def charged_attempts(self) -> int:
@@ -209,7 +226,7 @@ class JobBacklog:
     oldest_pending_seconds: float
     #: Enabled export schedules whose next run is over SCHEDULE_OVERDUE_SECONDS late.
     overdue_schedules: int = 0
-    #: Webhook deliveries whose next attempt is that late (no tick dispatches them).
+    #: Webhook deliveries due that long ago without an attempt.
     overdue_webhook_deliveries: int = 0
 
 
@@ -313,6 +330,7 @@ def job_json(job: Job) -> dict[str, object]:
         "schema": job.output_schema.value,
         "manifestChecksum": job.manifest_checksum,
         "scheduleId": str(job.schedule_id) if job.schedule_id is not None else None,
+        "restatementOf": str(job.restatement_of) if job.restatement_of is not None else None,
     }
 
 

@@ -91,7 +91,8 @@ class ApiMetrics:
         )
         self.overdue_webhook_deliveries = Gauge(
             "exports_webhook_deliveries_overdue",
-            "Webhook deliveries whose next attempt is over 5 minutes late: no tick dispatched them.",
+            "Webhook deliveries due for over 5 minutes without an attempt: no tick dispatched them, "
+            "or their messages wait behind exports for a worker slot.",
             registry=registry,
         )
         self.queue_messages = Gauge(

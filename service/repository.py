@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +41,7 @@ from service.job import (
     ExportFormat,
     ExportOutput,
     ExportRequest,
+    Granularity,
     IdempotencyKey,
     Job,
     JobBacklog,
@@ -607,6 +609,50 @@ class JobRepository:
             if created:
                 await conn.execute(QUERIES["record_schedule_job"], schedule.schedule_id, created[-1].job_id)
         return created
+
+    # --- restatements --------------------------------------------------------------------------
+
+    async def claim_totals_checks(
+        self, delivered_since: datetime, checked_before: datetime, limit: int
+    ) -> list[tuple[Job, bytes | None]]:
+        """Delivered scheduled jobs due for a comparison of their totals, marked checked, each
+        with its manifest."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(QUERIES["claim_totals_checks"], delivered_since, checked_before, limit)
+        return [
+            (Job.from_row(row), row["manifest_text"].encode() if row["manifest_text"] is not None else None)
+            for row in rows
+        ]
+
+    async def period_totals(self, job: Job) -> dict[str, tuple[Decimal, int, int, int]]:
+        """The totals per currency (cost, requests, tokens, errors) the rollups hold now for what
+        ``job`` exported, read as its export query reads them."""
+        hourly = job.granularity is Granularity.HOURLY or (
+            job.output_schema is DatasetSchema.NATIVE and job.time_zone != "UTC"
+        )
+        coverage = job.coverage
+        models = list(job.models) if job.models else None
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                QUERIES["period_totals"], job.org_id, coverage.start, coverage.end, models, hourly
+            )
+        return {
+            row["currency"]: (
+                row["cost_total"],
+                row["request_count"],
+                row["tokens_total"],
+                row["error_count"],
+            )
+            for row in rows
+        }
+
+    async def create_restatement(self, job: Job) -> Job | None:
+        """A pending job of ``job``'s schedule and period restating it (None: it has one)."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                QUERIES["create_restatement"], *_new_job(job.request, None), job.schedule_id, job.job_id
+            )
+        return Job.from_row(row) if row is not None else None
 
     # --- webhooks ----------------------------------------------------------------------------
 

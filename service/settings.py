@@ -251,6 +251,7 @@ class Settings:
     webhook_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     webhook_disable_after: float = 24 * 3600.0
     webhook_allow_private_urls: bool = False
+    restatement_check_interval: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -608,6 +609,14 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "`false`",
         "`true` accepts `http://` webhook URLs and loopback, private and internal addresses:"
         " for development and tests only",
+    ),
+    Variable(
+        "RESTATEMENT_CHECK_INTERVAL",
+        "restatement_check_interval",
+        parse_duration,
+        "`1h`",
+        "how often each scheduled export delivered in the last 35 days has its totals compared with"
+        " the rollups (a change makes a restatement)",
     ),
 )
 

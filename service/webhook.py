@@ -58,8 +58,8 @@ def message_id(delivery_id: uuid.UUID) -> str:
 def refused_ip(address: str) -> str | None:
     """Why a delivery may not connect to ``address`` (an IP literal), or None when it is public."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone id says nothing here
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):  # an IPv4 address inside an IPv6 one counts as itself
+        ip = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None) or ip
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast or not ip.is_global:
@@ -92,7 +92,9 @@ def check_url(url: str, *, allow_private: bool) -> str:
         raise AddressRefused(f"is not a URL ({exc})") from None
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
-        raise AddressRefused("must be an https:// URL")
+        raise AddressRefused(
+            "must be an https:// or http:// URL" if allow_private else "must be an https:// URL"
+        )
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise AddressRefused("has no host")

@@ -14,16 +14,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import orjson
 
 from service import webhook_signing
 from service.errors import QueueUnavailable
-from service.job import job_json, job_path, rfc3339
+from service.job import Job, job_json, job_path, rfc3339
 from service.metrics import ExportMetrics
 from service.repository import JobRepository
+from service.restatement import differences
 from service.settings import Settings
 from service.webhook import (
     Attempt,
@@ -140,18 +141,34 @@ class WebhookSender:
     async def _payload(self, pending: Pending) -> bytes:
         """The body: the event, when it happened, the job as the API returns it, the manifest's
         totals (succeeded jobs) and the API URL of the download (never a presigned link)."""
-        found = await self._repository.get_manifest(pending.org_id, pending.job_id)
-        job, manifest = found if found is not None else (None, None)
+        job, totals = await self._job_and_totals(pending.org_id, pending.job_id)
         download = self._settings.public_api_url + job_path(pending.org_id, pending.job_id) + "/download"
         data: dict[str, object] = {
             "job": job_json(job) if job is not None else None,
-            "totals": orjson.loads(manifest)["totals"] if manifest is not None else None,
+            "totals": totals,
             "downloadUrl": download if pending.event is not WebhookEvent.FAILED else None,
-            **pending.details,
         }
+        if pending.event is WebhookEvent.RESTATED:
+            # What the org was told before, and by how much each total moved.
+            restated = uuid.UUID(str(pending.details["restatementOf"]))
+            previous = (await self._job_and_totals(pending.org_id, restated))[1] or {}
+            data |= {
+                "restatementOf": str(restated),
+                "previousTotals": previous,
+                "differences": differences(totals or {}, previous),
+            }
         return orjson.dumps(
             {"type": pending.event.value, "timestamp": rfc3339(pending.created_at), "data": data}
         )
+
+    async def _job_and_totals(
+        self, org_id: uuid.UUID, job_id: uuid.UUID
+    ) -> tuple[Job | None, dict[str, Any] | None]:
+        found = await self._repository.get_manifest(org_id, job_id)
+        if found is None:
+            return None, None
+        job, manifest = found
+        return job, orjson.loads(manifest)["totals"] if manifest is not None else None
 
     async def _post(self, pending: Pending, url: str, live_secrets: tuple[str, ...], body: bytes) -> Attempt:
         number = pending.attempts + 1

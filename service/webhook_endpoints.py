@@ -84,7 +84,5 @@ class WebhookService:
     async def deliveries(
         self, org_id: uuid.UUID, webhook_id: uuid.UUID, *, limit: int, cursor: str | None
     ) -> DeliveryPage:
-        page = await self._repository.deliveries(org_id, webhook_id, limit=limit, cursor=cursor)
-        if not page.items and cursor is None:
-            await self.get(org_id, webhook_id)  # no deliveries yet, or no such webhook (404)
-        return page
+        await self.get(org_id, webhook_id)  # another org's, or none: 404 (not an empty page)
+        return await self._repository.deliveries(org_id, webhook_id, limit=limit, cursor=cursor)

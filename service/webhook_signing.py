@@ -1,5 +1,4 @@
-"""Webhook signatures as the Standard Webhooks convention has them (symmetric, ``v1``), for the
-webhooks of issue 16 (endpoints and deliveries come next).
+"""Webhook signatures as the Standard Webhooks convention has them (symmetric, ``v1``).
 
 Each delivery carries ``webhook-id`` (the same on every retry), ``webhook-timestamp`` (Unix
 seconds of the attempt) and ``webhook-signature``: space-separated ``v1,<base64 HMAC-SHA256>``

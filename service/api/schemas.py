@@ -311,6 +311,7 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
             "schema",
             "manifestChecksum",
             "scheduleId",
+            "restatementOf",
         ],
         "properties": {
             "jobId": {"type": "string", "format": "uuid"},
@@ -365,6 +366,12 @@ SCHEMAS: Final[dict[str, dict[str, object]]] = {
                 "type": ["string", "null"],
                 "format": "uuid",
                 "description": "The export schedule that made the job; null for a requested one.",
+            },
+            "restatementOf": {
+                "type": ["string", "null"],
+                "format": "uuid",
+                "description": "The delivered export of the same schedule and period this one exports "
+                "again, its totals having changed since (late usage); null otherwise.",
             },
         },
     },
@@ -667,6 +674,7 @@ _WEBHOOK_FIELDS: Final[dict[str, object]] = {
         "uniqueItems": True,
         "items": {"type": "string", "enum": [e.value for e in WebhookEvent]},
         "description": "The events it gets.",
+        "x-message": "must list one or more of " + ", ".join(e.value for e in WebhookEvent) + ", each once",
     },
 }
 SCHEMAS["CreateWebhookRequest"] = {

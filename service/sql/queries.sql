@@ -420,8 +420,8 @@ ORDER BY charge_start, model_id COLLATE "C", currency;
 -- name: job_backlog
 -- Pending and running jobs of every org, how long the oldest pending job has been due (a job
 -- waiting out a retry backoff is due from available_at), and enabled schedules whose next run is
--- over $1 seconds late (a tick should have made it), and as late webhook deliveries: the
--- /metrics backlog gauges.
+-- over $1 seconds late (a tick should have made it), and webhook deliveries due that long ago
+-- and not yet tried: the /metrics backlog gauges.
 SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'running') AS running,
        coalesce(extract(epoch FROM now() - min(coalesce(available_at, initiated_at))
@@ -430,7 +430,7 @@ SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM analytics.export_schedules
         WHERE enabled AND next_run_at < now() - make_interval(secs => $1)) AS overdue_schedules,
        (SELECT count(*) FROM analytics.webhook_deliveries
-        WHERE status = 'pending' AND next_attempt_at < now() - make_interval(secs => $1))
+        WHERE status = 'pending' AND due_at < now() - make_interval(secs => $1))
            AS overdue_webhook_deliveries
 FROM analytics.export_jobs
 WHERE status IN ('pending', 'running');
@@ -568,7 +568,8 @@ INSERT INTO analytics.export_jobs
     (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models, request_id,
      time_zone, output_format, output_schema, schedule_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (schedule_id, time_range_start, time_range_end) WHERE schedule_id IS NOT NULL DO NOTHING
+ON CONFLICT (schedule_id, time_range_start, time_range_end)
+    WHERE schedule_id IS NOT NULL AND restatement_of IS NULL DO NOTHING
 RETURNING *;
 
 -- name: count_webhooks
@@ -695,6 +696,7 @@ WHERE webhook_id = (SELECT webhook_id FROM analytics.webhook_deliveries WHERE de
 WITH failed AS (
     UPDATE analytics.webhook_deliveries
     SET next_attempt_at = $3,
+        due_at = coalesce($3, due_at),
         status = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
         finished_at = CASE WHEN $3::timestamptz IS NULL THEN clock_timestamp() END
     WHERE delivery_id = $1 AND status = 'pending' AND attempts = $2
@@ -721,3 +723,46 @@ DELETE FROM analytics.webhook_deliveries
 WHERE delivery_id IN (SELECT delivery_id FROM analytics.webhook_deliveries
                       WHERE status <> 'pending' AND finished_at < $1
                       LIMIT $2);
+
+-- name: claim_totals_checks
+-- Delivered scheduled exports (succeeded or expired, completed since $1) not yet restated, whose
+-- totals were last compared before $2 (or never), the least recently checked first, at most $3;
+-- each is marked checked now, so ticks at once take different ones. With its manifest.
+UPDATE analytics.export_jobs j SET totals_checked_at = clock_timestamp()
+FROM (SELECT c.job_id FROM analytics.export_jobs c
+      WHERE c.schedule_id IS NOT NULL AND c.status IN ('succeeded', 'expired')
+        AND c.completed_at >= $1
+        AND (c.totals_checked_at IS NULL OR c.totals_checked_at < $2)
+        AND NOT EXISTS (SELECT 1 FROM analytics.export_jobs r WHERE r.restatement_of = c.job_id)
+      ORDER BY c.totals_checked_at NULLS FIRST
+      LIMIT $3
+      FOR UPDATE SKIP LOCKED) AS due
+WHERE j.job_id = due.job_id
+RETURNING j.*, (SELECT m.manifest FROM analytics.export_manifests m WHERE m.job_id = j.job_id) AS manifest_text;
+
+-- name: period_totals
+-- The totals per currency an export of org $1, coverage [$2, $3), models $4 counts, read from the
+-- rollups its query reads: the hourly ones ($5), or covered_days (whole UTC days from the daily
+-- rollups, partial days from their hours). One aggregate: what a restatement check costs.
+SELECT currency, sum(cost_total) AS cost_total, sum(request_count)::bigint AS request_count,
+       sum(tokens_total)::bigint AS tokens_total, sum(error_count)::bigint AS error_count
+FROM (
+    SELECT currency, cost_total, request_count, tokens_total, error_count
+    FROM analytics.hourly_rollups
+    WHERE $5 AND org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+      AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
+    UNION ALL
+    SELECT currency, cost_total, request_count, tokens_total, error_count
+    FROM analytics.covered_days($1, $2, $3, $4::text[])
+    WHERE NOT $5
+) AS counted
+GROUP BY currency;
+
+-- name: create_restatement
+-- A new job of the same schedule and period that restates job $13, unless it has one already.
+INSERT INTO analytics.export_jobs
+    (job_id, org_id, requested_by, time_range_start, time_range_end, granularity, models, request_id,
+     time_zone, output_format, output_schema, schedule_id, restatement_of)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (restatement_of) WHERE restatement_of IS NOT NULL DO NOTHING
+RETURNING *;

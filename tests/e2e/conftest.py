@@ -104,6 +104,9 @@ def _run_stack(
         "HTTP_PORT": str(port),
         "METRICS_PORT": str(free_port()),
         "EXPORT_WORKER_INTERVAL": "1s",
+        # Webhook retries within a test's patience (the schedule's shape, not its hours).
+        "WEBHOOK_RETRY_SCHEDULE": "1s,1s,1s,1s,1s",
+        "WEBHOOK_TIMEOUT": "1s",
         "AUTH_JWT_SECRET": SECRET,
     }
     settings = Settings.from_env(env)

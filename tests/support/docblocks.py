@@ -1,5 +1,5 @@
-"""Shell blocks the docs mark for testing (`<!-- NAME:start -->`, a ```sh block, `<!-- NAME:end -->`),
-and running one verbatim with bash, as a user would."""
+"""Code blocks the docs mark for testing (`<!-- NAME:start -->`, a ```sh or ```python block,
+`<!-- NAME:end -->`), and running a shell one verbatim with bash, as a user would."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-def marked_block(path: Path, name: str) -> str:
-    """The one ```sh block of ``path`` between `<!-- name:start -->` and `<!-- name:end -->`."""
-    pattern = rf"<!-- {re.escape(name)}:start -->\s*```sh\n(.*?)```\s*<!-- {re.escape(name)}:end -->"
+def marked_block(path: Path, name: str, language: str = "sh") -> str:
+    """The one ```language block of ``path`` between `<!-- name:start -->` and `<!-- name:end -->`."""
+    start, end = re.escape(f"<!-- {name}:start -->"), re.escape(f"<!-- {name}:end -->")
+    pattern = rf"{start}\s*```{re.escape(language)}\n(.*?)```\s*{end}"
     blocks = re.findall(pattern, path.read_text("utf-8"), re.DOTALL)
     assert len(blocks) == 1, f"{path.name} must hold exactly one {name} block, found {len(blocks)}"
     return str(blocks[0])

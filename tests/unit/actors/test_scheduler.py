@@ -13,7 +13,14 @@ from actors.scheduler import run_scheduler
 from actors.tasks import TICK_TIME_LIMIT_MS, Actors, declare_actors
 from service.settings import Settings
 
-TICKS = {"expire_exports", "sweep_exports", "prune_rollups", "run_schedules", "dispatch_webhooks"}
+TICKS = {
+    "expire_exports",
+    "sweep_exports",
+    "prune_rollups",
+    "run_schedules",
+    "dispatch_webhooks",
+    "restate_exports",
+}
 
 
 class OneInterval(threading.Event):
