@@ -113,7 +113,7 @@ class WorkerContext(Middleware):
             Housekeeper(repository, store, settings, self.metrics),
             ScheduleService(repository, retention_months=settings.data_retention_months),
             WebhookSender(repository, transport, settings, self.metrics),
-            Restater(repository, check_interval=settings.restatement_check_interval),
+            Restater(repository, check_interval=settings.restatement_check_interval, metrics=self.metrics),
         )
 
     async def _close(self) -> None:

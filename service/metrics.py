@@ -50,6 +50,7 @@ HOUSEKEEPING_ACTIONS: Final = (
     "cleaned",
     "aborted",
     "pruned_rows",
+    "restated",
 )
 
 
@@ -225,7 +226,8 @@ class ExportMetrics:
         self.housekeeping = Counter(
             "exports_housekeeping_actions",
             "What the periodic ticks did: expired, requeued, failed, cancelled, published, "
-            "cleaned, aborted (uploads), pruned_rows.",
+            "cleaned, aborted (uploads), pruned_rows, restated (exports made again: their "
+            "period's totals changed after delivery).",
             ["action"],
             registry=registry,
         )

@@ -21,6 +21,7 @@ import orjson
 
 from service.errors import DatabaseUnavailable, QueueUnavailable
 from service.job import Job
+from service.metrics import ExportMetrics
 from service.queue import JobQueue
 from service.repository import JobRepository
 
@@ -60,9 +61,12 @@ def differences(
 
 
 class Restater:
-    def __init__(self, repository: JobRepository, *, check_interval: float) -> None:
+    def __init__(
+        self, repository: JobRepository, *, check_interval: float, metrics: ExportMetrics | None = None
+    ) -> None:
         self._repository = repository
         self._check_interval = timedelta(seconds=check_interval)
+        self._metrics = metrics or ExportMetrics()
 
     async def check_due(self, queue: JobQueue, now: datetime | None = None) -> list[Job]:
         """Compare every delivered scheduled export due for a check; restate each whose period's
@@ -88,6 +92,7 @@ class Restater:
                     continue
                 if restatement is not None:
                     made.append(restatement)
+                    self._metrics.housekeeping.labels("restated").inc()
                     await self._enqueue(queue, restatement)
             if len(batch) < CHECK_BATCH:
                 break

@@ -107,6 +107,7 @@ def _run_stack(
         # Webhook retries within a test's patience (the schedule's shape, not its hours).
         "WEBHOOK_RETRY_SCHEDULE": "1s,1s,1s,1s,1s",
         "WEBHOOK_TIMEOUT": "1s",
+        "RESTATEMENT_CHECK_INTERVAL": "1s",
         "AUTH_JWT_SECRET": SECRET,
     }
     settings = Settings.from_env(env)

@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,50 +17,20 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from service import webhook_signing
 from tests.e2e.conftest import Stack, create_export, wait_for_job
 from tests.support.docblocks import marked_block
+from tests.support.webhook_receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "metrics" / "report.md"
 
 
-@dataclass
-class Receiver:
-    """Answers the attempts of each delivery (by webhook-id) with ``answers`` in turn (a status,
-    or "slow": past WEBHOOK_TIMEOUT), then 200; keeps every request and what it answered."""
-
-    url: str = ""
-    answers: tuple[int | str, ...] = ()
-    received: list[tuple[dict[str, str], bytes, int | str]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        earlier = [r for r in self.received if r[0].get("webhook-id") == request.headers.get("webhook-id")]
-        answer = self.answers[len(earlier)] if len(earlier) < len(self.answers) else 200
-        self.received.append((dict(request.headers), await request.read(), answer))
-        if answer == "slow":
-            await asyncio.sleep(3)  # the stack's WEBHOOK_TIMEOUT is 1 s
-            return web.Response(status=200)
-        return web.Response(status=int(answer))
-
-    def accepted(self) -> list[tuple[dict[str, str], bytes, int | str]]:
-        return [r for r in self.received if r[2] == 200]
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/hooks/exports", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    found.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/exports"
-    yield found
-    await runner.cleanup()
+    async with running_receiver() as found:
+        yield found
 
 
 def webhooks_url(stack: Stack, org: uuid.UUID) -> str:

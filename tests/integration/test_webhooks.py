@@ -8,14 +8,13 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiohttp import web
 
 from actors.webhook_client import PublicResolver, WebhookClient
 from service import webhook_signing
@@ -27,6 +26,7 @@ from service.settings import Settings
 from service.webhook import DeliveryStatus, WebhookChange, WebhookEvent
 from service.webhook_delivery import WebhookSender
 from service.webhook_endpoints import WebhookService
+from tests.support.webhook_receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -36,40 +36,10 @@ MANIFEST = orjson.dumps(
 )
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver: answers each request with the next of ``answers`` (a status, or
-    "slow": no answer within the sender's timeout), then 200."""
-
-    url: str = ""
-    answers: list[int | str] = field(default_factory=list)
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append((dict(request.headers), await request.read()))
-        answer = self.answers.pop(0) if self.answers else 200
-        if answer == "slow":
-            await asyncio.sleep(3)
-            answer = 200
-        if answer == 302:
-            return web.Response(status=302, headers={"Location": self.url + "/elsewhere"})
-        return web.Response(status=int(answer))
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", found.handle)
-    app.router.add_post("/hook/elsewhere", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    found.url = f"http://127.0.0.1:{port}/hook"
-    yield found
-    await runner.cleanup()
+    async with running_receiver() as found:
+        yield found
 
 
 @pytest.fixture
@@ -165,7 +135,7 @@ async def test_an_attempt_that_fails_is_retried_with_the_same_id_and_body_until_
     org = uuid.uuid4()
     webhook, secret = await service.create(org, "a", receiver.url, (WebhookEvent.SUCCEEDED,))
     job_id = await finish_job(repository, org)
-    receiver.answers = [500, "slow"]
+    receiver.answers = (500, "slow")
     sent: list[tuple[uuid.UUID, int]] = []
 
     async def send(delivery_id: uuid.UUID, attempts: int) -> None:
@@ -200,9 +170,9 @@ async def test_an_attempt_that_fails_is_retried_with_the_same_id_and_body_until_
     assert "no answer within 1 s" in (delivery.attempts[1].error or "")
     assert delivery.attempts[2].error is None
     assert len(receiver.received) == 3
-    assert {headers["webhook-id"] for headers, _ in receiver.received} == {delivery.message_id}
-    assert len({body for _, body in receiver.received}) == 1
-    for headers, body in receiver.received:
+    assert {headers["webhook-id"] for headers, *_ in receiver.received} == {delivery.message_id}
+    assert len({body for _, body, _ in receiver.received}) == 1
+    for headers, body, _ in receiver.received:
         webhook_signing.verify(secret, headers, body, now=time.time())
     # The body: the event, the job as the API returns it, the manifest's totals, the API's URL
     body = orjson.loads(receiver.received[0][1])
@@ -226,13 +196,13 @@ async def test_a_redirect_is_not_followed_and_the_last_retry_fails_the_delivery(
     org = uuid.uuid4()
     webhook, _ = await service.create(org, "a", receiver.url, (WebhookEvent.FAILED,))
     await finish_job(repository, org, succeed=False)
-    receiver.answers = [302, 503, 503]
+    receiver.answers = (302, 503, 503)
     [row] = await deliveries(settings)
     # Three attempts: the first and two retries (the schedule has two delays)
     for attempts in range(3):
         await sender.deliver(row["delivery_id"], attempts)
     # Only the endpoint's own URL was called (the redirect's target never was)
-    assert [headers["Host"] for headers, _ in receiver.received] == [receiver.url.split("/")[2]] * 3
+    assert [headers["Host"] for headers, *_ in receiver.received] == [receiver.url.split("/")[2]] * 3
     assert len(receiver.received) == 3
     [delivery] = (await service.deliveries(org, webhook.webhook_id, limit=10, cursor=None)).items
     assert delivery.status is DeliveryStatus.FAILED
@@ -258,7 +228,7 @@ async def test_an_endpoint_failing_for_the_disable_period_is_disabled_with_its_w
         settings,
         "UPDATE analytics.webhook_endpoints SET failing_since = now() - interval '25 hours'",
     )
-    receiver.answers = [500]
+    receiver.answers = (500,)
     first, second = await deliveries(settings)
     # When one more attempt fails
     await sender.deliver(first["delivery_id"], 0)
@@ -293,7 +263,7 @@ async def test_a_rotated_secret_signs_beside_the_new_one_during_the_grace(
     await finish_job(repository, org)
     [row] = await deliveries(settings)
     await sender.deliver(row["delivery_id"], 0)
-    [(headers, body)] = receiver.received
+    [(headers, body, _)] = receiver.received
     assert len(headers["webhook-signature"].split()) == 2
     for secret in (old, new):
         webhook_signing.verify(secret, headers, body, now=time.time())
@@ -301,7 +271,7 @@ async def test_a_rotated_secret_signs_beside_the_new_one_during_the_grace(
     await sql(settings, "UPDATE analytics.webhook_endpoints SET previous_secret_expires_at = now()")
     await finish_job(repository, org)
     await sender.deliver((await deliveries(settings))[-1]["delivery_id"], 0)
-    headers, body = receiver.received[-1]
+    headers, body, _ = receiver.received[-1]
     assert len(headers["webhook-signature"].split()) == 1
     webhook_signing.verify(new, headers, body, now=time.time())
     with pytest.raises(webhook_signing.SignatureInvalid):
