@@ -111,7 +111,9 @@ class WorkerContext(Middleware):
         return Resources(
             Exporter(repository, store, settings, metrics=self.metrics),
             Housekeeper(repository, store, settings, self.metrics),
-            ScheduleService(repository, retention_months=settings.data_retention_months),
+            ScheduleService(
+                repository, retention_months=settings.data_retention_months, metrics=self.metrics
+            ),
             WebhookSender(repository, transport, settings, self.metrics),
             Restater(repository, check_interval=settings.restatement_check_interval, metrics=self.metrics),
         )

@@ -35,7 +35,7 @@ OUTCOMES: Final = ("succeeded", "failed", "retrying", "cancelled", "handed_back"
 #: The final statuses a worker brings jobs to (the ``status`` label of exports_jobs_finished_total).
 FINAL_STATUSES: Final = ("succeeded", "failed", "cancelled")
 #: The periodic ticks a worker runs (the ``tick`` label).
-TICKS: Final = ("expire", "sweep", "prune", "webhooks")
+TICKS: Final = ("expire", "sweep", "prune", "schedules", "webhooks", "restatements")
 #: How a webhook delivery attempt can end (the ``outcome`` label).
 WEBHOOK_OUTCOMES: Final = ("delivered", "retry", "failed")
 #: Why an export message went back to the queue without an attempt (the ``reason`` label).
@@ -233,7 +233,8 @@ class ExportMetrics:
         )
         self.ticks = Counter(
             "exports_housekeeping_ticks",
-            "Periodic ticks this worker ran, by tick: expire, sweep, prune, webhooks. They come from the "
+            "Periodic ticks this worker ran, by tick: expire, sweep, prune, schedules, webhooks, "
+            "restatements. They come from the "
             "scheduler: none at all means the scheduler is not running.",
             ["tick"],
             registry=registry,

@@ -72,6 +72,7 @@ class Restater:
         """Compare every delivered scheduled export due for a check; restate each whose period's
         totals changed. Safe to run anywhere at once: a job is checked by one tick at a time, and
         restated at most once (a unique index)."""
+        self._metrics.ticks.labels("restatements").inc()
         now = now or datetime.now(UTC)
         made: list[Job] = []
         deadline = time.monotonic() + TICK_BUDGET_SECONDS
@@ -86,7 +87,7 @@ class Restater:
                     raise  # the whole tick is skipped; the next one goes on
                 except Exception:
                     log.exception(
-                        "a delivered export could not be compared; the next check tries again",
+                        "a delivered export could not be compared; it is compared again an interval later",
                         extra={"job_id": str(job.job_id), "org_id": str(job.org_id)},
                     )
                     continue

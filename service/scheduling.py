@@ -12,6 +12,7 @@ from typing import Final
 
 from service.errors import Conflict, DatabaseUnavailable, NotFound, QueueUnavailable
 from service.job import ExportRequest, Job
+from service.metrics import ExportMetrics
 from service.queue import JobQueue
 from service.repository import JobRepository
 from service.retention import retention_cutoff
@@ -28,9 +29,16 @@ UPDATE_ATTEMPTS: Final = 5
 
 
 class ScheduleService:
-    def __init__(self, repository: JobRepository, *, retention_months: int | None = None) -> None:
+    def __init__(
+        self,
+        repository: JobRepository,
+        *,
+        retention_months: int | None = None,
+        metrics: ExportMetrics | None = None,
+    ) -> None:
         self._repository = repository
         self._retention_months = retention_months
+        self._metrics = metrics or ExportMetrics()
 
     async def create(
         self, org_id: uuid.UUID, created_by: str, spec: ScheduleSpec, now: datetime | None = None
@@ -108,6 +116,7 @@ class ScheduleService:
         ticks at once share the work: each schedule's runs are made by one). A run whose period
         starts before the retention window is skipped (its rollups are gone). Safe to run
         anywhere at once: each schedule's runs are made once, by whoever moves its next run."""
+        self._metrics.ticks.labels("schedules").inc()
         now = now or datetime.now(UTC)
         oldest = retention_cutoff(now, self._retention_months) if self._retention_months else None
         made: list[Job] = []

@@ -397,7 +397,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "export_worker_interval",
         parse_duration,
         "`30s`",
-        "scheduler tick (expiry, sweep, rollup retention)",
+        "scheduler tick (expiry, sweep, rollup retention, schedules, webhooks, restatements)",
     ),
     Variable(
         "EXPORT_WORKER_CONCURRENCY",

@@ -725,18 +725,25 @@ WHERE delivery_id IN (SELECT delivery_id FROM analytics.webhook_deliveries
                       LIMIT $2);
 
 -- name: claim_totals_checks
--- Delivered scheduled exports (succeeded or expired, completed since $1) not yet restated, whose
--- totals were last compared before $2 (or never), the least recently checked first, at most $3;
--- each is marked checked now, so ticks at once take different ones. With its manifest.
+-- Delivered exports (succeeded or expired, completed since $1) of enabled schedules, not yet
+-- restated nor extended by a newer export of their schedule (month to date: only the latest
+-- counts), whose totals were last compared before $2 (or never), the least recently checked
+-- first, at most $3; each is marked checked now, so ticks at once take different ones. With its
+-- manifest.
 UPDATE analytics.export_jobs j SET totals_checked_at = clock_timestamp()
 FROM (SELECT c.job_id FROM analytics.export_jobs c
-      WHERE c.schedule_id IS NOT NULL AND c.status IN ('succeeded', 'expired')
+      JOIN analytics.export_schedules s ON s.schedule_id = c.schedule_id AND s.enabled
+      WHERE c.status IN ('succeeded', 'expired')
         AND c.completed_at >= $1
         AND (c.totals_checked_at IS NULL OR c.totals_checked_at < $2)
         AND NOT EXISTS (SELECT 1 FROM analytics.export_jobs r WHERE r.restatement_of = c.job_id)
+        AND NOT EXISTS (SELECT 1 FROM analytics.export_jobs n
+                        WHERE n.schedule_id = c.schedule_id AND n.restatement_of IS NULL
+                          AND n.time_range_start = c.time_range_start
+                          AND n.time_range_end > c.time_range_end)
       ORDER BY c.totals_checked_at NULLS FIRST
       LIMIT $3
-      FOR UPDATE SKIP LOCKED) AS due
+      FOR UPDATE OF c SKIP LOCKED) AS due
 WHERE j.job_id = due.job_id
 RETURNING j.*, (SELECT m.manifest FROM analytics.export_manifests m WHERE m.job_id = j.job_id) AS manifest_text;
 

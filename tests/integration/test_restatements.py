@@ -211,3 +211,58 @@ async def test_each_delivered_export_is_checked_once_per_interval_within_the_win
     requested = (await parts.repository.create(request)).job
     await parts.exporter.run(requested.job_id)
     assert await hourly.check_due(FakeQueue(), now=later) == []
+
+
+async def test_only_the_latest_month_to_date_and_only_enabled_schedules_are_compared(parts: Parts) -> None:
+    org = uuid.uuid4()
+    await seed(parts.settings, org)
+    schedules = ScheduleService(parts.repository)
+    spec = ScheduleSpec(
+        Recurrence(Cadence.DAILY, Period.MONTH_TO_DATE, "UTC", 6),
+        Granularity.DAILY,
+        None,
+        ExportFormat.CSV,
+        DatasetSchema.NATIVE,
+        enabled=True,
+    )
+    schedule = await schedules.create(org, "finance@example.com", spec)
+    # Two month-to-date exports of the schedule: the second extends the first
+    runs = [
+        (
+            schedule.next_run_at,
+            ExportRequest(org, "f", START, START + timedelta(days=1), Granularity.DAILY, None),
+        ),
+        (schedule.next_run_at, ExportRequest(org, "f", START, END, Granularity.DAILY, None)),
+    ]
+    made = await parts.repository.run_schedule(
+        schedule, runs, schedule.recurrence.next_run(schedule.next_run_at)
+    )
+    assert made is not None
+    for job in made:
+        await parts.exporter.run(job.job_id)
+    # and another schedule's delivered export, whose schedule is then disabled
+    paused = await delivered(parts, org, ExportRequest(org, "f", START, END, Granularity.HOURLY, None))
+    await execute(
+        parts.settings,
+        "UPDATE analytics.export_schedules SET enabled = false WHERE schedule_id = $1",
+        paused.schedule_id,
+    )
+    # When an hour both cover changes
+    for table in ("hourly_rollups", "daily_rollups"):
+        await execute(
+            parts.settings,
+            f"UPDATE analytics.{table} SET error_count = error_count + 1 WHERE org_id = $1",
+            org,
+        )
+    # Then only the latest month-to-date export is restated
+    restater = Restater(parts.repository, check_interval=0.001)
+    [restatement] = await restater.check_due(FakeQueue())
+    assert restatement.restatement_of == made[1].job_id
+    # Enabled again, the paused schedule's export is compared again (an interval later)
+    await execute(
+        parts.settings,
+        "UPDATE analytics.export_schedules SET enabled = true WHERE schedule_id = $1",
+        paused.schedule_id,
+    )
+    [again] = await restater.check_due(FakeQueue())
+    assert again.restatement_of == paused.job_id
