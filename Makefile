@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test focus-validator tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-paths bench-scale clean
+.PHONY: run test focus-validator tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-paths bench-scale bench-restatements clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,10 @@ bench-paths: $(STAMP) services
 ## Scale-out (not part of make test): 40 mid-size exports through the API with 1, then 2 worker processes.
 bench-scale: $(STAMP) services
 	$(BIN)/python -m bench.scale_out
+
+## Restatement checks (not part of make test): period_totals beside the bare aggregate and a re-export's COPY.
+bench-restatements: $(STAMP) services
+	$(BIN)/python -m bench.restatement_check
 
 clean:
 	rm -rf $(VENV) $(FOCUS_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -63,10 +63,9 @@ LIMIT_DAILY: Final = TOTALS.format(
     f" UNION ALL {COLUMNS} FROM analytics.hourly_rollups WHERE org_id = $1"
     " AND ((bucket_start >= $2 AND bucket_start < $4) OR (bucket_start >= $5 AND bucket_start < $3))"
 )
-Totals = dict[str, tuple[Any, ...]]
 
 
-def totals(rows: list[asyncpg.Record]) -> Totals:
+def totals(rows: list[asyncpg.Record]) -> dict[str, tuple[Any, ...]]:
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
@@ -159,19 +158,15 @@ def table(size: str, r: dict[str, Any]) -> str:
     }
     head = f"{size}: {r['export_rows']:,} hourly rows ({r['export_mib']} MiB of CSV)\n\n"
     head += "| path | median ms | min ms | median against | /s, one connection |\n|---|---:|---:|---|---:|"
-    return "\n".join(
-        [head]
-        + [
-            f"| {p} | {med[p]:.2f} | {r[f'{p}_min_ms']:.2f} | {against.get(p, '')} | {1000 / med[p]:,.0f} |"
-            for p in PATHS
-        ]
-    )
+    line = "| {0} | {1:.2f} | {2:.2f} | {3} | {4:,.0f} |"
+    rows = [line.format(p, med[p], r[f"{p}_min_ms"], against.get(p, ""), 1000 / med[p]) for p in PATHS]
+    return "\n".join([head, *rows])
 
 
 async def bench(url: str, sizes: list[str], rounds: int, problems: list[str]) -> dict[str, Any]:
     orgs = {size: uuid.uuid4() for size in sizes}
     seeded = await seed(url, orgs)
-    results = {size: await measure_size(url, orgs[size], rounds, problems) for size in sizes}
+    results = {s: await measure_size(url, orgs[s], rounds, problems) for s in sizes}
     return {"seeded": seeded, "results": results}
 
 

@@ -15,10 +15,10 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, TextIO, TypeVar
+from typing import Any, Final, TextIO, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
@@ -654,3 +654,20 @@ class ExportCommand:
             )
         costs = ", ".join(f"{t['costTotal']} {c}" for c, t in document["totals"].items()) or "no rows"
         print(f"  manifest  {kept}: rows and totals match (cost {costs})", file=self.out)
+
+
+def run_and_print(
+    label: str, call: Callable[[], Coroutine[Any, Any, object]], out: TextIO, err: TextIO, deleted: str
+) -> int:
+    """Run one REST call and print its JSON answer (``deleted`` for an empty one), or one line
+    ``label: why`` on ``err``; the exit status."""
+    try:
+        answer = asyncio.run(call())
+    except CommandError as exc:
+        print(f"{label}: {exc}", file=err)
+        return exc.exit_code
+    if answer is None:
+        print(deleted, file=out)
+    else:
+        out.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0

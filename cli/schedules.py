@@ -3,16 +3,14 @@ show, update, delete); each answer is printed as the API's JSON."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
 import aiohttp
-import orjson
 
-from cli.client import CommandError, ExportsClient
+from cli.client import ExportsClient, run_and_print
 
 #: Each action: its HTTP method, and whether it names a schedule.
 ACTIONS: Mapping[str, tuple[str, bool]] = {
@@ -37,16 +35,13 @@ class ScheduleCommand:
     err: TextIO = field(default_factory=lambda: sys.stderr)
 
     def run(self) -> int:
-        try:
-            answer = asyncio.run(self._call())
-        except CommandError as exc:
-            print(f"analytics-exports schedule {self.action}: {exc}", file=self.err)
-            return exc.exit_code
-        if answer is None:
-            print(f"deleted export schedule {self.schedule_id}", file=self.out)
-        else:
-            self.out.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
+        return run_and_print(
+            f"analytics-exports schedule {self.action}",
+            self._call,
+            self.out,
+            self.err,
+            deleted=f"deleted export schedule {self.schedule_id}",
+        )
 
     async def _call(self) -> object:
         method, named = ACTIONS[self.action]

@@ -3,16 +3,14 @@ show, update, delete, rotate-secret, deliveries); each answer is printed as the 
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
 import aiohttp
-import orjson
 
-from cli.client import CommandError, ExportsClient
+from cli.client import ExportsClient, run_and_print
 
 #: Each action: its HTTP method, whether it names a webhook, and the webhook's sub-resource it
 #: calls (None: the webhook, or the org's list of them).
@@ -44,22 +42,20 @@ class WebhookCommand:
     err: TextIO = field(default_factory=lambda: sys.stderr)
 
     def run(self) -> int:
-        try:
-            answer = asyncio.run(self._call())
-        except CommandError as exc:
-            print(f"analytics-exports webhook {self.action}: {exc}", file=self.err)
-            return exc.exit_code
-        if answer is None:
-            print(f"deleted webhook {self.webhook_id}", file=self.out)
-            return 0
-        self.out.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
-        if self.action in SHOWS_SECRET:
+        status = run_and_print(
+            f"analytics-exports webhook {self.action}",
+            self._call,
+            self.out,
+            self.err,
+            deleted=f"deleted webhook {self.webhook_id}",
+        )
+        if status == 0 and self.action in SHOWS_SECRET:
             print(
                 f"analytics-exports webhook {self.action}: keep the secret now: the API shows it only"
                 " this once (`webhook rotate-secret` makes a new one)",
                 file=self.err,
             )
-        return 0
+        return status
 
     async def _call(self) -> object:
         method, named, sub_resource = ACTIONS[self.action]

@@ -27,7 +27,7 @@ from service.job import (
     rfc3339,
 )
 from service.metrics import Backlog
-from service.queue import JobQueue
+from service.queue import JobQueue, hand_over
 from service.repository import JobRepository
 from service.storage import ObjectStore, parse_s3_uri
 
@@ -89,14 +89,7 @@ class ExportService:
         if not created.new:
             log.info("idempotent replay: returning the existing export", extra=ctx)
             return created
-        try:
-            await self._queue.enqueue_export(job.job_id)
-        except QueueUnavailable as exc:
-            log.warning(
-                "export stored but not enqueued; the sweep will retry", extra={**ctx, "reason": str(exc)}
-            )
-        else:
-            await self._repository.mark_enqueued(job.job_id)
+        if await hand_over(self._queue, self._repository.mark_enqueued, job.job_id, "export", ctx):
             log.info("export enqueued", extra={**ctx, "granularity": job.granularity.value})
         return created
 

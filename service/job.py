@@ -300,10 +300,7 @@ def rfc3339(value: datetime) -> str:
 def job_json(job: Job) -> dict[str, object]:
     """The job as the API returns it (and a webhook's payload carries it)."""
     coverage = job.coverage
-
-    def opt(value: datetime | None) -> str | None:
-        return rfc3339(value) if value is not None else None
-
+    opt = optional_rfc3339
     return {
         "jobId": str(job.job_id),
         "orgId": str(job.org_id),
@@ -332,6 +329,10 @@ def job_json(job: Job) -> dict[str, object]:
         "scheduleId": str(job.schedule_id) if job.schedule_id is not None else None,
         "restatementOf": str(job.restatement_of) if job.restatement_of is not None else None,
     }
+
+
+def optional_rfc3339(value: datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
 
 
 #: Where every export object lives: ``{EXPORT_PREFIX}{org_id}/{job_id}.<extension>``.

@@ -19,10 +19,10 @@ from typing import Any, Final
 
 import orjson
 
-from service.errors import DatabaseUnavailable, QueueUnavailable
+from service.errors import DatabaseUnavailable
 from service.job import Job
 from service.metrics import ExportMetrics
-from service.queue import JobQueue
+from service.queue import JobQueue, hand_over
 from service.repository import JobRepository
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,10 @@ class Restater:
                 if restatement is not None:
                     made.append(restatement)
                     self._metrics.housekeeping.labels("restated").inc()
-                    await self._enqueue(queue, restatement)
+                    ctx = {"job_id": str(restatement.job_id), "org_id": str(restatement.org_id)}
+                    await hand_over(
+                        queue, self._repository.mark_enqueued, restatement.job_id, "restatement", ctx
+                    )
             if len(batch) < CHECK_BATCH:
                 break
         return made
@@ -119,14 +122,3 @@ class Restater:
                 },
             )
         return restatement
-
-    async def _enqueue(self, queue: JobQueue, job: Job) -> None:
-        try:
-            await queue.enqueue_export(job.job_id)
-        except QueueUnavailable as exc:
-            log.warning(
-                "restatement stored but not enqueued; the sweep will retry",
-                extra={"job_id": str(job.job_id), "reason": str(exc)},
-            )
-        else:
-            await self._repository.mark_enqueued(job.job_id)

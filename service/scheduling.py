@@ -10,10 +10,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final
 
-from service.errors import Conflict, DatabaseUnavailable, NotFound, QueueUnavailable
+from service.errors import Conflict, DatabaseUnavailable, NotFound
 from service.job import ExportRequest, Job
 from service.metrics import ExportMetrics
-from service.queue import JobQueue
+from service.queue import JobQueue, hand_over
 from service.repository import JobRepository
 from service.retention import retention_cutoff
 from service.schedule import MAX_CATCH_UP, Schedule, ScheduleSpec
@@ -170,12 +170,4 @@ class ScheduleService:
 
     async def _enqueue(self, queue: JobQueue, job: Job) -> None:
         ctx = {"job_id": str(job.job_id), "org_id": str(job.org_id), "schedule_id": str(job.schedule_id)}
-        try:
-            await queue.enqueue_export(job.job_id)
-        except QueueUnavailable as exc:
-            log.warning(
-                "scheduled export stored but not enqueued; the sweep will retry",
-                extra={**ctx, "reason": str(exc)},
-            )
-        else:
-            await self._repository.mark_enqueued(job.job_id)
+        await hand_over(queue, self._repository.mark_enqueued, job.job_id, "scheduled export", ctx)

@@ -22,6 +22,7 @@ from service.job import (
     JobPage,
     JobStatus,
     job_json,
+    optional_rfc3339,
     rfc3339,
 )
 from service.retention import retention_cutoff
@@ -643,9 +644,7 @@ def parse_schedule_spec(body: Any, now: datetime | None = None) -> ScheduleSpec:
 
 
 def schedule_json(schedule: Schedule) -> dict[str, object]:
-    def opt(value: datetime | None) -> str | None:
-        return rfc3339(value) if value is not None else None
-
+    opt = optional_rfc3339
     return {
         "scheduleId": str(schedule.schedule_id),
         "orgId": str(schedule.org_id),
@@ -781,10 +780,6 @@ def parse_webhook_events(body: Any) -> tuple[WebhookEvent, ...] | None:
     return tuple(WebhookEvent(e) for e in body["events"]) if "events" in body else None
 
 
-def _opt_time(value: datetime | None) -> str | None:
-    return rfc3339(value) if value is not None else None
-
-
 def webhook_json(webhook: Webhook, secret: str | None = None) -> dict[str, object]:
     body: dict[str, object] = {
         "webhookId": str(webhook.webhook_id),
@@ -794,9 +789,9 @@ def webhook_json(webhook: Webhook, secret: str | None = None) -> dict[str, objec
         "events": [e.value for e in webhook.events],
         "enabled": webhook.enabled,
         "disabledReason": webhook.disabled_reason,
-        "disabledAt": _opt_time(webhook.disabled_at),
-        "failingSince": _opt_time(webhook.failing_since),
-        "previousSecretExpiresAt": _opt_time(webhook.previous_secret_expires_at),
+        "disabledAt": optional_rfc3339(webhook.disabled_at),
+        "failingSince": optional_rfc3339(webhook.failing_since),
+        "previousSecretExpiresAt": optional_rfc3339(webhook.previous_secret_expires_at),
         "createdAt": rfc3339(webhook.created_at),
         "updatedAt": rfc3339(webhook.updated_at),
     }
@@ -824,9 +819,9 @@ def delivery_page_json(page: DeliveryPage) -> dict[str, object]:
                     }
                     for a in d.attempts
                 ],
-                "nextAttemptAt": _opt_time(d.next_attempt_at),
+                "nextAttemptAt": optional_rfc3339(d.next_attempt_at),
                 "createdAt": rfc3339(d.created_at),
-                "finishedAt": _opt_time(d.finished_at),
+                "finishedAt": optional_rfc3339(d.finished_at),
             }
             for d in page.items
         ],
