@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
@@ -177,6 +177,16 @@ def _new_job(request: ExportRequest, request_id: str | None) -> tuple[object, ..
         request.output_format.value,
         request.output_schema.value,
     )
+
+
+def whole_days(first: datetime, last: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC days inside [first, last), as analytics.covered_days takes them: from the
+    first midnight at or after ``first`` to the last at or before ``last`` (none when they
+    cross: the empty range at ``first``, every hour then counted from the hourly rollups)."""
+    start_day = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = start_day if start_day == first else start_day + timedelta(days=1)
+    end = last.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (start, end) if start < end else (first, first)
 
 
 class JobRepository:
@@ -632,10 +642,16 @@ class JobRepository:
         )
         coverage = job.coverage
         models = list(job.models) if job.models else None
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                QUERIES["period_totals"], job.org_id, coverage.start, coverage.end, models, hourly
-            )
+        first, last = coverage.start, coverage.end
+        async with self._connection() as conn, conn.transaction(readonly=True):
+            await conn.execute(QUERIES["custom_plans"])
+            if hourly:
+                rows = await conn.fetch(QUERIES["period_totals_hours"], job.org_id, first, last, models)
+            else:
+                whole = whole_days(first, last)
+                rows = await conn.fetch(
+                    QUERIES["period_totals_days"], job.org_id, first, last, *whole, models
+                )
         return {
             row["currency"]: (
                 row["cost_total"],

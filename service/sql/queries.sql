@@ -747,23 +747,40 @@ FROM (SELECT c.job_id FROM analytics.export_jobs c
 WHERE j.job_id = due.job_id
 RETURNING j.*, (SELECT m.manifest FROM analytics.export_manifests m WHERE m.job_id = j.job_id) AS manifest_text;
 
--- name: period_totals
--- The totals per currency an export of org $1, coverage [$2, $3), models $4 counts, read from the
--- rollups its query reads: the hourly ones ($5), or covered_days (whole UTC days from the daily
--- rollups, partial days from their hours). One aggregate: what a restatement check costs.
+-- name: period_totals_hours
+-- The totals per currency of org $1's hourly rollups in [$2, $3), models $4 (all: NULL): what an
+-- hourly export, or one of local days or months, counts. One aggregate: a restatement check.
+SELECT currency, sum(cost_total) AS cost_total, sum(request_count)::bigint AS request_count,
+       sum(tokens_total)::bigint AS tokens_total, sum(error_count)::bigint AS error_count
+FROM analytics.hourly_rollups
+WHERE org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+  AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
+GROUP BY currency;
+
+-- name: period_totals_days
+-- The same as covered_days counts them: the whole UTC days [$4, $5) from the daily rollups, the
+-- hours of [$2, $4) and [$5, $3) from the hourly ones (the bounds sargable, unlike the function's
+-- "hours not in a whole day", which reads every hour of the period).
 SELECT currency, sum(cost_total) AS cost_total, sum(request_count)::bigint AS request_count,
        sum(tokens_total)::bigint AS tokens_total, sum(error_count)::bigint AS error_count
 FROM (
     SELECT currency, cost_total, request_count, tokens_total, error_count
-    FROM analytics.hourly_rollups
-    WHERE $5 AND org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-      AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))
+    FROM analytics.daily_rollups
+    WHERE org_id = $1 AND bucket_start >= $4 AND bucket_start < $5
+      AND ($6::text[] IS NULL OR model_id = ANY ($6::text[]))
     UNION ALL
     SELECT currency, cost_total, request_count, tokens_total, error_count
-    FROM analytics.covered_days($1, $2, $3, $4::text[])
-    WHERE NOT $5
+    FROM analytics.hourly_rollups
+    WHERE org_id = $1
+      AND ((bucket_start >= $2 AND bucket_start < $4) OR (bucket_start >= $5 AND bucket_start < $3))
+      AND ($6::text[] IS NULL OR model_id = ANY ($6::text[]))
 ) AS counted
 GROUP BY currency;
+
+-- name: custom_plans
+-- Plan the rest of this transaction's statements for their parameters (a cached generic plan of
+-- an aggregate over a period can sort where one for the real range hashes, or scan every hour).
+SET LOCAL plan_cache_mode = force_custom_plan;
 
 -- name: create_restatement
 -- A new job of the same schedule and period that restates job $13, unless it has one already.

@@ -1,15 +1,13 @@
-"""Webhooks' pure rules: which URLs and addresses a delivery may reach, when a failed attempt is
-tried again, and a restatement's differences."""
+"""Webhooks' pure rules: which URLs and addresses a delivery may reach, and when a failed attempt
+is tried again."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 
-from service.restatement import differences, manifest_totals
 from service.settings import Settings, SettingsError
 from service.webhook import (
     DEFAULT_RETRY_SCHEDULE,
@@ -116,26 +114,3 @@ def test_webhook_settings_parse_and_refuse_nonsense() -> None:
     ):
         with pytest.raises(SettingsError, match=variable):
             Settings.from_env({variable: raw})
-
-
-def test_differences_are_exact_per_currency_and_count_a_missing_currency_as_zero() -> None:
-    old = {"USD": {"costTotal": "10.100000", "requestCount": 5, "tokensTotal": 100, "errorCount": 1}}
-    new = {
-        "USD": {"costTotal": "10.000001", "requestCount": 5, "tokensTotal": 90, "errorCount": 2},
-        "EUR": {"costTotal": "0.500000", "requestCount": 1, "tokensTotal": 7, "errorCount": 0},
-    }
-    assert differences(new, old) == {
-        "EUR": {"costTotal": "0.500000", "requestCount": 1, "tokensTotal": 7, "errorCount": 0},
-        "USD": {"costTotal": "-0.099999", "requestCount": 0, "tokensTotal": -10, "errorCount": 1},
-    }
-    assert differences({}, old)["USD"] == {
-        "costTotal": "-10.100000",
-        "requestCount": -5,
-        "tokensTotal": -100,
-        "errorCount": -1,
-    }
-
-
-def test_manifest_totals_compare_by_value_not_by_spelling() -> None:
-    manifest = b'{"totals": {"USD": {"costTotal": "1.500000", "requestCount": 2, "tokensTotal": 3, "errorCount": 0}}}'  # noqa: E501
-    assert manifest_totals(manifest) == {"USD": (Decimal("1.5"), 2, 3, 0)}
