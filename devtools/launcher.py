@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
-from devtools.local import port_in_use, start_moto, stop, wait_http
+from devtools.local import PAGE_DOWNLOADS_CORS, port_in_use, start_moto, stop, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.migrations import migrate_up
 from service.repository import ensure_database, seed_demo
@@ -64,6 +64,7 @@ async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
                         "BucketAlreadyExists",
                     ):
                         raise
+                await client.put_bucket_cors(Bucket=bucket, CORSConfiguration=PAGE_DOWNLOADS_CORS)
     except ClientError as exc:
         raise DevError(f"S3 at {where} refused to create the buckets: {exc}") from exc
     except BotoCoreError as exc:
@@ -239,6 +240,10 @@ def next_steps(
 
 NEXT_STEPS = """
 analytics-exports is running: API {base} (API, worker and scheduler log JSON lines above).
+
+The page, signed in for the demo org (the link holds the token: keep it to yourself):
+
+  {base}/analytics/#token={token}
 
 In another shell, from this directory:
 

@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -118,3 +119,12 @@ def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(drop())
+
+
+#: The CORS rule that lets the self-serve page (docs/operations.md: the same rule, with the API's
+#: origin, in production) read a download link's bytes to check them: GET from any origin here.
+PAGE_DOWNLOADS_CORS: Final = {
+    "CORSRules": [
+        {"AllowedOrigins": ["*"], "AllowedMethods": ["GET"], "AllowedHeaders": ["*"], "MaxAgeSeconds": 3600}
+    ]
+}

@@ -20,7 +20,7 @@ import pika
 import pytest
 
 from devtools import local as localdev
-from devtools.local import moto_server
+from devtools.local import PAGE_DOWNLOADS_CORS, moto_server
 from service.settings import Settings
 from service.storage import open_s3_client
 
@@ -119,3 +119,4 @@ async def clean_state(settings: Settings) -> None:
     async with open_s3_client(settings) as client:
         for bucket in (BUCKET, OVERRIDE_BUCKET):
             await client.create_bucket(Bucket=bucket)
+            await client.put_bucket_cors(Bucket=bucket, CORSConfiguration=PAGE_DOWNLOADS_CORS)

@@ -11,6 +11,7 @@ from service.api import keys
 from service.api.auth import TokenVerifier
 from service.api.connections import ConnectionGuard
 from service.api.contract import add_routes
+from service.api.page import add_page_routes
 from service.api.problems import problem_middleware
 from service.api.routes import ROUTES, openapi_document
 from service.api.server import guard_middleware
@@ -94,4 +95,5 @@ def wired_app(settings: Settings, queue: JobQueue) -> web.Application:
         previous_secrets=settings.auth_jwt_previous_secrets,
     )
     add_routes(app, ROUTES)
+    add_page_routes(app)
     return app

@@ -18,6 +18,8 @@ from service.errors import Forbidden, IdentityProviderUnavailable, Unauthenticat
 log = logging.getLogger(__name__)
 READ: Final = "exports:read"
 WRITE: Final = "exports:write"
+#: Not a scope: a route that takes any valid token (the caller asks about itself, not an org).
+SIGNED_IN: Final = "*"
 ALGORITHM: Final = "HS256"
 #: Clock skew tolerated on exp/nbf/iat between the token issuer and us.
 LEEWAY_SECONDS: Final = 30

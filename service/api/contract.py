@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from service.api import keys
-from service.api.auth import Principal
+from service.api.auth import SIGNED_IN, Principal
 from service.api.schemas import SCHEMAS
 from service.errors import (
     ClientClosedRequest,
@@ -295,7 +295,7 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         if route.scope is not None:
             principal = await request.app[keys.VERIFIER].verify(request.headers.get("Authorization"))
         path = path_values(route, request.match_info)
-        if principal is not None and route.scope is not None:
+        if principal is not None and route.scope not in (None, SIGNED_IN):
             principal.require(path["orgId"], route.scope)
         query = query_values(route, request.query)
         for parameter in route.parameters:

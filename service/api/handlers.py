@@ -219,3 +219,14 @@ async def list_deliveries(request: web.Request, call: Call) -> web.Response:
         call.org_id, call.path["webhookId"], limit=call.query["limit"], cursor=call.query.get("cursor")
     )
     return json_response(delivery_page_json(page))
+
+
+async def get_caller(request: web.Request, call: Call) -> web.Response:
+    principal = call.caller
+    return json_response(
+        {
+            "subject": principal.subject,
+            "orgs": sorted(str(org) for org in principal.orgs),
+            "scopes": sorted(principal.scopes),
+        }
+    )

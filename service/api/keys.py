@@ -26,5 +26,7 @@ OPENAPI = web.AppKey("openapi", dict[str, object])
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", ApiMetrics)
 GUARD = web.AppKey("guard", ConnectionGuard)
+#: The headers every file of the self-serve page is served with (its CSP among them).
+PAGE_HEADERS = web.AppKey("page_headers", dict[str, str])
 #: Per request (on the request, not the app): the id its log lines and its job carry.
 REQUEST_ID = web.RequestKey("request_id", str)

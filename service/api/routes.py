@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 from service.api import handlers
-from service.api.auth import READ, WRITE
+from service.api.auth import READ, SIGNED_IN, WRITE
 from service.api.contract import Answer, Parameter, Route, build_openapi, problem
 from service.api.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from service.job import JobStatus
@@ -64,6 +64,22 @@ BODY_REFUSED: Final = {
 }
 
 ROUTES: Final[tuple[Route, ...]] = (
+    Route(
+        "GET",
+        BASE + "/me",
+        "getCaller",
+        "Who the bearer token says the caller is: its subject, the orgs and the scopes it grants "
+        "(any valid token; the self-serve page shows them).",
+        handlers.get_caller,
+        SIGNED_IN,
+        {
+            200: Answer("The caller.", "Caller"),
+            401: problem("Missing, invalid or expired bearer token."),
+            503: problem(
+                "The identity provider's keys are unavailable; try again after Retry-After.", RETRY_AFTER
+            ),
+        },
+    ),
     Route(
         "POST",
         EXPORTS,

@@ -676,6 +676,15 @@ _WEBHOOK_FIELDS: Final[dict[str, object]] = {
         "x-message": "must list one or more of " + ", ".join(e.value for e in WebhookEvent) + ", each once",
     },
 }
+SCHEMAS["Caller"] = {
+    "type": "object",
+    "required": ["subject", "orgs", "scopes"],
+    "properties": {
+        "subject": {"type": "string", "description": "The token's sub."},
+        "orgs": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+    },
+}
 SCHEMAS["CreateWebhookRequest"] = {
     "type": "object",
     "additionalProperties": False,

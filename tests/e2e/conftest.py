@@ -16,9 +16,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from botocore.exceptions import ClientError
+from playwright.sync_api import Browser, sync_playwright
 from yarl import URL
 
-from devtools.local import free_port, wait_http
+from devtools.local import PAGE_DOWNLOADS_CORS, free_port, wait_http
 from service.api.auth import READ, WRITE, mint_token
 from service.settings import Settings
 from service.storage import open_s3_client
@@ -78,6 +79,7 @@ async def _create_buckets(settings: Settings) -> None:
         for bucket in (BUCKET, OVERRIDE_BUCKET):
             with contextlib.suppress(ClientError):  # already there from an earlier run
                 await client.create_bucket(Bucket=bucket)
+            await client.put_bucket_cors(Bucket=bucket, CORSConfiguration=PAGE_DOWNLOADS_CORS)
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +196,39 @@ async def download(http: aiohttp.ClientSession, stack: Stack, org: uuid.UUID, jo
     async with http.get(URL(location, encoded=True)) as reply:
         assert reply.status == 200
         return await reply.read()
+
+
+#: Where browser tests write their screenshots (test artifacts; not committed).
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+#: Debian's Chromium (ops/install-tools.sh installs it); Playwright downloads no browser here.
+CHROMIUM = "/usr/bin/chromium"
+#: Flags for a headless Chromium on a closed network, as root, with nothing of its own.
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture(scope="module")
+def chromium(stack: Stack) -> Iterator[Browser]:
+    """Chromium for a module, started after its stack and stopped before it: the sync API keeps
+    an event loop marked running on this thread while it is open, and asyncio.run (the stack's
+    database set-up and teardown, pytest-asyncio's tests in later modules) refuses to start then.
+    Each test takes a new context (its own storage)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    """This test's screenshot folder under build/screenshots/."""
+    folder = SCREENSHOTS / request.node.name.replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

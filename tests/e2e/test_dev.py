@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -58,6 +59,13 @@ def test_dev_starts_everything_prints_a_working_walkthrough_and_stops_cleanly(tm
         # and where the RabbitMQ console is (`make services` enables it where it is installed)
         console = "http://127.0.0.1:15672" if port_in_use("127.0.0.1", 15672) else "off"
         assert f"RabbitMQ console: {console}" in output, output
+
+        # and the page's sign-in link, its fragment (never sent to the server) the same token
+        [link] = re.findall(r"^\s*(http://\S+/analytics/#token=\S+)$", output, re.M)
+        assert link == f"{printed['API']}/analytics/#token={printed['TOKEN']}"
+        with urllib.request.urlopen(link.split("#")[0], timeout=10) as page:  # noqa: S310 (loopback)
+            assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+            assert b'<script type="module"' in page.read()
 
         # Then the README walkthrough works against it, verbatim
         run_walkthrough({**env, **printed}, tmp_path)
