@@ -239,6 +239,24 @@ def test_a_bad_token_goes_back_to_sign_in_with_the_problem(
     shot(page, screenshots, "bad-token")
 
 
+def test_a_single_sign_on_proxy_in_front_signs_the_page_in_without_a_token(
+    stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
+) -> None:
+    # An identity-aware proxy puts the caller's token on every request it forwards to the API;
+    # the browser context's extra header stands in for it.
+    org = uuid.uuid4()
+    token = stack.token(org, scope=READ)
+    seen = browsing(extra_http_headers={"Authorization": f"Bearer {token}"})
+    page = seen.page
+    page.goto(f"{stack.base}/analytics/")
+    expect(page.get_by_role("region", name="Signed in")).to_contain_text(str(org))
+    expect(page.get_by_role("heading", name="Exports", level=1)).to_be_visible()
+    # The page holds no token of its own, so it offers no sign-out (the proxy's is the one)
+    assert page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    shot(page, screenshots, "single-sign-on")
+
+
 def test_a_month_to_date_export_is_requested_followed_downloaded_and_verified(
     stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
 ) -> None:
@@ -499,6 +517,7 @@ def test_keyboard_only_at_200_percent_zoom(
     # 1280 x 960 CSS pixels at 200 %: 640 x 480 of them, each drawn with 2 x 2 device pixels.
     seen = browsing(viewport={"width": 640, "height": 480}, device_scale_factor=2)
     seen.tokens.append(token)
+    seen.expected_statuses.add(401)  # the first look, before any token: no proxy in front here
     page = seen.page
     page.goto(f"{stack.base}/analytics/")
     expect(page.get_by_label("Bearer token")).to_be_focused()

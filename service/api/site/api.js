@@ -32,9 +32,10 @@ export const paths = {
 /**
  * Call the API: `api(path, {method, body, query, raw})`. JSON in and out; `raw` answers the
  * Response itself (a download, after fetch followed the API's redirect). Throws ApiError.
- * A 401 also tells the page (event "session-ended") so it goes back to sign-in.
+ * A 401 also tells the page (event "session-ended") so it goes back to sign-in, unless
+ * `endsSession` is false (the first look, before any sign-in).
  */
-export async function api(path, { method = "GET", body, query, raw = false } = {}) {
+export async function api(path, { method = "GET", body, query, raw = false, endsSession = true } = {}) {
   const url = new URL(BASE + path, location.origin);
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
@@ -49,7 +50,9 @@ export async function api(path, { method = "GET", body, query, raw = false } = {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
-      credentials: "omit",
+      // Same-origin cookies only: those of a single sign-on proxy in front (docs/operations.md),
+      // which puts the Authorization header on the requests itself.
+      credentials: "same-origin",
       referrerPolicy: "no-referrer",
     });
   } catch (error) {
@@ -60,7 +63,7 @@ export async function api(path, { method = "GET", body, query, raw = false } = {
   }
   if (!response.ok) {
     const problem = await problemOf(response);
-    if (response.status === 401) dispatchEvent(new CustomEvent("session-ended", { detail: problem }));
+    if (response.status === 401 && endsSession) dispatchEvent(new CustomEvent("session-ended", { detail: problem }));
     throw problem;
   }
   if (raw) return response;

@@ -1,4 +1,5 @@
-// The page: sign-in (a pasted token, or #token=… from `make run`'s link), who the token is, and
+// The page: sign-in (a pasted token, #token=… from `make run`'s link, or a single sign-on proxy
+// in front that authorises its requests), who the caller is, and
 // the sections (#/exports, #/schedules, #/webhooks), each rendered by its own module.
 
 import { api, paths, session } from "./api.js";
@@ -27,11 +28,16 @@ function tokenFromFragment() {
   return decodeURIComponent(match[1]).trim();
 }
 
-async function signIn() {
+/**
+ * Ask the API who this is. `firstLook`: before any token, in case a single sign-on proxy in front
+ * authorises the page's requests itself; a 401 then just shows the sign-in form.
+ */
+async function signIn({ firstLook = false } = {}) {
   try {
-    state.me = await api(paths.me());
+    state.me = await api(paths.me(), { endsSession: !firstLook });
   } catch (problem) {
-    if (problem.status !== 401) showSignIn(problem); // a 401 ends the session (below)
+    if (firstLook) showSignIn(problem.status === 401 ? undefined : problem);
+    else if (problem.status !== 401) showSignIn(problem); // a 401 ends the session (below)
     return;
   }
   if (!state.me.orgs.length) {
@@ -42,7 +48,7 @@ async function signIn() {
   state.org = state.me.orgs.includes(state.org) ? state.org : state.me.orgs[0];
   showIdentity();
   nav.hidden = false;
-  signOutButton.hidden = false;
+  signOutButton.hidden = !session.token; // signed in by a proxy: its own sign-out
   route();
 }
 
@@ -122,5 +128,4 @@ signOutButton.addEventListener("click", () => signOut());
 
 const linked = tokenFromFragment();
 if (linked) session.set(linked);
-if (session.token) signIn();
-else showSignIn();
+signIn({ firstLook: !session.token });
