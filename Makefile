@@ -38,7 +38,7 @@ run: $(STAMP) services
 
 ## The whole suite: lint, types, OpenAPI drift, unit, integration and end-to-end tests.
 test: $(STAMP) $(FOCUS_STAMP) tools services lint typecheck openapi-check
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=15 tests
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -108,7 +108,7 @@ def _run_stack(
         "EXPORT_WORKER_INTERVAL": "1s",
         # Webhook retries within a test's patience (the schedule's shape, not its hours).
         "WEBHOOK_RETRY_SCHEDULE": "1s,1s,1s,1s,1s",
-        "WEBHOOK_TIMEOUT": "1s",
+        "WEBHOOK_TIMEOUT": "2s",
         "RESTATEMENT_CHECK_INTERVAL": "1s",
         "AUTH_JWT_SECRET": SECRET,
     }

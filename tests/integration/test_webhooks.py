@@ -53,8 +53,8 @@ async def repository(settings: Settings) -> AsyncIterator[JobRepository]:
 def webhook_settings(settings: Settings) -> Settings:
     return replace(
         settings,
-        webhook_timeout=1.0,
-        webhook_retry_schedule=(1.0, 60.0),
+        webhook_timeout=2.0,
+        webhook_retry_schedule=(3.0, 60.0),
         api_public_url="https://exports.example.com",
     )
 
@@ -151,10 +151,10 @@ async def test_an_attempt_that_fails_is_retried_with_the_same_id_and_body_until_
     # A duplicate message for the same attempt does nothing (compare-and-set on the attempts)
     await sender.deliver(delivery_id, 0)
     assert len(receiver.received) == 1
-    # Not due before its retry delay (1 s), then due: the second attempt times out
+    # Not due before its retry delay (3 s), then due: the second attempt times out
     sent.clear()
     assert await sender.dispatch_due(send) == 0
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(3.1)
     assert await sender.dispatch_due(send) == 1
     await sender.deliver(*sent[-1])
     # The third is due a minute later (the schedule's second delay): make it due now
@@ -167,7 +167,7 @@ async def test_an_attempt_that_fails_is_retried_with_the_same_id_and_body_until_
     [delivery] = page.items
     assert delivery.status is DeliveryStatus.DELIVERED
     assert [(a.attempt, a.status_code) for a in delivery.attempts] == [(1, 500), (2, None), (3, 200)]
-    assert "no answer within 1 s" in (delivery.attempts[1].error or "")
+    assert "no answer within 2 s" in (delivery.attempts[1].error or "")
     assert delivery.attempts[2].error is None
     assert len(receiver.received) == 3
     assert {headers["webhook-id"] for headers, *_ in receiver.received} == {delivery.message_id}
