@@ -28,7 +28,8 @@ focus-validator: $(FOCUS_STAMP)
 services:
 	ops/start-services.sh
 
-## Machine tools the tests need beyond the venv (docker-compose, to validate docker-compose.yml).
+## Machine tools the tests need beyond the venv: docker-compose (to validate docker-compose.yml) and
+## Chromium (the browser tests of the page).
 tools:
 	ops/install-tools.sh
 
@@ -50,7 +51,7 @@ house: $(STAMP) tools
 integration: $(STAMP) services
 	$(BIN)/pytest -q tests/integration
 
-e2e: $(STAMP) $(FOCUS_STAMP) services
+e2e: $(STAMP) $(FOCUS_STAMP) tools services
 	$(BIN)/pytest -q tests/e2e
 
 faults: $(STAMP) services

@@ -32,8 +32,16 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(client: Cl
         async with client.get(path) as reply:
             assert reply.status == 200, path
             policy = reply.headers["Content-Security-Policy"]
-            assert "script-src 'self';" in policy
-            assert "unsafe-inline" not in policy
+            for directive in (
+                "default-src 'none'",
+                "script-src 'self'",
+                "style-src 'self'",
+                "form-action 'none'",
+                "base-uri 'none'",
+                "frame-ancestors 'none'",  # never framed: no clickjacking
+            ):
+                assert directive in policy.split("; "), (directive, policy)
+            assert "unsafe" not in policy
             assert "connect-src 'self' https://files.example.com:9000;" in policy
             assert reply.headers["X-Content-Type-Options"] == "nosniff"
             assert reply.headers["Referrer-Policy"] == "no-referrer"
