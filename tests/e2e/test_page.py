@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import re
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -26,11 +27,12 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Request, Route, expect
 
 from service.api.auth import READ
 from service.job import object_key
 from service.storage import open_s3_client
+from tests.conftest import BIN
 from tests.e2e.conftest import Stack
 
 TOKEN_KEY = "analytics-exports.token"
@@ -191,7 +193,16 @@ def test_sign_in_from_the_link_shows_who_and_keeps_the_token_in_session_storage_
     org = uuid.uuid4()
     seen = browsing()
     page = seen.page
-    token = stack.token(org)
+    # A token as an operator mints one: `analytics-exports token`
+    minted = subprocess.run(
+        [str(BIN / "analytics-exports"), "token", "--org", str(org), "--sub", "finance@example.com"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = minted.stdout.strip()
     seen.tokens.append(token)
     served = page.goto(f"{stack.base}/analytics/#token={token}")
     assert served is not None
@@ -237,6 +248,19 @@ def test_a_bad_token_goes_back_to_sign_in_with_the_problem(
     expect(page.get_by_label("Bearer token")).to_be_visible()
     assert page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None
     shot(page, screenshots, "bad-token")
+
+
+def test_a_damaged_sign_in_link_shows_the_sign_in_form_with_the_problem(
+    stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
+) -> None:
+    seen = browsing()
+    page = seen.page
+    page.goto(f"{stack.base}/analytics/#token=eyJhbGciOi%E0%A4%A")  # a % escape cut short
+    expect(page.get_by_role("alert")).to_contain_text("This sign-in link is damaged")
+    expect(page.get_by_label("Bearer token")).to_be_focused()
+    assert "token=" not in page.url, page.url
+    assert page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None
+    shot(page, screenshots, "damaged-link")
 
 
 def test_a_single_sign_on_proxy_in_front_signs_the_page_in_without_a_token(
@@ -361,6 +385,13 @@ def test_a_read_only_token_sees_exports_but_no_request_or_cancel(
     detail = page.get_by_role("region", name=f"Export {waiting[:8]}")
     expect(detail).to_contain_text("pending")
     expect(page.get_by_role("button", name=re.compile("Cancel"))).to_have_count(0)
+    # The row whose details are open says so, to assistive technology and in words on screen.
+    details_button = page.get_by_role("button", name=f"Details of export {waiting[:8]}")
+    opened = table.get_by_role("row").filter(has=details_button)
+    expect(opened).to_have_attribute("aria-current", "true")
+    marker = opened.locator("td").first.locator(":scope > span")
+    assert "details below" in marker.evaluate("el => getComputedStyle(el, '::after').content")
+    expect(table.locator("tr[aria-current]")).to_have_count(1)
     shot(page, screenshots, "read-only-exports")
 
     page.get_by_role("link", name="Schedules").click()
@@ -457,11 +488,186 @@ def test_a_bad_range_shows_the_api_field_error_next_to_the_field(
     shot(page, screenshots, "time-zone-error")
 
 
+def test_a_refused_cancel_is_an_alert_by_the_list_and_live_updates_pause_while_hidden(
+    stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
+) -> None:
+    org = uuid.uuid4()
+    waiting = hold_pending(stack, org)
+    seen = browsing()
+    seen.expected_statuses.add(409)
+    page = seen.page
+    token = sign_in(seen, stack, org)
+    live = page.get_by_text("Live: following 1 unfinished export(s).")
+    expect(live).to_be_visible()
+
+    # The tab is hidden: nothing is fetched again until it is shown.
+    page.evaluate(
+        """() => {
+          Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+          document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    page.wait_for_timeout(500)
+    polls = [url for url, _ in seen.requests if url.endswith(f"/exports/{waiting}")]
+    assert polls, "the unfinished export was not followed"
+    call(stack, token, "POST", f"/analytics/v1/orgs/{org}/exports/{waiting}/cancel")  # elsewhere
+    page.wait_for_timeout(2500)
+    assert [url for url, _ in seen.requests if url.endswith(f"/exports/{waiting}")] == polls
+
+    # So the page still offers the cancel; the API refuses it, and says so by the list, in an
+    # alert of its own that the live note (rewritten each second) does not overwrite.
+    page.get_by_role("button", name=f"Cancel export {waiting[:8]}").click()
+    alert = page.get_by_role("region", name="Recent exports").get_by_role("alert")
+    expect(alert).to_contain_text(f"Export {waiting[:8]} not cancelled")
+    expect(alert).to_contain_text("already cancelled")
+    expect(live).to_be_visible()
+    shot(page, screenshots, "cancel-refused")
+
+    # Shown again: it follows the export again, and its row turns cancelled.
+    page.evaluate(
+        """() => {
+          delete document.hidden;
+          document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    details = page.get_by_role("button", name=f"Details of export {waiting[:8]}")
+    expect(page.get_by_role("row").filter(has=details)).to_contain_text("cancelled")
+    expect(alert).to_contain_text("not cancelled")  # still there, not rewritten by the poller
+    expect(live).to_have_count(0)
+
+
+def test_paging_turns_one_page_per_click_and_only_the_latest_answer_is_shown(
+    stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
+) -> None:
+    org = uuid.uuid4()
+    for _ in range(25):
+        hold_pending(stack, org)
+    seen = browsing()
+    page = seen.page
+    sign_in(seen, stack, org)
+    table = page.get_by_role("table", name="Exports, newest first")
+    expect(table.locator("tbody tr")).to_have_count(20)
+
+    # A double click is one turn: the buttons are disabled while the page loads.
+    page.get_by_role("button", name="Next page").dblclick()
+    expect(page.get_by_text("Page 2", exact=True)).to_be_visible()
+    expect(table.locator("tbody tr")).to_have_count(5)
+    expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    expect(table).to_be_focused()  # the pressed button is disabled now: focus on the page shown
+    page.get_by_role("button", name="Previous page").click()
+    expect(page.get_by_text("Page 1", exact=True)).to_be_visible()
+    expect(table.locator("tbody tr")).to_have_count(20)
+    page.get_by_role("button", name="Next page").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Page 2", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Previous page").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Page 1", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Next page")).to_be_enabled()
+
+    # An answer overtaken by a later one is dropped: "cancelled" is held back until "pending"
+    # is shown, and then changes nothing.
+    held: list[Route] = []
+    page.route(re.compile(r"/exports\?.*status=cancelled"), lambda route: held.append(route))
+    with page.expect_request(re.compile(r"status=cancelled")):
+        page.get_by_label("Show").select_option("cancelled")
+    page.get_by_label("Show").select_option("pending")
+    expect(table.locator("tbody tr")).to_have_count(20)
+    with page.expect_response(re.compile(r"status=cancelled")):
+        held[0].continue_()
+    page.wait_for_timeout(300)
+    expect(table.locator("tbody tr")).to_have_count(20)
+    expect(page.get_by_text("No cancelled exports.")).to_have_count(0)
+    shot(page, screenshots, "latest-answer")
+
+
+def test_a_request_retried_after_a_lost_answer_makes_one_export(
+    stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
+) -> None:
+    org = stack.seed_demo("--days", "3", "--models", "2")
+    seen = browsing()
+    page = seen.page
+    token = sign_in(seen, stack, org)
+    posts: list[Request] = []
+    page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+
+    def lose_the_answer(route: Route) -> None:
+        """The request reaches the API, which makes the export; its answer never reaches the page."""
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        route.fetch()
+        route.abort()
+
+    page.route(re.compile(r"/exports$"), lose_the_answer)
+    page.get_by_label("Time zone").fill("")  # the API's default: UTC
+    page.get_by_role("button", name="Yesterday").click()
+    page.get_by_role("button", name="Request export").click()
+    form = page.get_by_role("form", name="Request an export")
+    expect(form.get_by_role("alert")).to_contain_text("The service could not be reached")
+    assert len(call(stack, token, "GET", f"/analytics/v1/orgs/{org}/exports")["items"]) == 1
+    page.unroute(re.compile(r"/exports$"))
+
+    # The same request again: the same Idempotency-Key, so the API answers with the export made.
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        page.get_by_role("button", name="Request export").click()
+    assert answer.value.status == 202
+    assert answer.value.headers.get("idempotent-replayed") == "true"
+    expect(page.get_by_role("region", name=re.compile(r"^Export [0-9a-f]{8}$"))).to_be_visible()
+    assert len(call(stack, token, "GET", f"/analytics/v1/orgs/{org}/exports")["items"]) == 1
+    first, second = posts
+    key = first.headers["idempotency-key"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", key), key
+    assert second.headers["idempotency-key"] == key
+    assert "timeZone" not in json.loads(second.post_data or "{}")
+    # The page saw a network error on purpose (the answer dropped above).
+    seen.errors[:] = [e for e in seen.errors if "net::ERR_FAILED" not in e]
+    shot(page, screenshots, "retried-once")
+
+
+def test_a_large_file_is_checked_only_when_asked_and_once_at_a_time(
+    stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
+) -> None:
+    org = stack.seed_demo("--days", "3", "--models", "2")
+    created = call(stack, stack.token(org), "POST", f"/analytics/v1/orgs/{org}/exports", last_day_body())
+    job = wait_for_job(stack, org, created["jobId"])
+    seen = browsing()
+    page = seen.page
+    sign_in(seen, stack, org)
+
+    def larger(route: Route) -> None:
+        """The job as if its file were 300 MB."""
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "byteCount": 300_000_000})
+
+    page.route(re.compile(rf"/exports/{job['jobId']}$"), larger)
+    page.get_by_role("button", name=f"Details of export {job['jobId'][:8]}").click()
+    detail = page.get_by_role("region", name=f"Export {job['jobId'][:8]}")
+    download = detail.get_by_role("button", name="Download", exact=True)
+    download.click()
+    warning = detail.get_by_text("This file is 300 MB: the check holds all of it in this tab's memory")
+    expect(warning).to_be_visible()
+    assert not [url for url, _ in seen.requests if url.endswith("/download")]
+    shot(page, screenshots, "large-file-warning")
+
+    held: list[Route] = []
+    page.route(re.compile(r"/download$"), lambda route: held.append(route))
+    detail.get_by_role("button", name="Download and check 300 MB anyway").click()
+    expect(download).to_be_disabled()  # no second run while this one goes on
+    expect(detail.get_by_text("Downloading…")).to_be_visible()
+    held[0].continue_()
+    expect(detail.get_by_text("SHA-256 matches the service's checksum")).to_be_visible(timeout=WAIT_MS)
+    expect(download).to_be_enabled()
+    expect(download).to_be_focused()
+    assert len([url for url, _ in seen.requests if url.endswith("/download")]) == 1
+
+
 def test_schedules_and_webhooks_pages(
     stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
 ) -> None:
     org = uuid.uuid4()
     seen = browsing()
+    seen.expected_statuses.add(400)  # the webhook with no event
     page = seen.page
     token = sign_in(seen, stack, org)
 
@@ -479,15 +685,40 @@ def test_schedules_and_webhooks_pages(
     expect(schedules).to_contain_text("enabled")
     [made] = call(stack, token, "GET", f"/analytics/v1/orgs/{org}/export-schedules")["items"]
     assert (made["cadence"], made["period"], made["runAtHour"]) == ("weekly", "previous_week", 7)
+    which = f"schedule {made['scheduleId'][:8]}"
+    # Focus goes to the new schedule's row, and stays on the control used as the list is redrawn.
+    expect(page.get_by_role("button", name=f"Disable {which}")).to_be_focused()
     shot(page, screenshots, "schedules")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name=f"Enable {which}")).to_be_focused()
+    expect(schedules).to_contain_text("disabled")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Delete {which}").click()
+    expect(page.get_by_text("No schedules yet.")).to_be_visible()
+    assert page.evaluate("document.activeElement.textContent") == "No schedules yet."
 
     page.get_by_role("link", name="Webhooks").click()
     expect(page.get_by_role("heading", name="Webhooks", level=1)).to_be_focused()
+    # No event chosen: the API's error is linked to the event boxes.
     page.get_by_label("URL").fill("http://127.0.0.1:9/hook")
+    for event in ("export.succeeded", "export.failed"):
+        page.get_by_label(event).uncheck()
+    page.get_by_role("button", name="Create webhook").click()
+    for event in ("export.succeeded", "export.failed", "export.restated"):
+        expect(page.get_by_label(event)).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_label(event)).to_have_accessible_description(re.compile("at least 1 item"))
+    page.get_by_label("export.succeeded").check()
+    page.get_by_label("export.failed").check()
     page.get_by_role("button", name="Create webhook").click()
     secret_box = page.get_by_text("its signing secret, shown only now").locator("..")
     secret = secret_box.locator("code").inner_text()
     assert re.fullmatch(r"whsec_[A-Za-z0-9+/]+={0,2}", secret), secret
+    # Never in a live region (a screen reader would read it out): what is announced is where it is.
+    live = "el => el.closest('[aria-live], [role=status], [role=alert]')"
+    assert secret_box.locator("code").evaluate(live) is None
+    announced = "Webhook created: its signing secret is shown below, only now."
+    expect(page.locator("#announcer")).to_have_text(announced)
+    expect(page.get_by_role("button", name="Copy secret")).to_be_focused()
     hooks = page.get_by_role("table", name="Webhook endpoints, oldest first")
     expect(hooks).to_contain_text("http://127.0.0.1:9/hook")
     expect(hooks).to_contain_text("export.succeeded, export.failed")
@@ -502,6 +733,9 @@ def test_schedules_and_webhooks_pages(
     listed = call(stack, token, "GET", f"/analytics/v1/orgs/{org}/webhooks")["items"]
     assert len(listed) == 1
     assert "secret" not in listed[0]
+    page.get_by_role("button", name="Disable of http://127.0.0.1:9/hook").click()
+    expect(page.get_by_role("button", name="Enable of http://127.0.0.1:9/hook")).to_be_focused()
+    expect(hooks).to_contain_text("disabled")
     page.get_by_role("button", name="Deliveries of http://127.0.0.1:9/hook").click()
     expect(page.get_by_role("heading", name="Deliveries to http://127.0.0.1:9/hook")).to_be_focused()
     expect(page.get_by_text("No deliveries yet.")).to_be_visible()
@@ -590,3 +824,24 @@ def tab_to(page: Page, name: str, limit: int = 60) -> None:
 def assert_fits(page: Page) -> None:
     width, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width <= inner, f"horizontal scrolling: {width} px of content in {inner} px"
+
+
+def test_text_from_the_api_is_shown_as_text_never_run(
+    stack: Stack, browsing: Callable[..., Browsing], screenshots: Path
+) -> None:
+    # A model id is whatever the platform recorded: here, markup that would run if inserted as HTML
+    org = uuid.uuid4()
+    hostile = '<img src=x onerror="window.injected=1">'
+    token = stack.token(org)
+    job = call(
+        stack, token, "POST", f"/analytics/v1/orgs/{org}/exports", {**last_day_body(), "models": [hostile]}
+    )
+    seen = browsing()
+    page = seen.page
+    sign_in(seen, stack, org)
+    page.get_by_role("button", name=f"Details of export {job['jobId'][:8]}").click()
+    expect(page.get_by_text(hostile)).to_be_visible()
+    # The markup is text on the page: no element was made of it, nothing ran
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("window.injected") is None
+    shot(page, screenshots, "hostile-text")

@@ -30,17 +30,19 @@ export const paths = {
 };
 
 /**
- * Call the API: `api(path, {method, body, query, raw})`. JSON in and out; `raw` answers the
- * Response itself (a download, after fetch followed the API's redirect). Throws ApiError.
- * A 401 also tells the page (event "session-ended") so it goes back to sign-in, unless
- * `endsSession` is false (the first look, before any sign-in).
+ * Call the API: `api(path, {method, body, query, headers, signal, raw})`. JSON in and out; `raw`
+ * answers the Response itself (a download, after fetch followed the API's redirect); `signal`
+ * aborts the call (a view left). Throws ApiError. A 401 also tells the page (event
+ * "session-ended") so it goes back to sign-in, unless `endsSession` is false (the first look,
+ * before any sign-in).
  */
-export async function api(path, { method = "GET", body, query, raw = false, endsSession = true } = {}) {
+export async function api(path, { method = "GET", body, query, headers: extra, signal, raw = false, endsSession = true }
+  = {}) {
   const url = new URL(BASE + path, location.origin);
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
   }
-  const headers = { Accept: "application/json, application/problem+json" };
+  const headers = { Accept: "application/json, application/problem+json", ...extra };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
@@ -54,6 +56,7 @@ export async function api(path, { method = "GET", body, query, raw = false, ends
       // which puts the Authorization header on the requests itself.
       credentials: "same-origin",
       referrerPolicy: "no-referrer",
+      signal,
     });
   } catch (error) {
     throw new ApiError({

@@ -20,7 +20,7 @@ const identity = document.getElementById("identity");
 const signOutButton = document.getElementById("sign-out");
 const state = { me: null, org: null, stop: null };
 
-/** A token in the fragment (`#token=…`) is taken, and the fragment removed from the address bar. */
+/** A token in the fragment (`#token=…`) is taken, the fragment removed from the address bar; a bad % escape throws. */
 function tokenFromFragment() {
   const match = /^#token=([^&]+)/.exec(location.hash);
   if (!match) return null;
@@ -117,8 +117,10 @@ function route() {
   state.stop?.();
   main.replaceChildren();
   document.title = `${title} · Analytics exports`;
-  const ctx = { org: state.org, me: state.me, canWrite: state.me.scopes.includes(WRITE) };
-  state.stop = view.render(main, ctx);
+  // Leaving the view aborts its calls and timers: no answer arrives in a view no longer shown.
+  const left = new AbortController();
+  state.stop = () => left.abort();
+  view.render(main, { org: state.org, me: state.me, canWrite: state.me.scopes.includes(WRITE), signal: left.signal });
   main.querySelector("h1")?.focus();
 }
 
@@ -126,6 +128,11 @@ addEventListener("session-ended", (event) => signOut(event.detail));
 addEventListener("hashchange", route);
 signOutButton.addEventListener("click", () => signOut());
 
-const linked = tokenFromFragment();
-if (linked) session.set(linked);
-signIn({ firstLook: !session.token });
+try {
+  const linked = tokenFromFragment();
+  if (linked) session.set(linked);
+  signIn({ firstLook: !session.token });
+} catch {
+  showSignIn({ title: "This sign-in link is damaged",
+    detail: "Its token is not readable (a bad % escape): open the link again as printed, or paste the token." });
+}

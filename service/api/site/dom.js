@@ -28,6 +28,9 @@ export function button(label, onclick, props = {}) {
 
 export const note = (text) => h("p", { class: "notice", text });
 
+/** Words for screen readers only: button(["Delete", srOnly(" schedule 1a2b")]). */
+export const srOnly = (text) => h("span", { class: "visually-hidden", text });
+
 /** A labelled control in a box named by its API field (data-field), with a hint and an error slot. */
 export function field(name, label, control, hint) {
   control.id ||= uid(name.replace(/\W/g, "-"));
@@ -57,7 +60,7 @@ export function select(options, value) {
 }
 
 export function problemView(problem) {
-  return h("div", { class: "problem", role: "alert" },
+  return h("div", { class: "problem", role: "alert", tabindex: "-1" },
     h("p", { class: "problem-title", text: problem.title || "Error" }),
     problem.detail ? h("p", { text: problem.detail }) : null);
 }
@@ -107,19 +110,96 @@ function boxFor(form, name) {
 export function form(label, children, onsubmit) {
   const el = h("form", { "aria-label": label, novalidate: true },
     h("div", { class: "form-problem", tabindex: "-1", hidden: true }), ...children);
-  el.addEventListener("submit", async (event) => {
+  el.addEventListener("submit", (event) => {
     event.preventDefault();
-    const submit = el.querySelector("button[type=submit]");
-    if (submit?.disabled) return;
-    if (submit) submit.disabled = true;
-    try { await onsubmit(el); } finally { if (submit) submit.disabled = false; }
+    whileBusy(el.querySelector("button[type=submit]"), () => onsubmit(el));
   });
   return el;
 }
 
+/** Focus lost from `el`'s part of the page: on the body, or on a container of `el` (a click on a disabled button). */
+const focusLost = (el) => !document.activeElement || document.activeElement.contains(el);
+
+/** Run `task` with `control` disabled (never twice at once); focus back on it if lost meanwhile. */
+export async function whileBusy(control, task) {
+  if (control.disabled) return;
+  control.disabled = true;
+  try { await task(); } finally {
+    control.disabled = false;
+    if (focusLost(control)) control.focus();
+  }
+}
+
+/** Calls whose latest answer alone counts: `const current = turn(); await …; if (!current()) return;`. */
+export function latest(signal) {
+  let last = 0;
+  return () => { const mine = ++last; return () => mine === last && !signal?.aborted; };
+}
+
+/**
+ * `const back = keepFocus(box)` before a redraw, `back(fallback)` after: focus lost in the redraw goes to
+ * the same control (data-action) of the same row (data-key), else that row's first button, else fallback.
+ */
+export function keepFocus(box) {
+  const was = box.contains(document.activeElement) ? document.activeElement : null;
+  const key = was?.closest("[data-key]")?.dataset.key;
+  return (fallback) => {
+    if (!was || !focusLost(box)) return;
+    const scope = key ? box.querySelector(`[data-key="${CSS.escape(key)}"]`) : box;
+    (scope?.querySelector(`[data-action="${was.dataset.action}"]:not(:disabled)`) ||
+      (key && scope?.querySelector("button:not(:disabled)")) || fallback)?.focus();
+  };
+}
+
+/**
+ * A list that changes (schedules, webhooks): `fetchItems()` answers the items, `draw(items)` shows them (rows
+ * with data-key). `run(task, after)` makes a change, announces what `after(answer)` says, draws the list again.
+ */
+export function listing(signal, fetchItems, draw) {
+  const notes = h("div", { role: "status" });
+  const box = h("div", { tabindex: "-1" });
+  const turn = latest(signal);
+  async function load() {
+    const current = turn();
+    const shown = await fetchItems().then(draw).catch(problemView);
+    if (current()) box.replaceChildren(shown);
+  }
+  async function run(task, after) {
+    const back = keepFocus(box);
+    notes.replaceChildren();
+    try {
+      const said = after(await task());
+      if (said) announce(said);
+    } catch (problem) {
+      return notes.replaceChildren(problemView(problem));
+    }
+    await load();
+    back(box.querySelector("table") || box);
+  }
+  load();
+  const focus = (key) => box.querySelector(`[data-key="${CSS.escape(key)}"] button`)?.focus();
+  return { el: [notes, box], notes, load, run, focus };
+}
+
+/** Pages appended to `box` (`fetchPage(cursor)` → {items, nextCursor}, `draw` each), the next on "More …", then focused. */
+export async function morePages(box, fetchPage, draw, moreLabel, cursor = null) {
+  let added;
+  try {
+    const page = await fetchPage(cursor);
+    box.append(added = draw(page.items, cursor));
+    if (page.nextCursor) box.append(button(moreLabel, (event) => {
+      event.currentTarget.remove();
+      morePages(box, fetchPage, draw, moreLabel, page.nextCursor);
+    }));
+  } catch (problem) {
+    box.append(added = problemView(problem));
+  }
+  if (cursor) (added.querySelector("table") || added).focus();
+}
+
 /** A table: `columns` are [label, (item) => node|string, className?]; cells carry their label. */
 export function table(caption, columns, items, rowProps = () => ({})) {
-  return h("div", { class: "table-wrap" }, h("table", { class: "cards" },
+  return h("div", { class: "table-wrap" }, h("table", { class: "cards", tabindex: "-1" },
     h("caption", { text: caption }),
     h("thead", {}, h("tr", {}, columns.map(([label]) => h("th", { scope: "col", text: label })))),
     h("tbody", {}, items.map((item) => tableRow(columns, item, rowProps(item))))));
@@ -136,6 +216,7 @@ export function time(iso) {
   return h("time", { datetime: iso, title: iso, text: shown });
 }
 
+/** A status as a word with a mark (app.css): pending, succeeded, enabled, failing, agrees, … */
 export function statusWord(status) {
   return h("span", { class: `status status-${status}`, text: status });
 }

@@ -3,8 +3,8 @@
 
 import { api, paths } from "./api.js";
 import {
-  announce, button, clearProblem, field, form, group, h, note, problemView, section, select, short,
-  showProblem, statusWord, table, tableRow, time, uid,
+  announce, button, clearProblem, field, form, group, h, keepFocus, latest, morePages, note, problemView, section,
+  select, short, showProblem, srOnly, statusWord, table, tableRow, time, uid,
 } from "./dom.js";
 import { PRESETS, describeRange, presetRange, toRfc3339, zoneInput } from "./period.js";
 import { proofPanel } from "./verify.js";
@@ -14,40 +14,46 @@ const ACTIVE = new Set(["pending", "running"]);
 const PAGE_SIZE = 20;
 const POLL_MS = 1000;
 
-const hidden = (text) => h("span", { class: "visually-hidden", text });
-
 export function render(root, ctx) {
+  const list = exportList(ctx);
+  root.append(
+    h("h1", { tabindex: "-1", text: "Exports" }),
+    ctx.canWrite
+      ? requestSection(ctx, list.created)
+      : note("This token is read-only: you can see, download and verify exports, not request or cancel them."),
+    ...list.el);
+  follow(ctx, list);
+}
+
+/** The org's exports, newest first a page at a time, and the details of the one opened. */
+function exportList(ctx) {
   // The page shown (its cursor), the jobs on it, the job whose details are open.
-  const s = { status: "", cursors: [null], page: 0, next: null, jobs: new Map(), detail: null, live: true };
+  const s = { status: "", cursors: [null], page: 0, next: null, jobs: new Map(), detail: null };
   const listBox = h("div");
+  const problems = h("div"); // a cancel refused, from a row
   const liveNote = h("p", { class: "progress", role: "status" });
   const detailBox = h("div");
+  const [listTurn, detailTurn] = [latest(ctx.signal), latest(ctx.signal)];
   const statusFilter = select([["", "Any status"], ...STATUSES.map((x) => [x, x])], "");
   statusFilter.addEventListener("change", () => {
     Object.assign(s, { status: statusFilter.value, cursors: [null], page: 0 });
     load();
   });
+  ctx.signal.addEventListener("abort", () => s.detail?.dispose());
 
-  root.append(
-    h("h1", { tabindex: "-1", text: "Exports" }),
-    ctx.canWrite
-      ? requestSection(ctx, created)
-      : note("This token is read-only: you can see, download and verify exports, not request or cancel them."),
-    section("Recent exports",
-      h("div", { class: "grid" }, field("status", "Show", statusFilter)),
-      h("div", { class: "actions" }, button("Refresh", load)),
-      liveNote, listBox),
-    detailBox);
-
+  /** The page of s.page; while it loads its paging buttons are disabled, and an answer overtaken is dropped. */
   async function load() {
+    const current = listTurn();
+    listBox.querySelectorAll(".pager button").forEach((b) => { b.disabled = true; });
     const query = { limit: PAGE_SIZE, status: s.status, cursor: s.cursors[s.page] };
     try {
-      const page = await api(paths.exports(ctx.org), { query });
+      const page = await api(paths.exports(ctx.org), { query, signal: ctx.signal });
+      if (!current()) return;
       s.next = page.nextCursor;
       s.jobs = new Map(page.items.map((job) => [job.jobId, job]));
       drawList();
     } catch (problem) {
-      listBox.replaceChildren(problemView(problem));
+      if (current()) listBox.replaceChildren(problemView(problem));
     }
   }
 
@@ -58,36 +64,42 @@ export function render(root, ctx) {
     ["File", (job) => `${job.format}, ${job.schema}`],
     ["Status", statusText],
     ["Actions", (job) => h("span", { class: "actions" },
-      button(["Details", hidden(` of export ${short(job.jobId)}`)], () => openDetail(job.jobId, true),
+      button(["Details", srOnly(` of export ${short(job.jobId)}`)], () => openDetail(job.jobId, true),
         { "data-action": "details" }),
-      cancellable(job) && button(["Cancel", hidden(` export ${short(job.jobId)}`)], () => cancel(job.jobId),
+      cancellable(job) && button(["Cancel", srOnly(` export ${short(job.jobId)}`)], () => cancel(job.jobId, problems),
         { class: "danger", "data-action": "cancel" }))],
   ];
-  const rowProps = (job) => ({ "data-job": job.jobId, class: job.jobId === s.detail?.job.jobId ? "selected" : null });
+  // The row whose details are open: aria-current, and "shown below" after its first cell (app.css).
+  const rowProps = (job) => ({ "data-key": job.jobId, "aria-current": job.jobId === s.detail?.job.jobId && "true" });
   const cancellable = (job) => ctx.canWrite && ACTIVE.has(job.status) && !job.cancelRequestedAt;
+
+  const turn = (by) => async () => {
+    const back = keepFocus(listBox);
+    if (by > 0) s.cursors[s.page + 1] = s.next;
+    s.page += by;
+    await load();
+    back(listBox.querySelector("table"));
+  };
 
   function drawList() {
     const jobs = [...s.jobs.values()];
-    const turn = (by) => () => {
-      if (by > 0) s.cursors[s.page + 1] = s.next;
-      s.page += by;
-      load();
-    };
     listBox.replaceChildren(
       jobs.length
         ? table("Exports, newest first", columns, jobs, rowProps)
         : h("p", { text: s.status ? `No ${s.status} exports.` : "No exports yet." }),
-      h("div", { class: "actions" },
-        button("Previous page", turn(-1), { disabled: s.page === 0 }),
+      h("div", { class: "actions pager" },
+        button("Previous page", turn(-1), { disabled: s.page === 0, "data-action": "previous" }),
         h("span", { text: `Page ${s.page + 1}` }),
-        button("Next page", turn(1), { disabled: !s.next })));
+        button("Next page", turn(1), { disabled: !s.next, "data-action": "next" })));
   }
 
-  async function cancel(jobId) {
+  /** A cancel; its problem shown in `where` (an alert by the row or in the details). */
+  async function cancel(jobId, where) {
+    where.replaceChildren();
     try {
       update(await api(`${paths.job(ctx.org, jobId)}/cancel`, { method: "POST" }));
     } catch (problem) {
-      (s.detail?.job.jobId === jobId ? s.detail.problems : liveNote).replaceChildren(problemView(problem));
+      where.replaceChildren(problemView({ ...problem, title: `Export ${short(jobId)} not cancelled: ${problem.title}` }));
     }
   }
 
@@ -98,28 +110,30 @@ export function render(root, ctx) {
     if (before && before.status !== job.status) {
       announce(`Export ${short(job.jobId)} is ${job.status}. ${progress(job)}`);
     }
-    const old = listBox.querySelector(`tr[data-job="${job.jobId}"]`);
+    const old = listBox.querySelector(`tr[data-key="${job.jobId}"]`);
     if (s.jobs.has(job.jobId) && old) {
       s.jobs.set(job.jobId, job);
-      const focused = old.contains(document.activeElement) ? document.activeElement.dataset.action : null;
-      const row = tableRow(columns, job, rowProps(job));
-      old.replaceWith(row);
-      if (focused) (row.querySelector(`[data-action="${focused}"]`) || row.querySelector("button")).focus();
+      const back = keepFocus(listBox);
+      old.replaceWith(tableRow(columns, job, rowProps(job)));
+      back();
     }
     if (s.detail?.job.jobId === job.jobId) s.detail.update(job);
   }
 
   async function openDetail(jobId, focus) {
+    const current = detailTurn();
     let job = s.jobs.get(jobId);
     try {
-      job = await api(paths.job(ctx.org, jobId));
+      job = await api(paths.job(ctx.org, jobId), { signal: ctx.signal });
     } catch (problem) {
-      if (!job) return detailBox.replaceChildren(problemView(problem));
+      if (!job) return current() && detailBox.replaceChildren(problemView(problem));
     }
+    if (!current()) return;
     s.detail?.dispose();
     s.detail = jobDetail(ctx, job, cancel);
     detailBox.replaceChildren(s.detail.el);
-    for (const tr of listBox.querySelectorAll("tr[data-job]")) tr.classList.toggle("selected", tr.dataset.job === jobId);
+    listBox.querySelector("tr[aria-current]")?.removeAttribute("aria-current");
+    listBox.querySelector(`tr[data-key="${jobId}"]`)?.setAttribute("aria-current", "true");
     if (focus) s.detail.heading.focus();
     update(job);
   }
@@ -132,28 +146,50 @@ export function render(root, ctx) {
     await openDetail(job.jobId, true);
   }
 
-  /** Live progress: every unfinished job shown, fetched again each second until it finishes. */
-  async function poll() {
-    const active = () => [...s.jobs.values()].filter((j) => ACTIVE.has(j.status)).map((j) => j.jobId);
-    const ids = new Set(active());
+  /** The unfinished exports shown: those on the page, and the one whose details are open. */
+  function unfinished() {
+    const ids = new Set([...s.jobs.values()].filter((j) => ACTIVE.has(j.status)).map((j) => j.jobId));
     if (s.detail && ACTIVE.has(s.detail.job.status)) ids.add(s.detail.job.jobId);
-    try {
-      for (const id of ids) if (s.live) update(await api(paths.job(ctx.org, id)));
-      const following = active().length;
-      liveNote.textContent = following ? `Live: following ${following} unfinished export(s).` : "";
-    } catch (problem) {
-      liveNote.textContent = `Live updates paused: ${problem.title}. ${problem.detail || ""}`;
-    }
-    if (s.live) s.timer = setTimeout(poll, POLL_MS);
+    return [...ids];
   }
 
   load();
-  s.timer = setTimeout(poll, POLL_MS);
-  return () => {
-    s.live = false;
-    clearTimeout(s.timer);
-    s.detail?.dispose();
-  };
+  const el = [section("Recent exports",
+    h("div", { class: "grid" }, field("status", "Show", statusFilter)),
+    h("div", { class: "actions" }, button("Refresh", load)),
+    liveNote, problems, listBox), detailBox];
+  return { el, created, update, unfinished, liveNote };
+}
+
+/**
+ * Live progress: the unfinished exports fetched again each second until they finish; paused while
+ * the page is hidden, stopped when the view is left. The note is written only when it changes.
+ */
+function follow(ctx, list) {
+  let timer = null, busy = false;
+  const say = (text) => { if (list.liveNote.textContent !== text) list.liveNote.textContent = text; };
+  const next = () => { if (!busy && !timer && !document.hidden && !ctx.signal.aborted) timer = setTimeout(tick, POLL_MS); };
+  async function tick() {
+    timer = null;
+    busy = true;
+    try {
+      for (const id of list.unfinished()) {
+        const job = await api(paths.job(ctx.org, id), { signal: ctx.signal });
+        if (ctx.signal.aborted) return;
+        list.update(job);
+      }
+      const following = list.unfinished().length;
+      say(following ? `Live: following ${following} unfinished export(s).` : "");
+    } catch (problem) {
+      if (!ctx.signal.aborted) say(`Live updates paused: ${problem.title}. ${problem.detail || ""}`);
+    }
+    busy = false;
+    next();
+  }
+  const restart = () => { clearTimeout(timer); timer = null; next(); };
+  document.addEventListener("visibilitychange", restart, { signal: ctx.signal });
+  ctx.signal.addEventListener("abort", () => clearTimeout(timer));
+  next();
 }
 
 /** The fields of the file an export (or a schedule's runs) makes, and their values for a body. */
@@ -187,6 +223,7 @@ function requestSection(ctx, onCreated) {
   const chosen = h("p", { class: "hint", "aria-live": "polite" });
   const zoneName = () => zone.value.trim() || "UTC";
   let preset = null;
+  let sent = null; // {text, key}: the body last sent and its Idempotency-Key, until it succeeds
 
   const presets = PRESETS.map(([key, label]) =>
     button(label, () => applyPreset(key), { "aria-pressed": "false", "data-preset": key }));
@@ -220,10 +257,14 @@ function requestSection(ctx, onCreated) {
     ...output.fields,
     h("div", { class: "actions" }, h("button", { type: "submit", text: "Request export" })),
   ], async () => {
-    const timeZone = zone.value.trim();
+    const timeZone = zone.value.trim(); // none: the API's default, UTC
     const timeRange = { start: toRfc3339(start.value, timeZone), end: toRfc3339(end.value, timeZone) };
+    const body = { timeRange, ...(timeZone && { timeZone }), ...output.values() };
+    // A retry of the same request (after a network error, say) keeps its Idempotency-Key: never a second export.
+    if (sent?.text !== JSON.stringify(body)) sent = { text: JSON.stringify(body), key: crypto.randomUUID() };
     try {
-      const job = await api(paths.exports(ctx.org), { method: "POST", body: { timeRange, timeZone, ...output.values() } });
+      const job = await api(paths.exports(ctx.org), { method: "POST", body, headers: { "Idempotency-Key": sent.key } });
+      sent = null;
       clearProblem(requestForm);
       await onCreated(job);
     } catch (problem) {
@@ -233,10 +274,18 @@ function requestSection(ctx, onCreated) {
   return section("Request an export", requestForm);
 }
 
+const EVENT_COLUMNS = [
+  ["When", (e) => time(e.occurredAt)],
+  ["Event", (e) => e.event],
+  ["Actor", (e) => e.actor || "—"],
+  ["Attempt", (e) => e.attempt ?? "—"],
+  ["From", (e) => [e.clientIp, e.userAgent].filter(Boolean).join(", ") || "—"],
+  ["Details", (e) => Object.entries(e.details || {}).map(([k, v]) => `${k}: ${detailText(v)}`).join("; ") || "—"],
+];
+
 /** One job: its facts (redrawn as it changes), its actions, its proof and its audit events. */
 function jobDetail(ctx, initial, cancel) {
   let job = initial;
-  let eventsCursor = null;
   const heading = h("h2", { tabindex: "-1", id: uid("job"), text: `Export ${short(job.jobId)}` });
   const facts = h("dl", { class: "facts" });
   const problems = h("div");
@@ -248,51 +297,32 @@ function jobDetail(ctx, initial, cancel) {
 
   function draw() {
     facts.replaceChildren(...factsOf(job).flatMap(([term, value]) => [h("dt", { text: term }), h("dd", {}, value)]));
-    const focused = actions.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+    const back = keepFocus(actions);
     actions.replaceChildren(...[
-      job.status === "succeeded" && button("Download", proof.download, { class: null, "data-action": "download" }),
       ctx.canWrite && ACTIVE.has(job.status) && !job.cancelRequestedAt &&
-        button("Cancel export", () => cancel(job.jobId), { class: "danger", "data-action": "cancel" }),
+        button("Cancel export", () => cancel(job.jobId, problems), { class: "danger", "data-action": "cancel" }),
       button("Audit events", toggleEvents,
         { "data-action": "events", "aria-expanded": String(!events.hidden), "aria-controls": events.id }),
     ].filter(Boolean));
-    if (focused) (actions.querySelector(`[data-action="${focused}"]`) || heading).focus();
+    back(heading);
     proof.el.hidden = job.status !== "succeeded";
   }
 
-  async function toggleEvents() {
+  function toggleEvents() {
     events.hidden = !events.hidden;
     actions.querySelector("[data-action=events]").setAttribute("aria-expanded", String(!events.hidden));
     if (events.hidden) return;
-    events.replaceChildren(h("h3", { text: "Audit events" }));
-    eventsCursor = null;
-    await moreEvents();
-  }
-
-  async function moreEvents() {
-    events.querySelector("[data-action=more]")?.remove();
-    try {
-      const query = { limit: 50, cursor: eventsCursor };
-      const page = await api(`${paths.job(ctx.org, job.jobId)}/events`, { query });
-      eventsCursor = page.nextCursor;
-      events.append(table("Audit events, oldest first", [
-        ["When", (e) => time(e.occurredAt)],
-        ["Event", (e) => e.event],
-        ["Actor", (e) => e.actor || "—"],
-        ["Attempt", (e) => e.attempt ?? "—"],
-        ["From", (e) => [e.clientIp, e.userAgent].filter(Boolean).join(", ") || "—"],
-        ["Details", (e) => Object.entries(e.details || {}).map(([k, v]) => `${k}: ${detailText(v)}`).join("; ") || "—"],
-      ], page.items));
-      if (eventsCursor) events.append(button("More events", moreEvents, { "data-action": "more" }));
-    } catch (problem) {
-      events.append(problemView(problem));
-    }
+    const pages = h("div"); // a fresh one each time: a page still on its way when closed lands nowhere
+    events.replaceChildren(h("h3", { text: "Audit events" }), pages);
+    const fetchPage = (cursor) =>
+      api(`${paths.job(ctx.org, job.jobId)}/events`, { query: { limit: 50, cursor }, signal: ctx.signal });
+    return morePages(pages, fetchPage, (items) => table("Audit events, oldest first", EVENT_COLUMNS, items), "More events");
   }
 
   draw();
   if (job.status === "succeeded") proof.showManifest();
   return {
-    el, heading, problems,
+    el, heading,
     get job() { return job; },
     update(next) {
       const was = job.status;

@@ -11,10 +11,20 @@ export async function gunzip(buffer) {
   return new Response(stream).arrayBuffer();
 }
 
-/** The manifest as JSON whose integers stay exact (BigInt, from their source text). */
+/**
+ * The manifest as JSON whose integers stay exact (BigInt, from their source text): {doc, exact}.
+ * `exact` is false when this browser gives no source text and an integer is past 2^53 (its digits
+ * already rounded): its totals are then not verifiable here.
+ */
 export function parseExact(text) {
-  return JSON.parse(text, (key, value, context) =>
-    Number.isInteger(value) ? BigInt(context?.source ?? value) : value);
+  let exact = true;
+  const doc = JSON.parse(text, (key, value, context) => {
+    if (!Number.isInteger(value)) return value;
+    if (/^-?\d+$/.test(context?.source ?? "")) return BigInt(context.source);
+    if (!Number.isSafeInteger(value)) exact = false;
+    return BigInt(value);
+  });
+  return { doc, exact };
 }
 
 const SCALE = 1_000_000n;
@@ -44,7 +54,7 @@ function integer(text) {
 
 /** RFC 4180 rows: quoted cells with "" for a quote, and commas and line breaks inside quotes. */
 export function* csvRows(text) {
-  let row = [], cell = "", quoted = false, i = 0;
+  let row = [], cell = "", quoted = false, i = 0, number = 1;
   const n = text.length;
   while (i < n) {
     const c = text[i];
@@ -56,11 +66,11 @@ export function* csvRows(text) {
     if (c === '"') { quoted = true; i += 1; }
     else if (c === ",") { row.push(cell); cell = ""; i += 1; }
     else if (c === "\n" || c === "\r") {
-      row.push(cell); yield row; row = []; cell = "";
+      row.push(cell); yield row; row = []; cell = ""; number += 1;
       i += c === "\r" && text[i + 1] === "\n" ? 2 : 1;
     } else { cell += c; i += 1; }
   }
-  if (quoted) throw new Error("the file ends inside a quoted cell");
+  if (quoted) throw new Error(`row ${number}: the file ends inside a quoted cell`);
   if (cell !== "" || row.length) { row.push(cell); yield row; }
 }
 
@@ -77,7 +87,8 @@ const COLUMNS = {
 
 /**
  * The rows and per-currency totals of a CSV export's text. Totals are BigInt: costMicros,
- * requestCount, tokensTotal (FOCUS: micro-units of its decimal quantity), errorCount.
+ * requestCount, tokensTotal (FOCUS: micro-units of its decimal quantity), errorCount. A cell
+ * that is not this service's throws, naming its row (the header is row 1).
  */
 export function csvTotals(text, schema) {
   const c = COLUMNS[schema];
@@ -91,19 +102,25 @@ export function csvTotals(text, schema) {
     if (at[name] < 0) throw new Error(`the file has no ${column} column`);
   }
   // FOCUS writes nulls as empty cells; the native columns are never empty.
-  const read = (cells, name, parse) => (c.focus && cells[at[name]] === "" ? 0n : parse(cells[at[name]] ?? ""));
+  const read = (cells, name, parse) => (c.focus && cells[at[name]] === "" ? 0n : parse(cells[at[name]]));
   const totals = new Map();
-  let count = 0;
+  let count = 0, number = 1;
   for (const cells of rows) {
+    number += 1;
     if (cells.length === 1 && cells[0] === "") continue; // a blank line
+    try {
+      if (cells.length !== header.length) throw new Error(`${cells.length} cells where the header has ${header.length}`);
+      const currency = cells[at.currency];
+      const sum = totals.get(currency) || { costMicros: 0n, requestCount: 0n, tokensTotal: 0n, errorCount: 0n };
+      sum.costMicros += read(cells, "cost", micros);
+      sum.requestCount += read(cells, "requests", integer);
+      sum.tokensTotal += read(cells, "tokens", c.focus ? micros : integer);
+      sum.errorCount += read(cells, "errors", integer);
+      totals.set(currency, sum);
+    } catch (error) {
+      throw new Error(`row ${number}: ${error.message}`);
+    }
     count += 1;
-    const currency = cells[at.currency];
-    const sum = totals.get(currency) || { costMicros: 0n, requestCount: 0n, tokensTotal: 0n, errorCount: 0n };
-    sum.costMicros += read(cells, "cost", micros);
-    sum.requestCount += read(cells, "requests", integer);
-    sum.tokensTotal += read(cells, "tokens", c.focus ? micros : integer);
-    sum.errorCount += read(cells, "errors", integer);
-    totals.set(currency, sum);
   }
   if (c.focus) for (const sum of totals.values()) sum.tokensTotal = exactUnits(sum.tokensTotal);
   return { rows: count, totals };
@@ -113,30 +130,26 @@ function exactUnits(value) {
   return value % SCALE === 0n ? value / SCALE : formatMicros(value);
 }
 
+const MEASURES = [["Cost", "costTotal", "costMicros"], ["Requests", "requestCount", "requestCount"],
+  ["Tokens", "tokensTotal", "tokensTotal"], ["Errors", "errorCount", "errorCount"]];
+const amount = (text) => { try { return micros(text); } catch { return null; } };
+
 /**
- * Lines of comparison: [currency, measure, manifest text, file text|null, agrees|null] for each
- * currency in either; `file` is null when the file's totals were not computed.
+ * Lines of comparison, {currency, measure, manifest, file, agrees}, for each currency in either
+ * (texts; "absent" where one has none). `file` and `agrees` are null when the file's totals were not
+ * computed. A malformed manifest value differs, never throws.
  */
 export function compareTotals(manifestTotals, file) {
-  const currencies = new Set([...Object.keys(manifestTotals || {}), ...(file ? file.totals.keys() : [])]);
-  const lines = [];
-  for (const currency of [...currencies].sort()) {
-    const m = manifestTotals?.[currency];
-    const f = file?.totals.get(currency);
-    const text = (value) => (value === undefined || value === null ? undefined : String(value));
-    const measures = [
-      ["Cost", text(m?.costTotal), f && formatMicros(f.costMicros)],
-      ["Requests", text(m?.requestCount), text(f?.requestCount)],
-      ["Tokens", text(m?.tokensTotal), text(f?.tokensTotal)],
-      ["Errors", text(m?.errorCount), text(f?.errorCount)],
-    ];
-    for (const [measure, mine, theirs] of measures) {
-      const manifestText = mine ?? "absent";
-      const fileText = file ? theirs ?? "absent" : null;
-      // Money compared as amounts ("1.50" is "1.500000"); counts as their exact digits.
-      const same = measure === "Cost" && mine && f ? micros(mine) === f.costMicros : manifestText === fileText;
-      lines.push([currency, measure, manifestText, fileText, file ? same : null]);
-    }
-  }
-  return lines;
+  const listed = manifestTotals && typeof manifestTotals === "object" ? manifestTotals : {};
+  const currencies = new Set([...Object.keys(listed), ...(file ? file.totals.keys() : [])]);
+  return [...currencies].sort().flatMap((currency) => MEASURES.map(([measure, key, fileKey]) => {
+    const given = listed[currency]?.[key];
+    const manifest = given === undefined || given === null ? "absent" : String(given);
+    if (!file) return { currency, measure, manifest, file: null, agrees: null };
+    const counted = file.totals.get(currency)?.[fileKey];
+    const text = counted === undefined ? "absent" : key === "costTotal" ? formatMicros(counted) : String(counted);
+    // Money compared as amounts ("1.50" is "1.500000"); counts as their exact digits.
+    const agrees = key === "costTotal" && counted !== undefined ? amount(manifest) === counted : manifest === text;
+    return { currency, measure, manifest, file: text, agrees };
+  }));
 }

@@ -3,16 +3,19 @@
 // recounted here and set beside the manifest's.
 
 import { api, paths } from "./api.js";
-import { h, note, problemView, table } from "./dom.js";
+import { button, h, note, problemView, statusWord, table, whileBusy } from "./dom.js";
 import { compareTotals, csvTotals, gunzip, parseExact, sha256Hex } from "./proof.js";
 
 const CONTENT_TYPES = { csv: "text/csv", "csv.gz": "application/gzip", parquet: "application/vnd.apache.parquet" };
+/** Past this size the check (which holds the whole file in this tab's memory) asks first. */
+const LARGE_BYTES = 200_000_000;
 
 function verdict(ok, text) {
   return h("p", { class: `verdict ${ok ? "ok" : "bad"}`, text });
 }
 
 export function proofPanel(ctx, currentJob) {
+  const fetchButton = button("Download", () => download(), { class: null, "data-action": "download" });
   const result = h("div", { "aria-live": "polite" });
   const save = h("div");
   const totals = h("div", { "aria-live": "polite" });
@@ -20,8 +23,9 @@ export function proofPanel(ctx, currentJob) {
     h("h3", { text: "Proof" }),
     h("p", { class: "hint", text: "Download fetches the file through the API and computes its SHA-256 here, in your " +
       "browser; the manifest's totals are set beside the file's own." }),
+    h("div", { class: "actions" }, fetchButton),
     result, save, totals);
-  let manifest = null; // {doc, ok} or {problem}
+  let manifest = null; // {doc, exact, ok} or {problem}
   let file = null; // csvTotals(), {note}, or {error}
   let blobUrl = null;
   const jobPath = () => paths.job(ctx.org, currentJob().jobId);
@@ -29,21 +33,33 @@ export function proofPanel(ctx, currentJob) {
   async function showManifest() {
     const job = currentJob();
     try {
-      const buffer = await (await api(`${jobPath()}/manifest`, { raw: true })).arrayBuffer();
+      const buffer = await (await api(`${jobPath()}/manifest`, { raw: true, signal: ctx.signal })).arrayBuffer();
       const digest = await sha256Hex(buffer);
-      manifest = { doc: parseExact(new TextDecoder().decode(buffer)), ok: digest === job.manifestChecksum };
+      manifest = { ...parseExact(new TextDecoder().decode(buffer)), ok: digest === job.manifestChecksum };
     } catch (problem) {
-      manifest = { problem };
+      manifest = { problem: problem.title ? problem : { title: "The manifest is not readable", detail: problem.message } };
     }
     drawTotals();
   }
 
-  async function download() {
+  /** The file fetched and checked, once at a time; a large one only once the user says so. */
+  function download(sure = false) {
     const job = currentJob();
+    if (job.byteCount > LARGE_BYTES && !sure) {
+      const megabytes = Math.round(job.byteCount / 1e6);
+      return result.replaceChildren(
+        note(`This file is ${megabytes} MB: the check holds all of it in this tab's memory, which may slow the ` +
+          "browser or fail."),
+        button(`Download and check ${megabytes} MB anyway`, () => download(true), { "data-action": "anyway" }));
+    }
+    return whileBusy(fetchButton, () => check(job));
+  }
+
+  async function check(job) {
     result.replaceChildren(h("p", { class: "progress", text: "Downloading…" }));
     let buffer;
     try {
-      buffer = await (await api(`${jobPath()}/download`, { raw: true })).arrayBuffer();
+      buffer = await (await api(`${jobPath()}/download`, { raw: true, signal: ctx.signal })).arrayBuffer();
     } catch (problem) {
       result.replaceChildren(problemView(problem));
       return;
@@ -96,25 +112,29 @@ export function proofPanel(ctx, currentJob) {
         ? "Manifest matches the service's manifest checksum"
         : "Mismatch: the manifest's SHA-256 is not the service's manifest checksum"));
       const lines = compareTotals(manifest.doc.totals, recounted);
-      const columns = [["Currency", (l) => l[0]], ["Measure", (l) => l[1]], ["Manifest", (l) => l[2], "num"]];
+      const columns = [["Currency", (l) => l.currency], ["Measure", (l) => l.measure],
+        ["Manifest", (l) => l.manifest, "num"]];
       if (recounted) {
-        columns.push(["This file (recomputed)", (l) => l[3], "num"],
-          ["Check", (l) => h("span", { class: `status status-${l[4] ? "succeeded" : "failed"}` }, l[4] ? "agrees" : "differs")]);
+        columns.push(["This file (recomputed)", (l) => l.file, "num"], ["Check", (l) =>
+          (manifest.exact ? statusWord(l.agrees ? "agrees" : "differs") : "not verifiable in this browser")]);
       }
       parts.push(lines.length
         ? table("Totals per currency", columns, lines)
         : h("p", { text: "The manifest counts no rows, so it has no totals." }));
-      if (recounted) {
-        const agree = lines.every((l) => l[4]) && recounted.rows === job.rowCount;
+      if (recounted && !manifest.exact) {
+        parts.push(note("The manifest's totals are not verifiable in this browser: it rounds integers past 2^53, " +
+          "and the exact digits need JSON.parse source text access (a current Chromium or Firefox)."));
+      } else if (recounted) {
+        const agree = lines.every((l) => l.agrees) && recounted.rows === job.rowCount;
         parts.push(verdict(agree, agree
           ? `The file's totals agree with the manifest (${recounted.rows} rows)`
           : `The file's totals differ from the manifest (${recounted.rows} rows in the file, ${job.rowCount} recorded)`));
-        const expected = manifest.doc.files?.[0]?.uncompressed?.sha256;
-        if (recounted.contentDigest && expected) {
-          parts.push(verdict(recounted.contentDigest === expected, recounted.contentDigest === expected
-            ? "The uncompressed CSV matches the manifest's SHA-256"
-            : "Mismatch: the uncompressed CSV's SHA-256 is not the manifest's"));
-        }
+      }
+      const expected = manifest.doc.files?.[0]?.uncompressed?.sha256;
+      if (recounted?.contentDigest && expected) {
+        parts.push(verdict(recounted.contentDigest === expected, recounted.contentDigest === expected
+          ? "The uncompressed CSV matches the manifest's SHA-256"
+          : "Mismatch: the uncompressed CSV's SHA-256 is not the manifest's"));
       }
     }
     if (job.schema === "focus-1.0" && recounted) {
@@ -127,7 +147,7 @@ export function proofPanel(ctx, currentJob) {
   }
 
   return {
-    el, download, showManifest,
+    el, showManifest,
     dispose() { if (blobUrl) URL.revokeObjectURL(blobUrl); },
   };
 }
