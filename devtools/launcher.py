@@ -128,6 +128,8 @@ def run_dev(settings: Settings, demo_org: uuid.UUID) -> int:
             print(f"local S3: moto server on http://127.0.0.1:{port} (objects live in memory)")
         # Webhook receivers on this machine (a script on localhost) get deliveries.
         env.setdefault("WEBHOOK_ALLOW_PRIVATE_URLS", "true")
+        # The demo's rollup tables are this run's own: it keeps them within the retention window.
+        env.setdefault("ROLLUP_PRUNE", "true")
         if not env.get("AUTH_JWT_SECRET"):
             # A secret of this run's own: tokens minted for a `make run` die with it, and no
             # secret written anywhere can sign for this API.

@@ -92,8 +92,9 @@ class Housekeeper:
         max_batches: int = PRUNE_MAX_BATCHES,
         pause: float = PRUNE_PAUSE_SECONDS,
     ) -> int:
-        """Delete the rollup rows of every table whose ``bucket_start`` is before the prune cutoff
-        (the API's retention boundary as it was a day ago); return how many were deleted.
+        """With ROLLUP_PRUNE, delete the rollup rows of every table whose ``bucket_start`` is
+        before the prune cutoff (the API's retention boundary as it was a day ago); return how many
+        were deleted. Idempotency keys past their 24 hours are forgotten in any case.
 
         ``batch`` rows per statement, at most ``max_batches`` statements per table, ``pause``
         seconds between two statements, so one tick stays bounded; what is left (a backlog after a
@@ -103,7 +104,8 @@ class Housekeeper:
         cutoff = prune_cutoff(now or datetime.now(UTC), self._settings.data_retention_months)
         counts: dict[str, int] = {}
         capped = False
-        for table in RollupTable:
+        # The rollup tables are the platform's unless ROLLUP_PRUNE says this service owns them.
+        for table in RollupTable if self._settings.rollup_prune else ():
             counts[table.value] = 0
             for n in range(max_batches):
                 if n:

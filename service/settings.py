@@ -252,6 +252,7 @@ class Settings:
     webhook_disable_after: float = 24 * 3600.0
     webhook_allow_private_urls: bool = False
     restatement_check_interval: float = 3600.0
+    rollup_prune: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -617,6 +618,15 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "`1h`",
         "how often each scheduled export delivered in the last 35 days has its totals compared with"
         " the rollups (a change makes a restatement)",
+    ),
+    Variable(
+        "ROLLUP_PRUNE",
+        "rollup_prune",
+        parse_flag,
+        "`false`",
+        "`true`: the `prune_rollups` tick deletes rollup rows past `DATA_RETENTION_MONTHS`; only where"
+        " this service owns the rollup tables (`make run`, tests, compose's demo): the platform's"
+        " are its own",
     ),
 )
 

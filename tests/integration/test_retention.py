@@ -31,7 +31,7 @@ MODELS = ("gpt-4o", "claude-sonnet", "Zeta")
 
 @pytest.fixture
 async def housekeeper(settings: Settings) -> AsyncIterator[Housekeeper]:
-    retention = replace(settings, data_retention_months=13)
+    retention = replace(settings, data_retention_months=13, rollup_prune=True)
     pool = await create_pool(settings.database_url, max_size=2)
     async with open_s3_client(settings) as client:
         yield Housekeeper(JobRepository(pool), ObjectStore.from_settings(client, retention), retention)

@@ -19,8 +19,9 @@ from service.storage import ObjectStore
 from tests.support.fakes import FakeQueue, FakeRepository, FakeS3, client_error, make_job, succeeded_job
 
 
-def housekeeper(repo: FakeRepository, s3: FakeS3) -> Housekeeper:
-    return Housekeeper(repo, ObjectStore(s3, 8 * 1024 * 1024, retry_window=0), Settings())  # type: ignore[arg-type]
+def housekeeper(repo: FakeRepository, s3: FakeS3, settings: Settings | None = None) -> Housekeeper:
+    store = ObjectStore(s3, 8 * 1024 * 1024, retry_window=0)
+    return Housekeeper(repo, store, settings or Settings(rollup_prune=True))  # type: ignore[arg-type]
 
 
 async def test_expire_due_deletes_the_object_then_expires_the_job(repo: FakeRepository, s3: FakeS3) -> None:
@@ -290,7 +291,7 @@ async def test_prune_logs_the_count_and_the_cutoff(
 
 async def test_prune_uses_the_configured_retention(repo: FakeRepository, s3: FakeS3) -> None:
     store = ObjectStore(s3, 8 * 1024 * 1024, retry_window=0)
-    sweeper = Housekeeper(repo, store, Settings(data_retention_months=2))  # type: ignore[arg-type]
+    sweeper = Housekeeper(repo, store, Settings(data_retention_months=2, rollup_prune=True))  # type: ignore[arg-type]
     await sweeper.prune_rollups(TICK)
     assert {args[1] for args in repo.called("prune_rollups")} == {datetime(2026, 9, 29, 12, tzinfo=UTC)}
 
@@ -329,3 +330,11 @@ async def test_every_tick_and_what_it_did_is_counted(repo: FakeRepository, s3: F
     assert sample("exports_housekeeping_actions_total", action="expired") == 1
     assert sample("exports_housekeeping_actions_total", action="failed") == 1
     assert sample("exports_jobs_finished_total", status="failed") == 1
+
+
+async def test_rollups_are_not_pruned_unless_this_service_owns_them(repo: FakeRepository, s3: FakeS3) -> None:
+    # The platform's rollup tables (ROLLUP_PRUNE unset): the tick deletes none of their rows
+    repo.rollups[RollupTable.HOURLY] = rollups_around_cutoff(25, 5)
+    assert await housekeeper(repo, s3, Settings()).prune_rollups(TICK, batch=10, pause=0) == 0
+    assert repo.called("prune_rollups") == []
+    assert len(repo.rollups[RollupTable.HOURLY]) == 30

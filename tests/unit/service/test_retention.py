@@ -36,7 +36,9 @@ async def pruned_before(now: datetime, months: int) -> datetime:
     """The cutoff the housekeeper hands the repository for a tick at ``now``."""
     repo = FakeRepository()
     store = ObjectStore(FakeS3(), 8 * 1024 * 1024, retry_window=0)  # type: ignore[arg-type]
-    await Housekeeper(repo, store, Settings(data_retention_months=months)).prune_rollups(now)  # type: ignore[arg-type]
+    await Housekeeper(repo, store, Settings(data_retention_months=months, rollup_prune=True)).prune_rollups(
+        now
+    )  # type: ignore[arg-type]
     cutoffs = {args[1] for args in repo.called("prune_rollups")}
     assert len(cutoffs) == 1
     return cutoffs.pop()
