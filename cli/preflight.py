@@ -123,10 +123,30 @@ def check_broker(rabbitmq_url: str) -> str | None:
     return None
 
 
+def check_rollups(database_url: str) -> str | None:
+    """None if the rollup tables have what an export reads; otherwise each thing missing."""
+    from service.repository import check_rollup_tables  # only the API and the worker need it
+
+    try:
+        found = asyncio.run(check_rollup_tables(database_url))
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        return f"the rollup tables could not be checked: {exc}"
+    if not found:
+        return None
+    return (
+        f"the rollup tables cannot serve exports: {'; '.join(found)} (what they must provide:"
+        " docs/operations.md#rollup-tables; `analytics-exports migrate up` creates them for a demo)"
+    )
+
+
 def unreachable_service(settings: Settings, command: str) -> str | None:
     """What the command needs, checked once at start; the first problem, or None."""
     if command in ("migrate", "seed-demo", "api", "worker", "dev"):
         problem = check_database(settings.database_url, server_only=command == "dev")
+        if problem is not None:
+            return problem
+    if command in ("api", "worker"):
+        problem = check_rollups(settings.database_url)
         if problem is not None:
             return problem
     if command in ("worker", "scheduler", "dev"):

@@ -119,6 +119,11 @@ class BackendUnavailable(ExportsError):
     """A service this one depends on is unreachable; such outages usually pass in seconds."""
 
 
+class RollupTablesUnfit(BackendUnavailable):
+    """The rollup tables lack what an export reads (a column, a type, the index): every export
+    would fail until the platform's schema provides it."""
+
+
 class IdentityProviderUnavailable(BackendUnavailable):
     """The identity provider's signing keys (AUTH_JWKS_URL) could not be fetched."""
 

@@ -13,7 +13,15 @@ from typing import Final
 
 import orjson
 
-from service.errors import Conflict, DatabaseUnavailable, ExportsError, Gone, NotFound, QueueUnavailable
+from service.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    ExportsError,
+    Gone,
+    NotFound,
+    QueueUnavailable,
+    RollupTablesUnfit,
+)
 from service.job import (
     Caller,
     Created,
@@ -112,14 +120,21 @@ class ExportService:
 
     async def dependencies(self, buckets: Sequence[str]) -> dict[str, str | None]:
         """Whether the database (``database``), the broker (``broker``) and each bucket
-        (``bucket:<name>``) answer now: ``None`` for yes, else why not."""
+        (``bucket:<name>``) answer now, and the rollup tables serve exports (``rollups``):
+        ``None`` for yes, else why not."""
         return await _checked(
             {
                 "database": self._repository.ping(),
+                "rollups": self._rollup_tables(),
                 "broker": self._queue.ping(),
                 **{f"bucket:{bucket}": self._store.check_bucket(bucket) for bucket in buckets},
             }
         )
+
+    async def _rollup_tables(self) -> None:
+        found = await self._repository.rollup_problems()
+        if found:
+            raise RollupTablesUnfit("; ".join(found))
 
     async def scrape(self, buckets: Sequence[str]) -> tuple[Backlog, dict[str, str | None]]:
         """What /metrics reports: the backlog, and whether each dependency answered. The backlog's

@@ -50,6 +50,7 @@ from service.job import (
     Lease,
 )
 from service.retention import RollupTable
+from service.rollups import TableFacts, problems, qualified
 from service.schedule import SCHEDULE_OVERDUE_SECONDS, Schedule
 from service.sql import QUERIES
 from service.webhook import (
@@ -177,6 +178,25 @@ def _new_job(request: ExportRequest, request_id: str | None) -> tuple[object, ..
         request.output_format.value,
         request.output_schema.value,
     )
+
+
+async def rollup_table_problems(conn: asyncpg.Connection) -> list[str]:
+    found: list[str] = []
+    for table in RollupTable:
+        name = qualified(table)
+        row = await conn.fetchrow(QUERIES["rollup_table_facts"], name)
+        assert row is not None
+        found += problems(TableFacts(name, row["present"], orjson.loads(row["columns"]), row["ordered"]))
+    return found
+
+
+async def check_rollup_tables(database_url: str) -> list[str]:
+    """What an export would miss in the rollup tables, asked once (a process's start)."""
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        return await rollup_table_problems(conn)
+    finally:
+        await conn.close()
 
 
 def whole_days(first: datetime, last: datetime) -> tuple[datetime, datetime]:
@@ -619,6 +639,13 @@ class JobRepository:
             if created:
                 await conn.execute(QUERIES["record_schedule_job"], schedule.schedule_id, created[-1].job_id)
         return created
+
+    # --- rollup tables -------------------------------------------------------------------------
+
+    async def rollup_problems(self) -> list[str]:
+        """What an export would miss in the rollup tables (none: they serve)."""
+        async with self._connection() as conn:
+            return await rollup_table_problems(conn)
 
     # --- restatements --------------------------------------------------------------------------
 

@@ -790,3 +790,19 @@ INSERT INTO analytics.export_jobs
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (restatement_of) WHERE restatement_of IS NOT NULL DO NOTHING
 RETURNING *;
+
+-- name: rollup_table_facts
+-- Whether table $1 (schema-qualified) exists, its columns and their types, and whether a valid
+-- index leads with (org_id, bucket_start): what an export needs of a rollup table.
+SELECT to_regclass($1) IS NOT NULL AS present,
+       coalesce((SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod))
+                 FROM pg_attribute a
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped), '{}')
+           AS columns,
+       EXISTS (SELECT 1 FROM pg_index i
+               WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND i.indnkeyatts >= 2
+                 AND (SELECT attname FROM pg_attribute
+                      WHERE attrelid = i.indrelid AND attnum = i.indkey[0]) = 'org_id'
+                 AND (SELECT attname FROM pg_attribute
+                      WHERE attrelid = i.indrelid AND attnum = i.indkey[1]) = 'bucket_start')
+           AS ordered;

@@ -271,6 +271,8 @@ class FakeRepository:
         self.jobs: dict[uuid.UUID, Job] = {job.job_id: job for job in jobs}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.backlog_error: BaseException | None = None
+        #: What ``rollup_problems`` reports (none: the rollup tables serve exports).
+        self.rollup_table_problems: list[str] = []
         #: The CSV chunks ``copy_rows`` sends to the sink, and the row count it reports.
         self.chunks: list[bytes] = [(",".join(HEADER) + "\n").encode()]
         self.row_count = 0
@@ -349,6 +351,9 @@ class FakeRepository:
     async def forget_idempotency_keys(self, limit: int) -> int:
         self._record("forget_idempotency_keys", limit)
         return 0
+
+    async def rollup_problems(self) -> list[str]:
+        return list(self.rollup_table_problems)
 
     async def backlog(self) -> JobBacklog:
         self._record("backlog")

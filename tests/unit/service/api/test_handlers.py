@@ -494,9 +494,21 @@ async def test_readyz_ready(client: Client, s3: FakeS3) -> None:
     doc = await response.json()
     assert doc == {
         "status": "ready",
-        "checks": {"database": "ok", "broker": "ok", "bucket:analytics-exports": "ok"},
+        "checks": {"database": "ok", "rollups": "ok", "broker": "ok", "bucket:analytics-exports": "ok"},
     }
     assert s3.called("head_bucket") == [{"Bucket": "analytics-exports"}]
+
+
+async def test_readyz_is_degraded_and_names_what_the_rollup_tables_lack(
+    client: Client, repo: FakeRepository
+) -> None:
+    # Reads still work; exports would fail: degraded, the missing column named for operators
+    repo.rollup_table_problems = ["analytics.hourly_rollups has no column currency (character(3))"]
+    response = await client.get("/readyz")
+    assert response.status == 200
+    doc = await response.json()
+    assert doc["status"] == "degraded"
+    assert doc["checks"]["rollups"] == "error: analytics.hourly_rollups has no column currency (character(3))"
 
 
 async def test_readyz_is_degraded_not_unready_when_the_broker_is_down(
