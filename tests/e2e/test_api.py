@@ -216,6 +216,7 @@ async def test_health_readiness_and_openapi(stack: Stack, http: aiohttp.ClientSe
         assert reply.status == 200, body
         assert set(body["checks"]) == {
             "database",
+            "rollups",
             "broker",
             "bucket:analytics-exports",
             "bucket:acme-finance-exports",

@@ -203,10 +203,16 @@ async def test_one_orgs_missing_bucket_fails_only_its_exports_and_leaves_the_api
     async with http.get(f"{internal}/readyz") as reply:
         report = await reply.json()
     assert report["checks"][f"bucket:{OVERRIDE_BUCKET}"].startswith("error: S3 head of bucket"), report
-    assert report["checks"]["database"] == report["checks"]["broker"] == "ok"
+    assert report["checks"]["database"] == report["checks"]["broker"] == report["checks"]["rollups"] == "ok"
     # And the dependency gauge says the same, for the alert
     families = {
         f.name: f for f in text_string_to_metric_families(await (await http.get(stack.api_metrics)).text())
     }
     up = {s.labels["dependency"]: s.value for s in families["exports_dependency_up"].samples}
-    assert up == {"database": 1.0, "broker": 1.0, f"bucket:{BUCKET}": 1.0, f"bucket:{OVERRIDE_BUCKET}": 0.0}
+    assert up == {
+        "database": 1.0,
+        "rollups": 1.0,
+        "broker": 1.0,
+        f"bucket:{BUCKET}": 1.0,
+        f"bucket:{OVERRIDE_BUCKET}": 0.0,
+    }
