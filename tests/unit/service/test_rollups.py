@@ -1,0 +1,38 @@
+"""What an export needs of a rollup table, judged from the catalog's facts."""
+
+from __future__ import annotations
+
+from service.rollups import COLUMNS, TableFacts, problems
+
+FINE = {
+    "bucket_start": "timestamp with time zone",
+    "org_id": "uuid",
+    "model_id": "text",
+    "request_count": "bigint",
+    "tokens_total": "bigint",
+    "error_count": "integer",
+    "cost_total": "numeric(20,6)",
+    "currency": "character(3)",
+    "inserted_at": "timestamp with time zone",  # the platform's own columns do not matter
+}
+
+
+def test_a_table_with_every_column_and_the_index_is_fine() -> None:
+    assert problems(TableFacts("analytics.hourly_rollups", True, FINE, True)) == []
+    varying = {**FINE, "model_id": "character varying(512)", "currency": "text"}
+    assert problems(TableFacts("analytics.hourly_rollups", True, varying, True)) == []
+
+
+def test_each_thing_missing_is_named() -> None:
+    broken = {**FINE, "cost_total": "double precision", "currency": "character(4)"}
+    del broken["tokens_total"]
+    assert problems(TableFacts("x.rollups", True, broken, False)) == [
+        "x.rollups has no column tokens_total (bigint)",
+        "x.rollups.cost_total is double precision, not numeric",
+        "x.rollups.currency is character(4), not character(3) or text or character varying(3)",
+        "x.rollups has no index on (org_id, bucket_start, ...) for the exports' range scans",
+    ]
+    assert problems(TableFacts("x.rollups", False, {}, False)) == [
+        "the rollup table x.rollups does not exist"
+    ]
+    assert set(COLUMNS) < set(FINE)
