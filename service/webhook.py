@@ -218,21 +218,6 @@ class DeliveryPage:
 
 
 @dataclass(frozen=True, slots=True)
-class Outgoing:
-    """What an attempt sends: where, the body (fixed at the first attempt), and the live secrets."""
-
-    delivery_id: uuid.UUID
-    attempt: int
-    url: str
-    body: bytes
-    secrets: tuple[str, ...]
-
-    @property
-    def message_id(self) -> str:
-        return message_id(self.delivery_id)
-
-
-@dataclass(frozen=True, slots=True)
 class Pending:
     """A delivery claimed for its next attempt, before its body exists (first attempt) or with it."""
 
