@@ -105,7 +105,9 @@ class WorkerContext(Middleware):
             await stack.aclose()
             raise
         self._stack = stack
-        repository = JobRepository(pool, read_pool, on_replica_behind=self.metrics.replica_behind.inc)
+        repository = JobRepository(
+            pool, read_pool, on_replica_behind=self.metrics.replica_behind.inc, tables=settings.rollup_tables
+        )
         store = ObjectStore.from_settings(client, settings, self.metrics)
         log.info("worker resources opened")
         return Resources(

@@ -36,7 +36,11 @@ import orjson
 from bench.run import HOURS, ROOT, SEED_HOURLY, SIZES, START, bench_database, machine_info
 from service.job import ExportRequest, Granularity, Job
 from service.repository import JobRepository, create_pool
-from service.sql import QUERIES
+from service.rollups import DEFAULT_TABLES
+from service.sql import QUERIES, rollup_queries
+
+#: The export queries of the tables this bench makes (`--with-rollups`).
+ROLLUP_QUERIES = rollup_queries(DEFAULT_TABLES.placeholders())
 
 END: Final = START + timedelta(hours=HOURS)
 #: A prepared statement's first 5 executions get custom plans, then PostgreSQL may settle on a generic
@@ -110,7 +114,7 @@ async def measure_size(url: str, org: uuid.UUID, rounds: int, problems: list[str
             copied[0] = 0
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 status = await conn.copy_from_query(
-                    QUERIES["export_hourly"], org, START, END, None, "UTC", True,
+                    ROLLUP_QUERIES["export_hourly"], org, START, END, None, "UTC", True,
                     output=sink, format="csv", header=True,
                 )  # fmt: skip
             return int(status.split()[-1])

@@ -58,10 +58,14 @@ from devtools.local import moto_server as local_moto_server
 from service.exporter import Exporter
 from service.job import ExportFormat, ExportRequest, Granularity, JobStatus
 from service.repository import JobRepository, create_pool
+from service.rollups import DEFAULT_TABLES
 from service.settings import MIB, Settings
-from service.sql import QUERIES
+from service.sql import rollup_queries
 from service.storage import CSV_CONTENT_TYPE, ObjectStore, S3Client, open_s3_client
 from tests.support.rollups import HEADER, csv_safe
+
+#: The export queries of the tables this bench makes (`--with-rollups`).
+ROLLUP_QUERIES = rollup_queries(DEFAULT_TABLES.placeholders())
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 ADMIN_DATABASE_URL: Final = os.environ.get(
@@ -436,7 +440,7 @@ def literal_export_query(org_id: uuid.UUID, start: datetime, end: datetime) -> s
         "5": "'UTC'::text",
         "6": "true",
     }
-    sql = re.sub(r"\$(\d+)(?!\d)", lambda m: literals[m.group(1)], QUERIES["export_hourly"])
+    sql = re.sub(r"\$(\d+)(?!\d)", lambda m: literals[m.group(1)], ROLLUP_QUERIES["export_hourly"])
     return " ".join(line.strip() for line in sql.splitlines())
 
 

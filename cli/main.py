@@ -53,7 +53,11 @@ def _stop_event() -> threading.Event:
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     if args.direction == "up":
-        done = asyncio.run(migrate_up(settings.database_url, billing_currency=settings.billing_currency))
+        tables = settings.rollup_tables if args.with_rollups else None
+        currency = settings.billing_currency
+        done = asyncio.run(migrate_up(settings.database_url, rollup_tables=tables, billing_currency=currency))
+        if tables is not None:
+            print(f"rollup tables: {tables.hourly}, {tables.daily} (made where missing)")
         print("applied: " + (", ".join(done) or "nothing (up to date)"))
     else:
         steps = 10**6 if args.all else args.steps
@@ -161,7 +165,15 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = (end - timedelta(days=args.days)).replace(hour=0)
     rows = asyncio.run(
-        seed_demo(settings.database_url, args.org, args.models, start, end, settings.billing_currency)
+        seed_demo(
+            settings.database_url,
+            settings.rollup_tables,
+            args.org,
+            args.models,
+            start,
+            end,
+            settings.billing_currency,
+        )
     )
     print(f"seeded {rows} hourly rollup rows for org {args.org} ({start:%Y-%m-%d} to {end:%Y-%m-%dT%H:%MZ})")
     return 0
@@ -354,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("direction", choices=["up", "down"])
     migrate.add_argument("--steps", type=int, default=1, help="migrations to roll back (down; default 1)")
     migrate.add_argument("--all", action="store_true", help="roll back every migration (down)")
+    migrate.add_argument(
+        "--with-rollups",
+        action="store_true",
+        help="up: first make the rollup tables (ROLLUP_HOURLY_TABLE, ROLLUP_DAILY_TABLE) where missing,"
+        " for development and demos; the platform's own rollup tables need no such step",
+    )
     migrate.set_defaults(func=cmd_migrate)
     sub.add_parser("api", help="serve the REST API on HTTP_PORT").set_defaults(func=cmd_api)
     sub.add_parser("worker", help="run export actors (EXPORT_WORKER_CONCURRENCY at once)").set_defaults(

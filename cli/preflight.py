@@ -12,6 +12,7 @@ import asyncpg
 import pika
 import pika.exceptions
 
+from service.rollups import RollupTables
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,19 +124,19 @@ def check_broker(rabbitmq_url: str) -> str | None:
     return None
 
 
-def check_rollups(database_url: str) -> str | None:
+def check_rollups(database_url: str, tables: RollupTables) -> str | None:
     """None if the rollup tables have what an export reads; otherwise each thing missing."""
     from service.repository import check_rollup_tables  # only the API and the worker need it
 
     try:
-        found = asyncio.run(check_rollup_tables(database_url))
+        found = asyncio.run(check_rollup_tables(database_url, tables))
     except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
         return f"the rollup tables could not be checked: {exc}"
     if not found:
         return None
     return (
         f"the rollup tables cannot serve exports: {'; '.join(found)} (what they must provide:"
-        " docs/operations.md#rollup-tables; `analytics-exports migrate up` creates them for a demo)"
+        " docs/operations.md#rollup-tables; `migrate up --with-rollups` makes them for a demo)"
     )
 
 
@@ -146,7 +147,7 @@ def unreachable_service(settings: Settings, command: str) -> str | None:
         if problem is not None:
             return problem
     if command in ("api", "worker"):
-        problem = check_rollups(settings.database_url)
+        problem = check_rollups(settings.database_url, settings.rollup_tables)
         if problem is not None:
             return problem
     if command in ("worker", "scheduler", "dev"):

@@ -48,7 +48,11 @@ async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
     try:
         created = await ensure_database(settings.database_url)
         print(f"database: {'created' if created else 'exists'}; migrations: ", end="")
-        applied = await migrate_up(settings.database_url, billing_currency=settings.billing_currency)
+        applied = await migrate_up(
+            settings.database_url,
+            rollup_tables=settings.rollup_tables,
+            billing_currency=settings.billing_currency,
+        )
         print(", ".join(applied) or "up to date")
     except asyncpg.PostgresError as exc:
         raise DevError(f"PostgreSQL refused to prepare the database: {exc}") from exc
@@ -75,6 +79,7 @@ async def _prepare(settings: Settings, demo_org: uuid.UUID) -> None:
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     rows = await seed_demo(
         settings.database_url,
+        settings.rollup_tables,
         demo_org,
         8,
         (end - timedelta(days=40)).replace(hour=0),

@@ -22,6 +22,7 @@ import asyncpg
 
 from service.migrations import migrate_up
 from service.repository import ensure_database
+from service.rollups import DEFAULT_TABLES
 
 #: Ports free_port has handed out in this process.
 _HANDED_OUT: set[int] = set()
@@ -100,9 +101,10 @@ def moto_server(timeout: float = 30) -> Iterator[tuple[str, subprocess.Popen[byt
 
 
 @contextlib.contextmanager
-def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
-    """A new database ``<prefix>_<hex>`` on the server of ``admin_url``, migrated, and dropped
-    afterwards (even if migrating fails)."""
+def fresh_database(admin_url: str, prefix: str, *, migrated: bool = True) -> Iterator[str]:
+    """A new database ``<prefix>_<hex>`` on the server of ``admin_url``, migrated with the default
+    rollup tables (``--with-rollups``) unless not ``migrated`` (then empty), and dropped afterwards
+    (even if migrating fails)."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     url = urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
 
@@ -115,7 +117,8 @@ def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
 
     try:
         asyncio.run(ensure_database(url))
-        asyncio.run(migrate_up(url))
+        if migrated:
+            asyncio.run(migrate_up(url, rollup_tables=DEFAULT_TABLES))
         yield url
     finally:
         asyncio.run(drop())

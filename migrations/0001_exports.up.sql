@@ -1,27 +1,7 @@
--- Rollup tables the exports read, and the export job table (spec T-S007-P05-022).
+-- The export job table (spec T-S007-P05-022). The rollup tables exports read are the platform's,
+-- not this service's: migrations/rollup_tables.sql (`migrate up --with-rollups`) makes them for
+-- development and demos.
 CREATE SCHEMA IF NOT EXISTS analytics;
-
-CREATE TABLE analytics.hourly_rollups (
-    bucket_start  timestamptz   NOT NULL,
-    org_id        uuid          NOT NULL,
-    model_id      text          NOT NULL,
-    request_count bigint        NOT NULL,
-    tokens_total  bigint        NOT NULL,
-    error_count   bigint        NOT NULL,
-    cost_total    numeric(20,6) NOT NULL,
-    PRIMARY KEY (org_id, bucket_start, model_id)
-);
-
-CREATE TABLE analytics.daily_rollups (
-    bucket_start  timestamptz   NOT NULL,
-    org_id        uuid          NOT NULL,
-    model_id      text          NOT NULL,
-    request_count bigint        NOT NULL,
-    tokens_total  bigint        NOT NULL,
-    error_count   bigint        NOT NULL,
-    cost_total    numeric(20,6) NOT NULL,
-    PRIMARY KEY (org_id, bucket_start, model_id)
-);
 
 CREATE TYPE analytics.export_granularity AS ENUM ('hourly', 'daily', 'monthly');
 CREATE TYPE analytics.export_status AS ENUM ('pending', 'running', 'succeeded', 'failed', 'expired');

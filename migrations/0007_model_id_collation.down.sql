@@ -1,2 +1,3 @@
-ALTER TABLE analytics.hourly_rollups ALTER COLUMN model_id TYPE text COLLATE "default";
-ALTER TABLE analytics.daily_rollups ALTER COLUMN model_id TYPE text COLLATE "default";
+-- Empty: this migration declared something of the rollup tables, which are not this service's
+-- (docs/operations.md#rollup-tables). migrations/rollup_tables.sql, which `migrate up
+-- --with-rollups` applies for development and demos, declares it now.

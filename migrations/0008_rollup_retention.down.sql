@@ -1,2 +1,3 @@
-DROP INDEX IF EXISTS analytics.daily_rollups_retention_idx;
-DROP INDEX IF EXISTS analytics.hourly_rollups_retention_idx;
+-- Empty: this migration declared something of the rollup tables, which are not this service's
+-- (docs/operations.md#rollup-tables). migrations/rollup_tables.sql, which `migrate up
+-- --with-rollups` applies for development and demos, declares it now.

@@ -1,1 +1,2 @@
-DROP FUNCTION analytics.covered_days(uuid, timestamptz, timestamptz, text[]);
+-- Empty: this migration made a function that read the rollup tables, which are not this
+-- service's; the export queries (service/sql/rollups.sql) read them by their configured names.

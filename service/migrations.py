@@ -3,6 +3,10 @@
 ``up`` applies every missing migration in order, ``down`` rolls back the newest ``steps``. Each
 migration runs in its own transaction together with its bookkeeping row, and the whole run holds
 a PostgreSQL advisory lock, so running twice, or from two processes at once, is safe.
+
+The migrations make only what the service owns. The rollup tables it reads are the platform's;
+``up`` with ``rollup_tables`` first makes them where missing (``rollup_tables.sql``: development,
+tests and demos).
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from pathlib import Path
 
 import asyncpg
 
+from service.rollups import RollupTables
 from service.settings import Settings
-from service.sql import QUERIES
+from service.sql import QUERIES, render
 
 
 def _migrations_dir() -> Path:
@@ -25,6 +30,16 @@ def _migrations_dir() -> Path:
 
 MIGRATIONS_DIR = _migrations_dir()
 _FILE = re.compile(r"(\d{4})_(\w+)\.(up|down)\.sql", re.ASCII)
+_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+
+
+def rollup_tables_ddl(tables: RollupTables, billing_currency: str) -> str:
+    """``rollup_tables.sql`` for ``tables``, rows naming no currency in ``billing_currency``."""
+    if not _CURRENCY.fullmatch(billing_currency):
+        raise ValueError(f"{billing_currency!r} is not a currency code (three capital letters)")
+    template = (MIGRATIONS_DIR / "rollup_tables.sql").read_text("utf-8")
+    values = {**tables.placeholders(), "billing_currency": f"'{billing_currency}'"}
+    return render({"rollup_tables": template}, values)["rollup_tables"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +48,13 @@ class Migration:
     name: str
     up: str
     down: str
+
+
+async def _run(conn: asyncpg.Connection, sql: str) -> None:
+    # A side that is only comments (a migration emptied since) is nothing to run; PostgreSQL's
+    # empty-query reply is one the driver does not take.
+    if any(line.strip() and not line.lstrip().startswith("--") for line in sql.splitlines()):
+        await conn.execute(sql)
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -63,21 +85,26 @@ async def migrate_up(
     database_url: str,
     directory: Path = MIGRATIONS_DIR,
     *,
+    rollup_tables: RollupTables | None = None,
     billing_currency: str = Settings().billing_currency,
 ) -> list[str]:
-    """Apply every migration not yet applied; return the names applied. ``billing_currency``
-    (BILLING_CURRENCY) is the currency of rollup rows that state none (migration 0015)."""
+    """Apply every migration not yet applied; return the names applied. With ``rollup_tables``
+    (``--with-rollups``), first make those tables where missing, rows that name no currency in
+    ``billing_currency`` (BILLING_CURRENCY)."""
     migrations = load_migrations(directory)
+    ddl = rollup_tables_ddl(rollup_tables, billing_currency) if rollup_tables is not None else None
     conn = await asyncpg.connect(database_url)
     try:
         applied = await _locked(conn)
-        await conn.execute(QUERIES["migrations_billing_currency"], billing_currency)
+        if ddl is not None:
+            async with conn.transaction():
+                await conn.execute(ddl)
         done = []
         for migration in migrations:
             if migration.version in applied:
                 continue
             async with conn.transaction():
-                await conn.execute(migration.up)
+                await _run(conn, migration.up)
                 await conn.execute(QUERIES["migrations_record"], migration.version, migration.name)
             done.append(f"{migration.version:04d}_{migration.name}")
         return done
@@ -96,7 +123,7 @@ async def migrate_down(database_url: str, steps: int, directory: Path = MIGRATIO
         for version in applied[:steps]:
             migration = migrations[version]
             async with conn.transaction():
-                await conn.execute(migration.down)
+                await _run(conn, migration.down)
                 await conn.execute(QUERIES["migrations_forget"], version)
             done.append(f"{migration.version:04d}_{migration.name}")
         return done

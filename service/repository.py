@@ -50,9 +50,9 @@ from service.job import (
     Lease,
 )
 from service.retention import RollupTable
-from service.rollups import TableFacts, problems, qualified
+from service.rollups import DEFAULT_TABLES, RollupTables, TableFacts, problems
 from service.schedule import SCHEDULE_OVERDUE_SECONDS, Schedule
-from service.sql import QUERIES
+from service.sql import QUERIES, rollup_queries
 from service.webhook import (
     Attempt,
     Delivery,
@@ -87,11 +87,8 @@ REPLICA_POLL_SECONDS: Final = 0.2
 #: What a 429 tells the client to wait before trying again.
 RETRY_AFTER_SECONDS: Final = 30
 #: The retention delete of each rollup table.
-_PRUNE_STATEMENTS: Final = MappingProxyType(
-    {
-        RollupTable.HOURLY: QUERIES["prune_hourly_rollups"],
-        RollupTable.DAILY: QUERIES["prune_daily_rollups"],
-    }
+_PRUNE_QUERY: Final = MappingProxyType(
+    {RollupTable.HOURLY: "prune_hourly_rollups", RollupTable.DAILY: "prune_daily_rollups"}
 )
 
 
@@ -180,27 +177,27 @@ def _new_job(request: ExportRequest, request_id: str | None) -> tuple[object, ..
     )
 
 
-async def rollup_table_problems(conn: asyncpg.Connection) -> list[str]:
+async def rollup_table_problems(conn: asyncpg.Connection, tables: RollupTables) -> list[str]:
     found: list[str] = []
     for table in RollupTable:
-        name = qualified(table)
+        name = tables.name(table)
         row = await conn.fetchrow(QUERIES["rollup_table_facts"], name)
         assert row is not None
         found += problems(TableFacts(name, row["present"], orjson.loads(row["columns"]), row["ordered"]))
     return found
 
 
-async def check_rollup_tables(database_url: str) -> list[str]:
+async def check_rollup_tables(database_url: str, tables: RollupTables) -> list[str]:
     """What an export would miss in the rollup tables, asked once (a process's start)."""
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
-        return await rollup_table_problems(conn)
+        return await rollup_table_problems(conn, tables)
     finally:
         await conn.close()
 
 
 def whole_days(first: datetime, last: datetime) -> tuple[datetime, datetime]:
-    """The whole UTC days inside [first, last), as analytics.covered_days takes them: from the
+    """The whole UTC days inside [first, last), as covered_days (rollups.sql) takes them: from the
     first midnight at or after ``first`` to the last at or before ``last`` (none when they
     cross: the empty range at ``first``, every hour then counted from the hourly rollups)."""
     start_day = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -216,7 +213,8 @@ class JobRepository:
     it, while every job write stays on ``pool``: but only once the replica shows the job's own
     row, which proves it replayed everything committed before the job was created. A replica
     still behind after ``replica_wait`` seconds is passed over for the primary, and
-    ``on_replica_behind`` is called (the metrics count it).
+    ``on_replica_behind`` is called (the metrics count it). ``tables`` are where the rollups are
+    (ROLLUP_HOURLY_TABLE, ROLLUP_DAILY_TABLE).
     """
 
     def __init__(
@@ -226,8 +224,11 @@ class JobRepository:
         *,
         replica_wait: float = REPLICA_WAIT_SECONDS,
         on_replica_behind: Callable[[], object] | None = None,
+        tables: RollupTables = DEFAULT_TABLES,
     ) -> None:
         self._pool = pool
+        self._tables = tables
+        self._sql = rollup_queries(tables.placeholders())
         self._read_pool = read_pool
         self._replica_wait = replica_wait
         self._on_replica_behind = on_replica_behind
@@ -525,7 +526,7 @@ class JobRepository:
         """Delete at most ``limit`` rows of ``table`` whose ``bucket_start`` is before ``cutoff``,
         oldest first (one statement, one index range scan); return how many were deleted."""
         async with self._connection() as conn:
-            status = await conn.execute(_PRUNE_STATEMENTS[table], cutoff, limit)
+            status = await conn.execute(self._sql[_PRUNE_QUERY[table]], cutoff, limit)
         # The status string is "DELETE <rows>".
         return int(status.split()[-1])
 
@@ -645,7 +646,7 @@ class JobRepository:
     async def rollup_problems(self) -> list[str]:
         """What an export would miss in the rollup tables (none: they serve)."""
         async with self._connection() as conn:
-            return await rollup_table_problems(conn)
+            return await rollup_table_problems(conn, self._tables)
 
     # --- restatements --------------------------------------------------------------------------
 
@@ -673,11 +674,10 @@ class JobRepository:
         async with self._connection() as conn, conn.transaction(readonly=True):
             await conn.execute(QUERIES["custom_plans"])
             if hourly:
-                rows = await conn.fetch(QUERIES["period_totals_hours"], job.org_id, first, last, models)
+                rows = await conn.fetch(self._sql["period_totals_hours"], job.org_id, first, last, models)
             else:
-                whole = whole_days(first, last)
                 rows = await conn.fetch(
-                    QUERIES["period_totals_days"], job.org_id, first, last, *whole, models
+                    self._sql["period_totals_days"], job.org_id, first, last, models, *whole_days(first, last)
                 )
         return {
             row["currency"]: (
@@ -885,20 +885,20 @@ class JobRepository:
         models = list(job.models) if job.models else None
         # Text cells made spreadsheet-safe in files a spreadsheet opens; Parquet is typed.
         guarded = job.output_format is not ExportFormat.PARQUET
+        # Every export query of rollups.sql reads its period as these: the org, the coverage, the
+        # models and the whole UTC days inside the coverage (the hourly export, the first four).
+        period = (job.org_id, coverage.start, coverage.end, models)
+        whole = whole_days(coverage.start, coverage.end)
+        args: tuple[object, ...]
         if job.output_schema is DatasetSchema.FOCUS_1_0:
-            query = QUERIES["export_focus"]
-            args: tuple[object, ...] = (
-                job.org_id,
-                coverage.start,
-                coverage.end,
-                models,
-                guarded,
-                job.granularity.value,
-                *focus_names,
-            )
+            query = self._sql["export_focus"]
+            args = (*period, *whole, guarded, job.granularity.value, *focus_names)
+        elif job.granularity is Granularity.HOURLY:
+            query = self._sql["export_hourly"]
+            args = (*period, job.time_zone, guarded)
         else:
-            query = QUERIES[f"export_{job.granularity.value}"]
-            args = (job.org_id, coverage.start, coverage.end, models, job.time_zone, guarded)
+            query = self._sql[f"export_{job.granularity.value}"]
+            args = (*period, *whole, job.time_zone, guarded)
         pool = await self._read_pool_for(job)
         try:
             async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -934,15 +934,22 @@ class JobRepository:
 
 
 async def seed_demo(
-    database_url: str, org_id: uuid.UUID, models: int, start: datetime, end: datetime, currency: str
+    database_url: str,
+    tables: RollupTables,
+    org_id: uuid.UUID,
+    models: int,
+    start: datetime,
+    end: datetime,
+    currency: str,
 ) -> int:
-    """Insert deterministic demo rollups in ``currency`` (hourly, and daily as their exact sums);
-    return hourly rows."""
+    """Insert deterministic demo rollups in ``currency`` (hourly, and daily as their exact sums)
+    into ``tables`` (made by ``migrate up --with-rollups``); return hourly rows."""
+    sql = rollup_queries(tables.placeholders())
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
-            status = await conn.execute(QUERIES["seed_demo_hourly"], org_id, models, start, end, currency)
-            await conn.execute(QUERIES["seed_demo_daily"], org_id)
+            status = await conn.execute(sql["seed_demo_hourly"], org_id, models, start, end, currency)
+            await conn.execute(sql["seed_demo_daily"], org_id)
         return int(status.split()[-1])
     finally:
         await conn.close()

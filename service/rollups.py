@@ -1,17 +1,21 @@
-"""What the export needs of the rollup tables it reads: the platform's rollup worker writes them
-(``make run``, the tests and compose's demo create their own); the API and the worker check them
-at start and ``/readyz`` reports them, so a table that lacks a column stops a process with one line
+"""The rollup tables exports read: where they are (ROLLUP_HOURLY_TABLE, ROLLUP_DAILY_TABLE), and
+what an export needs of them. The platform's rollup worker writes them (``make run``, the tests and
+compose make their own with ``migrate up --with-rollups``); the API and the worker check them at
+start and ``/readyz`` reports them, so a table that lacks a column stops a process with one line
 naming it rather than failing every export."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from service.retention import RollupTable
 
-SCHEMA: Final = "analytics"
+#: A rollup table's name as ROLLUP_HOURLY_TABLE and ROLLUP_DAILY_TABLE give it: ``schema.table``,
+#: each part an identifier PostgreSQL keeps as written (lower case, no quoting needed).
+TABLE_NAME: Final = re.compile(r"([a-z_][a-z0-9_$]{0,62})\.([a-z_][a-z0-9_$]{0,62})", re.ASCII)
 #: Column -> the types (as PostgreSQL's format_type writes them) an export can read it as.
 COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "bucket_start": ("timestamp with time zone",),
@@ -39,8 +43,38 @@ class TableFacts:
     ordered: bool
 
 
-def qualified(table: RollupTable) -> str:
-    return f"{SCHEMA}.{table.value}"
+@dataclass(frozen=True, slots=True)
+class RollupTables:
+    """Where the rollups are: the schema-qualified names of the hourly and the daily table."""
+
+    hourly: str = "analytics.hourly_rollups"
+    daily: str = "analytics.daily_rollups"
+
+    def __post_init__(self) -> None:
+        for name in (self.hourly, self.daily):
+            if not TABLE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a schema-qualified table name (schema.table)")
+
+    def name(self, table: RollupTable) -> str:
+        return self.hourly if table is RollupTable.HOURLY else self.daily
+
+    def placeholders(self) -> dict[str, str]:
+        """What the SQL templates' ``{hourly_rollups}``-style placeholders stand for: each table
+        quoted and qualified, its schema, and its retention index's name (the ``migrate up
+        --with-rollups`` tables)."""
+        values: dict[str, str] = {}
+        for table in RollupTable:
+            match = TABLE_NAME.fullmatch(self.name(table))
+            assert match is not None
+            schema, bare = match.groups()
+            values[table.value] = f'"{schema}"."{bare}"'
+            values[f"{table.value}_schema"] = f'"{schema}"'
+            values[f"{table.value}_retention_index"] = f'"{bare}_retention_idx"'
+        return values
+
+
+#: The names this project gives the rollup tables (``migrate up --with-rollups``).
+DEFAULT_TABLES: Final = RollupTables()
 
 
 def _type_ok(found: str, accepted: tuple[str, ...]) -> bool:

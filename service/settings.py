@@ -16,6 +16,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from service.errors import SettingsError
+from service.rollups import DEFAULT_TABLES, TABLE_NAME, RollupTables
 from service.webhook import DEFAULT_RETRY_SCHEDULE
 
 MIB = 1024 * 1024
@@ -253,6 +254,8 @@ class Settings:
     webhook_allow_private_urls: bool = False
     restatement_check_interval: float = 3600.0
     rollup_prune: bool = False
+    rollup_hourly_table: str = DEFAULT_TABLES.hourly
+    rollup_daily_table: str = DEFAULT_TABLES.daily
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -270,6 +273,8 @@ class Settings:
     def _check_together(self) -> None:
         if (self.s3_access_key is None) != (self.s3_secret_key is None):
             raise SettingsError("S3_SECRET_KEY", "S3_ACCESS_KEY and S3_SECRET_KEY must be set together")
+        if self.rollup_hourly_table == self.rollup_daily_table:
+            raise SettingsError("ROLLUP_DAILY_TABLE", "must name another table than ROLLUP_HOURLY_TABLE")
         if self.metrics_port and self.metrics_port == self.http_port:
             raise SettingsError("METRICS_PORT", f"must differ from HTTP_PORT ({self.http_port}), or be 0")
 
@@ -287,6 +292,10 @@ class Settings:
                 "AUTH_JWT_SECRET",
                 f"is required by the API (or AUTH_JWKS_URL for an identity provider's tokens); {SECRET_HINT}",
             )
+
+    @property
+    def rollup_tables(self) -> RollupTables:
+        return RollupTables(self.rollup_hourly_table, self.rollup_daily_table)
 
     @property
     def public_api_url(self) -> str:
@@ -556,8 +565,8 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "billing_currency",
         matching(r"[A-Z]{3}", "an ISO 4217 currency code (three capital letters: USD, EUR)"),
         "`USD`",
-        "the currency of rollup rows that state none: `migrate up` gives it to the rows already there"
-        " and makes it the column's default; `seed-demo` writes in it",
+        "the currency of rollup rows that name none in the tables `migrate up --with-rollups` makes"
+        " (the column's default); `seed-demo` writes in it",
     ),
     Variable(
         "FOCUS_PROVIDER_NAME",
@@ -627,6 +636,21 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "`true`: the `prune_rollups` tick deletes rollup rows past `DATA_RETENTION_MONTHS`; only where"
         " this service owns the rollup tables (`make run`, tests, compose's demo): the platform's"
         " are its own",
+    ),
+    Variable(
+        "ROLLUP_HOURLY_TABLE",
+        "rollup_hourly_table",
+        matching(TABLE_NAME.pattern, "a schema-qualified table name in lower case (schema.table)"),
+        "`analytics.hourly_rollups`",
+        "the table of hourly rollups exports read, written by the platform (what it must hold:"
+        " docs/operations.md#rollup-tables); `migrate up --with-rollups` creates it for dev and demos",
+    ),
+    Variable(
+        "ROLLUP_DAILY_TABLE",
+        "rollup_daily_table",
+        matching(TABLE_NAME.pattern, "a schema-qualified table name in lower case (schema.table)"),
+        "`analytics.daily_rollups`",
+        "the table of daily rollups (whole UTC days), as `ROLLUP_HOURLY_TABLE`",
     ),
 )
 

@@ -40,10 +40,13 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
 
 
-def fresh_database(prefix: str = "analytics_test") -> contextlib.AbstractContextManager[str]:
-    """A new, migrated database of its own, dropped afterwards. Every stack of processes gets
-    one, so one stack's sweep never touches another's jobs."""
-    return localdev.fresh_database(ADMIN_DATABASE_URL, prefix)
+def fresh_database(
+    prefix: str = "analytics_test", *, migrated: bool = True
+) -> contextlib.AbstractContextManager[str]:
+    """A new database of its own, migrated with the default rollup tables (unless not
+    ``migrated``: empty), dropped afterwards. Every stack of processes gets one, so one stack's
+    sweep never touches another's jobs."""
+    return localdev.fresh_database(ADMIN_DATABASE_URL, prefix, migrated=migrated)
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,9 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = await create_pool(app[keys.SETTINGS].database_url, max_size=10)
-    app[keys.REPOSITORY] = JobRepository(pool)
+    settings = app[keys.SETTINGS]
+    pool = await create_pool(settings.database_url, max_size=10)
+    app[keys.REPOSITORY] = JobRepository(pool, tables=settings.rollup_tables)
     yield
     await pool.close()
 

@@ -86,7 +86,7 @@ async def _create_buckets(settings: Settings) -> None:
 def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The processes, for one test module, on a database of their own."""
     with fresh_database("analytics_e2e") as database_url:
-        yield from _run_stack(database_url, s3_endpoint, tmp_path_factory)
+        yield from run_stack(database_url, s3_endpoint, tmp_path_factory)
 
 
 @pytest.fixture
@@ -95,9 +95,10 @@ def settings(stack: Stack) -> Settings:
     return stack.settings
 
 
-def _run_stack(
-    database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+def run_stack(
+    database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory, **extra: str
 ) -> Iterator[Stack]:
+    """The processes on ``database_url`` (migrated), with ``extra`` settings."""
     queue = f"exports-e2e-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {
@@ -111,6 +112,7 @@ def _run_stack(
         "WEBHOOK_TIMEOUT": "2s",
         "RESTATEMENT_CHECK_INTERVAL": "1s",
         "AUTH_JWT_SECRET": SECRET,
+        **extra,
     }
     settings = Settings.from_env(env)
     asyncio.run(_create_buckets(settings))

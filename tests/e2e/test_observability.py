@@ -57,7 +57,8 @@ def log_lines(stack: Stack, role: str) -> list[dict[str, object]]:
 async def finished_export(http: aiohttp.ClientSession, stack: Stack, org: uuid.UUID, request_id: str) -> str:
     """An hourly export of a day of demo rollups (3 models), created with ``request_id``."""
     start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, tzinfo=UTC)
-    assert await seed_demo(stack.settings.database_url, org, 3, start, end, "USD") == 72
+    settings = stack.settings
+    assert await seed_demo(settings.database_url, settings.rollup_tables, org, 3, start, end, "USD") == 72
     headers = {**stack.auth(org), "X-Request-ID": request_id}
     async with http.post(stack.exports_url(org), json=BODY, headers=headers) as reply:
         assert reply.status == 202, await reply.text()

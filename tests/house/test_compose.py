@@ -202,7 +202,7 @@ def test_app_starts_after_migrations_and_buckets(services: dict[str, Service], n
 def test_one_shots_run_once(services: dict[str, Service]) -> None:
     for name in ONE_SHOTS:
         assert services[name].get("restart", "no") == "no", f"{name} restarts"
-    assert services["migrate"]["command"] == ["migrate", "up"]
+    assert services["migrate"]["command"] == ["migrate", "up", "--with-rollups"]
 
 
 def test_worker_scales_out_and_the_scheduler_does_not(services: dict[str, Service]) -> None:

@@ -1,4 +1,5 @@
-"""Migrations against a real PostgreSQL: the schema the spec asks for, idempotent, reversible, concurrent."""
+"""Migrations against a real PostgreSQL: the schema the spec asks for, idempotent, reversible,
+concurrent; the rollup tables only with ``--with-rollups``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -16,7 +16,8 @@ import pytest
 
 from service.migrations import load_migrations, migrate_down, migrate_up
 from service.repository import ensure_database
-from service.sql import QUERIES
+from service.rollups import DEFAULT_TABLES, RollupTables
+from service.sql import rollup_queries
 from tests.conftest import ADMIN_DATABASE_URL, BIN
 
 ROLLUP_COLUMNS = [
@@ -51,8 +52,27 @@ async def columns(conn: asyncpg.Connection, table: str) -> list[tuple[str, str]]
     return [(r[0], r[1]) for r in rows]
 
 
-async def test_schema_matches_the_spec(scratch_url: str) -> None:
+async def test_the_migrations_make_no_rollup_table(scratch_url: str) -> None:
     await migrate_up(scratch_url)
+    conn = await asyncpg.connect(scratch_url)
+    try:
+        made = await conn.fetchval(
+            "SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'analytics' AND c.relkind = 'r'"
+        )
+        assert "export_jobs" in made
+        assert not [name for name in made if "rollups" in name], made
+        functions = await conn.fetchval(
+            "SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'analytics'"
+        )
+        assert not [name for name in functions if "covered" in name], functions
+    finally:
+        await conn.close()
+
+
+async def test_schema_matches_the_spec(scratch_url: str) -> None:
+    await migrate_up(scratch_url, rollup_tables=DEFAULT_TABLES)
     conn = await asyncpg.connect(scratch_url)
     try:
         for table in ("analytics.hourly_rollups", "analytics.daily_rollups"):
@@ -100,12 +120,14 @@ async def test_schema_matches_the_spec(scratch_url: str) -> None:
 
 async def test_up_is_idempotent_and_up_down_up_works(scratch_url: str) -> None:
     names = [f"{m.version:04d}_{m.name}" for m in load_migrations()]
-    assert await migrate_up(scratch_url) == names
-    assert await migrate_up(scratch_url) == []
+    assert await migrate_up(scratch_url, rollup_tables=DEFAULT_TABLES) == names
+    assert await migrate_up(scratch_url, rollup_tables=DEFAULT_TABLES) == []
     assert await migrate_down(scratch_url, steps=len(names)) == names[::-1]
     conn = await asyncpg.connect(scratch_url)
     try:
         assert await conn.fetchval("SELECT to_regclass('analytics.export_jobs')") is None
+        # the rollup tables are not the migrations' to drop (nor is their schema, then)
+        assert await conn.fetchval("SELECT to_regclass('analytics.hourly_rollups')") is not None
     finally:
         await conn.close()
     assert await migrate_up(scratch_url) == names
@@ -166,60 +188,30 @@ async def test_the_csv_guard_is_inlined_into_the_export_query(database_url: str)
     assert "regexp_replace" in plan
 
 
-def migrations_up_to(directory: Path, version: int) -> Path:
-    """A copy of the migrations numbered up to ``version``: a database as an older release left it."""
-    directory.mkdir()
-    for migration in load_migrations():
-        if migration.version <= version:
-            for side in ("up", "down"):
-                name = f"{migration.version:04d}_{migration.name}.{side}.sql"
-                (directory / name).write_text(getattr(migration, side))
-    return directory
-
-
-async def test_rows_already_there_take_the_billing_currency(scratch_url: str, tmp_path: Path) -> None:
-    # Given a database of the release before currencies, with rollups in it
-    await migrate_up(scratch_url, migrations_up_to(tmp_path / "old", 14))
+async def test_rollup_rows_that_name_no_currency_are_in_the_billing_currency(scratch_url: str) -> None:
+    tables = RollupTables("billing.hourly", "billing.daily")
+    await migrate_up(scratch_url, rollup_tables=tables, billing_currency="EUR")
     org = uuid.uuid4()
     conn = await asyncpg.connect(scratch_url)
     try:
-        await conn.execute(
-            "INSERT INTO analytics.hourly_rollups"
-            " VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5)",
-            org,
-        )
-        await conn.execute(
-            "INSERT INTO analytics.daily_rollups VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5)",
-            org,
-        )
-        # When the rest is applied with BILLING_CURRENCY=EUR
-        assert (await migrate_up(scratch_url, billing_currency="EUR"))[0] == "0015_currency"
-        # Then those rows are EUR, and so is a row written by a writer that names no currency
-        for table in ("hourly_rollups", "daily_rollups"):
-            assert (
-                await conn.fetchval(f"SELECT currency FROM analytics.{table} WHERE org_id = $1", org) == "EUR"
+        # A writer that names no currency writes in BILLING_CURRENCY
+        for table in (tables.hourly, tables.daily):
+            await conn.execute(
+                f"INSERT INTO {table} (bucket_start, org_id, model_id, request_count, tokens_total,"
+                " error_count, cost_total) VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5)",
+                org,
             )
-        await conn.execute(
-            "INSERT INTO analytics.hourly_rollups (bucket_start, org_id, model_id, request_count,"
-            " tokens_total, error_count, cost_total)"
-            " VALUES ('2026-10-01T01:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5)",
-            org,
-        )
-        assert await conn.fetchval(
-            "SELECT array_agg(DISTINCT currency) FROM analytics.hourly_rollups WHERE org_id = $1", org
-        ) == ["EUR"]
+            assert await conn.fetchval(f"SELECT currency FROM {table} WHERE org_id = $1", org) == "EUR"
         # ... while a row of another currency in the same hour and model is a row of its own
         await conn.execute(
-            "INSERT INTO analytics.hourly_rollups"
-            " VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5, 'USD')",
+            f"INSERT INTO {tables.hourly} VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5, 'USD')",
             org,
         )
         refused = (asyncpg.exceptions.CheckViolationError, asyncpg.exceptions.StringDataRightTruncationError)
         for bad in ("usd", "US", "EURO", "U$D", ""):
             with pytest.raises(refused):
                 await conn.execute(
-                    "INSERT INTO analytics.daily_rollups"
-                    " VALUES ('2026-10-02T00:00:00Z', $1, 'm', 1, 2, 0, 1, $2)",
+                    f"INSERT INTO {tables.daily} VALUES ('2026-10-02T00:00:00Z', $1, 'm', 1, 2, 0, 1, $2)",
                     org,
                     bad,
                 )
@@ -227,43 +219,35 @@ async def test_rows_already_there_take_the_billing_currency(scratch_url: str, tm
         await conn.close()
 
 
-async def test_a_billing_currency_that_is_not_a_code_stops_the_migration(
-    scratch_url: str, tmp_path: Path
-) -> None:
-    await migrate_up(scratch_url, migrations_up_to(tmp_path / "old", 14))
-    with pytest.raises(asyncpg.exceptions.RaiseError, match="three capital letters"):
-        await migrate_up(scratch_url, billing_currency="dollars")
+async def test_with_rollups_leaves_tables_that_exist_as_they_are(scratch_url: str) -> None:
+    # Given rollup tables of someone else's making, with a row
     conn = await asyncpg.connect(scratch_url)
     try:
-        assert ("currency", "character(3)") not in await columns(conn, "analytics.hourly_rollups")
+        await conn.execute(
+            "CREATE SCHEMA analytics;"
+            " CREATE TABLE analytics.hourly_rollups (bucket_start timestamptz, org_id uuid, note text);"
+            " INSERT INTO analytics.hourly_rollups VALUES ('2026-10-01T00:00:00Z', gen_random_uuid(), 'kept')"
+        )
+        # When migrated with --with-rollups, twice
+        await migrate_up(scratch_url, rollup_tables=DEFAULT_TABLES)
+        await migrate_up(scratch_url, rollup_tables=DEFAULT_TABLES)
+        # Then that table is as it was (the check names what it lacks), and the missing one is made
+        assert [name for name, _ in await columns(conn, "analytics.hourly_rollups")] == [
+            "bucket_start",
+            "org_id",
+            "note",
+        ]
+        assert await conn.fetchval("SELECT note FROM analytics.hourly_rollups") == "kept"
+        assert await columns(conn, "analytics.daily_rollups") == ROLLUP_COLUMNS
     finally:
         await conn.close()
 
 
-async def test_rolling_back_currencies_is_refused_while_one_key_holds_two(
-    scratch_url: str, tmp_path: Path
-) -> None:
-    until_currencies = migrations_up_to(tmp_path / "until-0015", 15)
-    await migrate_up(scratch_url, until_currencies)
-    org = uuid.uuid4()
-    conn = await asyncpg.connect(scratch_url)
-    try:
-        await conn.executemany(
-            "INSERT INTO analytics.hourly_rollups"
-            " VALUES ('2026-10-01T00:00:00Z', $1, 'gpt-4o', 1, 2, 0, 1.5, $2)",
-            [(org, "USD"), (org, "EUR")],
+def test_a_billing_currency_that_is_not_a_code_makes_no_table() -> None:
+    with pytest.raises(ValueError, match="three capital letters"):
+        asyncio.run(
+            migrate_up("postgresql://nowhere.invalid/x", rollup_tables=DEFAULT_TABLES, billing_currency="usd")
         )
-    finally:
-        await conn.close()
-    with pytest.raises(asyncpg.exceptions.UniqueViolationError):
-        await migrate_down(scratch_url, steps=1, directory=until_currencies)
-    conn = await asyncpg.connect(scratch_url)
-    try:
-        assert (
-            await conn.fetchval("SELECT count(*) FROM analytics.hourly_rollups WHERE org_id = $1", org) == 2
-        )
-    finally:
-        await conn.close()
 
 
 async def test_the_primary_key_serves_the_hourly_export_order(database_url: str) -> None:
@@ -277,7 +261,7 @@ async def test_the_primary_key_serves_the_hourly_export_order(database_url: str)
             plan = "\n".join(
                 r[0]
                 for r in await conn.fetch(
-                    "EXPLAIN " + QUERIES["export_hourly"],
+                    "EXPLAIN " + rollup_queries(DEFAULT_TABLES.placeholders())["export_hourly"],
                     uuid.uuid4(),
                     datetime(2026, 10, 1, tzinfo=UTC),
                     datetime(2026, 11, 1, tzinfo=UTC),

@@ -23,6 +23,7 @@ from service.exporter import Exporter
 from service.job import ExportRequest, Granularity, JobStatus
 from service.migrations import migrate_up
 from service.repository import JobRepository, create_pool
+from service.rollups import DEFAULT_TABLES
 from service.settings import Settings
 from service.storage import ObjectStore, open_s3_client
 from tests.conftest import BUCKET
@@ -101,7 +102,7 @@ class Parts:
 
 @pytest.fixture
 async def parts(pair: Pair, settings: Settings, clean_state: None) -> AsyncIterator[Parts]:
-    await migrate_up(pair.primary)
+    await migrate_up(pair.primary, rollup_tables=DEFAULT_TABLES)
     primary = await create_pool(pair.primary, max_size=4)
     replica = await create_pool(pair.replica, max_size=2)
     behind: list[int] = []

@@ -16,8 +16,9 @@ from service.housekeeping import Housekeeper
 from service.job import ExportRequest, Granularity, IdempotencyKey
 from service.repository import JobRepository, create_pool
 from service.retention import PRUNE_GRACE, RollupTable, retention_cutoff
+from service.rollups import DEFAULT_TABLES
 from service.settings import Settings
-from service.sql import QUERIES
+from service.sql import rollup_queries
 from service.storage import ObjectStore, open_s3_client
 from tests.support.rollups import Rollup, hourly_rollups, insert
 
@@ -133,6 +134,9 @@ async def test_every_rollup_table_in_the_schema_is_pruned(settings: Settings) ->
     assert {row["tablename"] for row in tables} == {table.value for table in RollupTable}
 
 
+PRUNE = rollup_queries(DEFAULT_TABLES.placeholders())
+
+
 @pytest.mark.parametrize("table", list(RollupTable))
 async def test_a_prune_statement_is_an_index_range_scan(settings: Settings, table: RollupTable) -> None:
     # With sequential scans ruled out, the plan names the retention index only if the query's
@@ -144,10 +148,7 @@ async def test_a_prune_statement_is_an_index_range_scan(settings: Settings, tabl
             await conn.execute("SET LOCAL enable_seqscan = off")
             await conn.execute("SET LOCAL enable_bitmapscan = off")
             plan = "\n".join(
-                row[0]
-                for row in await conn.fetch(
-                    "EXPLAIN " + QUERIES[f"prune_{table.name.lower()}_rollups"], CUTOFF, 10
-                )
+                row[0] for row in await conn.fetch("EXPLAIN " + PRUNE[f"prune_{table.value}"], CUTOFF, 10)
             )
     finally:
         await conn.close()

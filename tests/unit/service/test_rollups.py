@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from service.rollups import COLUMNS, TableFacts, problems
+import pytest
+
+from service.retention import RollupTable
+from service.rollups import COLUMNS, RollupTables, TableFacts, problems
 
 FINE = {
     "bucket_start": "timestamp with time zone",
@@ -36,3 +39,18 @@ def test_each_thing_missing_is_named() -> None:
         "the rollup table x.rollups does not exist"
     ]
     assert set(COLUMNS) < set(FINE)
+
+
+def test_the_tables_quote_their_names_for_the_templates_and_refuse_others() -> None:
+    tables = RollupTables("platform.analytics_hourly_rollups", "platform.analytics_daily_rollups")
+    assert tables.name(RollupTable.DAILY) == "platform.analytics_daily_rollups"
+    assert tables.placeholders() == {
+        "hourly_rollups": '"platform"."analytics_hourly_rollups"',
+        "hourly_rollups_schema": '"platform"',
+        "hourly_rollups_retention_index": '"analytics_hourly_rollups_retention_idx"',
+        "daily_rollups": '"platform"."analytics_daily_rollups"',
+        "daily_rollups_schema": '"platform"',
+        "daily_rollups_retention_index": '"analytics_daily_rollups_retention_idx"',
+    }
+    with pytest.raises(ValueError, match="schema-qualified"):
+        RollupTables('x."y"', "x.z")

@@ -126,6 +126,12 @@ def test_values_from_the_environment_are_used() -> None:
         ("S3_ENDPOINT", "ftp://127.0.0.1"),
         ("EXPORT_QUEUE", "exports queue"),
         ("LOG_LEVEL", "LOUD"),
+        ("ROLLUP_HOURLY_TABLE", "analytics_hourly_rollups"),  # no schema
+        ("ROLLUP_HOURLY_TABLE", "Public.Hourly"),  # PostgreSQL would fold it; say it as it is
+        ("ROLLUP_DAILY_TABLE", 'analytics."daily rollups"'),
+        ("ROLLUP_DAILY_TABLE", "a.b.c"),
+        ("ROLLUP_DAILY_TABLE", "analytics.daily; DROP TABLE x"),
+        ("ROLLUP_DAILY_TABLE", "analytics.hourly_rollups"),  # the hourly table's name
     ],
 )
 def test_bad_values_raise_settings_error_naming_the_variable(variable: str, raw: str) -> None:
@@ -265,3 +271,15 @@ def test_bad_previous_jwt_secrets_name_the_variable_and_not_the_secret(raw: str)
 def test_previous_jwt_secrets_stay_out_of_repr() -> None:
     settings = Settings.from_env({"AUTH_JWT_PREVIOUS_SECRETS": OLD_SECRET})
     assert OLD_SECRET not in repr(settings)
+
+
+def test_the_rollup_tables_are_where_the_settings_say() -> None:
+    settings = Settings.from_env(
+        {
+            "ROLLUP_HOURLY_TABLE": "public.analytics_hourly_rollups",
+            "ROLLUP_DAILY_TABLE": "public.analytics_daily_rollups",
+        }
+    )
+    assert settings.rollup_tables.placeholders()["hourly_rollups"] == '"public"."analytics_hourly_rollups"'
+    assert settings.rollup_tables.daily == "public.analytics_daily_rollups"
+    assert Settings().rollup_tables.hourly == "analytics.hourly_rollups"

@@ -1,0 +1,1 @@
+-- Nothing to restore: no code calls the functions 0020 dropped.
