@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test focus-validator tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-paths bench-scale bench-restatements clean
+.PHONY: run test focus-validator tools lint typecheck openapi openapi-check unit house integration e2e faults services bench bench-paths bench-scale bench-restatements bench-daily clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,10 @@ bench-scale: $(STAMP) services
 ## Restatement checks (not part of make test): period_totals beside the bare aggregate and a re-export's COPY.
 bench-restatements: $(STAMP) services
 	$(BIN)/python -m bench.restatement_check
+
+## Daily exports (not part of make test): the COPY of a daily UTC export, before and now, beside the whole days alone.
+bench-daily: $(STAMP) services
+	$(BIN)/python -m bench.daily_export
 
 clean:
 	rm -rf $(VENV) $(FOCUS_VENV) .pytest_cache .mypy_cache .ruff_cache
