@@ -29,6 +29,7 @@ from tests.support.rollups import (
     TRICKY_MODELS,
     Rollup,
     daily_from_hourly,
+    execute,
     expected_rows,
     hourly_rollups,
 )
@@ -59,15 +60,6 @@ SEED_FROM = datetime(2026, 9, 14, tzinfo=UTC)
 # Partial days at both ends (the daily rows there are summed from hours), and a month boundary.
 START = datetime(2026, 9, 15, 10, tzinfo=UTC)
 END = datetime(2026, 10, 2, 15, tzinfo=UTC)
-
-
-async def execute(database_url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 async def relations(database_url: str) -> list[str]:

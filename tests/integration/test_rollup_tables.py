@@ -7,21 +7,12 @@ import asyncio
 import os
 import subprocess
 
-import asyncpg
 import pytest
 
 from service.repository import check_rollup_tables
 from service.rollups import DEFAULT_TABLES
 from tests.conftest import BIN, RABBITMQ_URL, fresh_database
-
-
-async def execute(database_url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
+from tests.support.rollups import execute
 
 
 async def test_the_migrated_tables_serve_exports(database_url: str) -> None:

@@ -183,3 +183,13 @@ def expected_rows(
         chosen = _aggregate(chosen, lambda t: t.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0))
     chosen.sort(key=lambda r: (r.bucket_start, r.model_id.encode(), r.currency))
     return [csv_row(r) for r in chosen]
+
+
+async def execute(database_url: str, *statements: str) -> None:
+    """Run ``statements`` on a connection of their own, in order (a schema change in a test)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
