@@ -183,7 +183,14 @@ async def rollup_table_problems(conn: asyncpg.Connection, tables: RollupTables) 
         name = tables.name(table)
         row = await conn.fetchrow(QUERIES["rollup_table_facts"], name)
         assert row is not None
-        found += problems(TableFacts(name, row["present"], orjson.loads(row["columns"]), row["ordered"]))
+        facts = TableFacts(
+            name,
+            row["present"],
+            orjson.loads(row["columns"]),
+            row["ordered"],
+            tuple(orjson.loads(row["unreadable"])),
+        )
+        found += problems(facts)
     return found
 
 

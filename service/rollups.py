@@ -41,6 +41,8 @@ class TableFacts:
     columns: Mapping[str, str]
     #: Whether a valid index leads with ORDER_KEY.
     ordered: bool
+    #: The columns the database user may not SELECT.
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +99,6 @@ def problems(facts: TableFacts) -> list[str]:
         found.append(
             f"{facts.name} has no index on ({', '.join(ORDER_KEY)}, ...) for the exports' range scans"
         )
+    if denied := [column for column in COLUMNS if column in facts.unreadable]:
+        found.append(f"the database user may not SELECT {', '.join(denied)} of {facts.name}")
     return found

@@ -581,13 +581,19 @@ ON CONFLICT (restatement_of) WHERE restatement_of IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- name: rollup_table_facts
--- Whether table $1 (schema-qualified) exists, its columns and their types, and whether a valid
--- index leads with (org_id, bucket_start): what an export needs of a rollup table.
+-- Whether table $1 (schema-qualified) exists, its columns and their types, the columns this
+-- session's user may not SELECT, and whether a valid index leads with (org_id, bucket_start):
+-- what an export needs of a rollup table.
 SELECT to_regclass($1) IS NOT NULL AS present,
        coalesce((SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod))
                  FROM pg_attribute a
                  WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped), '{}')
            AS columns,
+       coalesce((SELECT jsonb_agg(a.attname ORDER BY a.attnum)
+                 FROM pg_attribute a
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+                   AND NOT has_column_privilege(a.attrelid, a.attnum, 'SELECT')), '[]')
+           AS unreadable,
        EXISTS (SELECT 1 FROM pg_index i
                WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND i.indnkeyatts >= 2
                  AND (SELECT attname FROM pg_attribute

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from service.repository import check_rollup_tables
 from service.rollups import DEFAULT_TABLES
-from tests.conftest import BIN, RABBITMQ_URL, fresh_database
+from tests.conftest import ADMIN_DATABASE_URL, BIN, RABBITMQ_URL, fresh_database
 from tests.support.rollups import execute
 
 
@@ -55,3 +57,29 @@ def test_what_an_export_needs_and_lacks_is_named_and_the_api_will_not_start(chan
     [line] = started.stderr.strip().splitlines()
     assert line.startswith("analytics-exports api: the rollup tables cannot serve exports: ")
     assert named in line
+
+
+def test_columns_the_service_user_may_not_read_are_named() -> None:
+    # Given a database user with SELECT on the daily table and on all but two needed columns of
+    # the hourly one (a grant the platform's administrator made by hand)
+    role = f"exports_reader_{uuid.uuid4().hex[:8]}"
+    try:
+        with fresh_database("analytics_grants") as database_url:
+            asyncio.run(
+                execute(
+                    database_url,
+                    f"CREATE ROLE {role} LOGIN",
+                    f"GRANT USAGE ON SCHEMA analytics TO {role}",
+                    f"GRANT SELECT ON analytics.daily_rollups TO {role}",
+                    f"GRANT SELECT (bucket_start, org_id, model_id, request_count, tokens_total, error_count)"
+                    f" ON analytics.hourly_rollups TO {role}",
+                )
+            )
+            parts = urlsplit(database_url)
+            as_reader = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+            # When that user checks the tables, then exactly what it may not read is named
+            assert asyncio.run(check_rollup_tables(as_reader, DEFAULT_TABLES)) == [
+                "the database user may not SELECT cost_total, currency of analytics.hourly_rollups"
+            ]
+    finally:
+        asyncio.run(execute(ADMIN_DATABASE_URL, f"DROP ROLE IF EXISTS {role}"))

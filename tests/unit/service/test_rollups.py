@@ -41,6 +41,12 @@ def test_each_thing_missing_is_named() -> None:
     assert set(COLUMNS) < set(FINE)
 
 
+def test_columns_the_user_may_not_read_are_named_and_others_not() -> None:
+    facts = TableFacts("x.rollups", True, FINE, True, ("inserted_at", "cost_total", "currency"))
+    assert problems(facts) == ["the database user may not SELECT cost_total, currency of x.rollups"]
+    assert problems(TableFacts("x.rollups", True, FINE, True, ("inserted_at",))) == []
+
+
 def test_the_tables_quote_their_names_for_the_templates_and_refuse_others() -> None:
     tables = RollupTables("platform.analytics_hourly_rollups", "platform.analytics_daily_rollups")
     assert tables.name(RollupTable.DAILY) == "platform.analytics_daily_rollups"
