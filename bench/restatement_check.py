@@ -91,7 +91,7 @@ async def seed(url: str, orgs: dict[str, uuid.UUID]) -> dict[str, Any]:
 async def measure_size(url: str, org: uuid.UUID, rounds: int, problems: list[str]) -> dict[str, Any]:
     pool = await create_pool(url, max_size=1)
     try:
-        repository = JobRepository(pool)
+        repository = JobRepository(pool, tables=DEFAULT_TABLES)
         first, last = START + timedelta(hours=12), END - timedelta(hours=12)  # mid-day to mid-day
         days = (START + timedelta(days=1), END - timedelta(days=1))
         jobs = {

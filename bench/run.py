@@ -472,7 +472,7 @@ async def run_ours(spec: Spec, meter: Meter) -> dict[str, object]:
             else:
                 timed = TimedS3(await stack.enter_async_context(open_s3_client(settings)))
                 client = cast(S3Client, timed)
-            repository = JobRepository(pool)
+            repository = JobRepository(pool, tables=DEFAULT_TABLES)
             store = ObjectStore.from_settings(client, settings)
             exporter = Exporter(repository, store, settings, worker_name=f"bench:{os.getpid()}")
             org = uuid.UUID(spec.org_id)

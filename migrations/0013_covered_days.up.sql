@@ -1,2 +1,3 @@
 -- Empty: this migration made a function that read the rollup tables, which are not this
 -- service's; the export queries (service/sql/rollups.sql) read them by their configured names.
+-- A database migrated before keeps the function (and 0014's covered_local), unused.

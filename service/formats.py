@@ -51,7 +51,7 @@ FOCUS_MONEY: Final = ("BilledCost", "ContractedCost", "EffectiveCost", "ListCost
 FOCUS_QUANTITIES: Final = ("ConsumedQuantity", "PricingQuantity")
 FOCUS_TIMES: Final = ("BillingPeriodEnd", "BillingPeriodStart", "ChargePeriodEnd", "ChargePeriodStart")
 FOCUS_COUNTS: Final = ("x_RequestCount", "x_ErrorCount")
-#: The columns of the FOCUS 1.0 dataset, in the file's order (service/sql/queries.sql export_focus);
+#: The columns of the FOCUS 1.0 dataset, in the file's order (service/sql/rollups.sql export_focus);
 #: those not in the groups above are text.
 FOCUS_ORDER: Final = [
     "AvailabilityZone",

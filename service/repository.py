@@ -50,7 +50,7 @@ from service.job import (
     Lease,
 )
 from service.retention import RollupTable
-from service.rollups import DEFAULT_TABLES, RollupTables, TableFacts, problems
+from service.rollups import RollupTables, TableFacts, problems
 from service.schedule import SCHEDULE_OVERDUE_SECONDS, Schedule
 from service.sql import QUERIES, rollup_queries
 from service.webhook import (
@@ -229,9 +229,9 @@ class JobRepository:
         pool: asyncpg.Pool,
         read_pool: asyncpg.Pool | None = None,
         *,
+        tables: RollupTables,
         replica_wait: float = REPLICA_WAIT_SECONDS,
         on_replica_behind: Callable[[], object] | None = None,
-        tables: RollupTables = DEFAULT_TABLES,
     ) -> None:
         self._pool = pool
         self._tables = tables

@@ -14,8 +14,13 @@ from typing import Final
 from service.retention import RollupTable
 
 #: A rollup table's name as ROLLUP_HOURLY_TABLE and ROLLUP_DAILY_TABLE give it: ``schema.table``,
-#: each part an identifier PostgreSQL keeps as written (lower case, no quoting needed).
-TABLE_NAME: Final = re.compile(r"([a-z_][a-z0-9_$]{0,62})\.([a-z_][a-z0-9_$]{0,62})", re.ASCII)
+#: each part an identifier PostgreSQL keeps as written (lower case, no quoting needed; no ``$``,
+#: which asyncpg's COPY with arguments would take for a parameter); the table's at most 49
+#: characters, so its retention index's name (``_retention_idx`` added) is not cut to 63.
+TABLE_NAME: Final = re.compile(r"([a-z_][a-z0-9_]{0,62})\.([a-z_][a-z0-9_]{0,48})", re.ASCII)
+TABLE_NAME_RULE: Final = (
+    "schema.table: lower-case letters, digits and _, the table's name at most 49 characters"
+)
 #: Column -> the types (as PostgreSQL's format_type writes them) an export can read it as.
 COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "bucket_start": ("timestamp with time zone",),
@@ -24,7 +29,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "request_count": ("bigint", "integer"),
     "tokens_total": ("bigint", "integer"),
     "error_count": ("bigint", "integer"),
-    "cost_total": ("numeric",),
+    # at most six decimals and 14 integer digits: exports state it as numeric(20,6), never rounded
+    "cost_total": ("numeric(20,6)",),
     "currency": ("character(3)", "text", "character varying(3)"),
 }
 #: The leading key columns of the index an export's range scan and order need.
@@ -55,7 +61,7 @@ class RollupTables:
     def __post_init__(self) -> None:
         for name in (self.hourly, self.daily):
             if not TABLE_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a schema-qualified table name (schema.table)")
+                raise ValueError(f"{name!r} is not a rollup table's name ({TABLE_NAME_RULE})")
 
     def name(self, table: RollupTable) -> str:
         return self.hourly if table is RollupTable.HOURLY else self.daily
@@ -79,8 +85,16 @@ class RollupTables:
 DEFAULT_TABLES: Final = RollupTables()
 
 
+_NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
+
+
 def _type_ok(found: str, accepted: tuple[str, ...]) -> bool:
-    # numeric(20,6) is numeric; character varying(3) is one of its own
+    if accepted[0] == "numeric(20,6)":
+        # Any numeric that numeric(20,6) holds exactly: numeric(18,4) yes, numeric(38,10) or a
+        # numeric without a scale no (a value could carry digits the file would have to round).
+        match = _NUMERIC.fullmatch(found)
+        return match is not None and int(match[2]) <= 6 and int(match[1]) - int(match[2]) <= 14
+    # character varying(512) is character varying; character(4) is not character(3)
     return any(found == kind or (found.startswith(kind + "(") and kind != "character") for kind in accepted)
 
 
@@ -94,7 +108,10 @@ def problems(facts: TableFacts) -> list[str]:
         if kind is None:
             found.append(f"{facts.name} has no column {column} ({accepted[0]})")
         elif not _type_ok(kind, accepted):
-            found.append(f"{facts.name}.{column} is {kind}, not {' or '.join(accepted)}")
+            what = " or ".join(accepted)
+            if column == "cost_total":
+                what = "numeric(20,6) or a numeric it holds exactly (at most 6 decimals, 14 integer digits)"
+            found.append(f"{facts.name}.{column} is {kind}, not {what}")
     if not facts.ordered:
         found.append(
             f"{facts.name} has no index on ({', '.join(ORDER_KEY)}, ...) for the exports' range scans"

@@ -16,7 +16,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from service.errors import SettingsError
-from service.rollups import DEFAULT_TABLES, TABLE_NAME, RollupTables
+from service.rollups import DEFAULT_TABLES, TABLE_NAME, TABLE_NAME_RULE, RollupTables
 from service.webhook import DEFAULT_RETRY_SCHEDULE
 
 MIB = 1024 * 1024
@@ -640,7 +640,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
     Variable(
         "ROLLUP_HOURLY_TABLE",
         "rollup_hourly_table",
-        matching(TABLE_NAME.pattern, "a schema-qualified table name in lower case (schema.table)"),
+        matching(TABLE_NAME.pattern, TABLE_NAME_RULE),
         "`analytics.hourly_rollups`",
         "the table of hourly rollups exports read, written by the platform (what it must hold:"
         " docs/operations.md#rollup-tables); `migrate up --with-rollups` creates it for dev and demos",
@@ -648,7 +648,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
     Variable(
         "ROLLUP_DAILY_TABLE",
         "rollup_daily_table",
-        matching(TABLE_NAME.pattern, "a schema-qualified table name in lower case (schema.table)"),
+        matching(TABLE_NAME.pattern, TABLE_NAME_RULE),
         "`analytics.daily_rollups`",
         "the table of daily rollups (whole UTC days), as `ROLLUP_HOURLY_TABLE`",
     ),

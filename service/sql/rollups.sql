@@ -1,5 +1,7 @@
 -- Named queries of the rollup tables, loaded by service.sql like queries.sql: templates, as the
--- tables are named by settings (ROLLUP_HOURLY_TABLE, ROLLUP_DAILY_TABLE). {hourly_rollups} and
+-- tables are named by settings (ROLLUP_HOURLY_TABLE, ROLLUP_DAILY_TABLE). What reads a table
+-- states its counts as bigint and its costs as numeric(20,6) (six decimals, whatever exact numeric
+-- the platform's column is: service/rollups.py admits only those it holds exactly). {hourly_rollups} and
 -- {daily_rollups} stand for the tables, quoted; {covered_days} and {local_days} for the fragments
 -- of the same names below, in parentheses. Nothing here is a function in the database, so the
 -- service's migrations name no rollup table.
@@ -10,15 +12,15 @@
 -- and [$6, $3), the days only partly covered, summed from the hourly rollups with the day's own
 -- start as bucket (service/repository.py whole_days gives $5 and $6; both bounds sargable).
 SELECT d.bucket_start AS day, d.org_id, d.model_id, d.request_count::bigint AS request_count,
-       d.tokens_total::bigint AS tokens_total, d.error_count::bigint AS error_count, d.cost_total,
-       d.currency::text AS currency
+       d.tokens_total::bigint AS tokens_total, d.error_count::bigint AS error_count,
+       d.cost_total::numeric(20,6) AS cost_total, d.currency::text AS currency
 FROM {daily_rollups} d
 WHERE d.org_id = $1 AND d.bucket_start >= $5 AND d.bucket_start < $6
   AND ($4::text[] IS NULL OR d.model_id = ANY ($4::text[]))
 UNION ALL
 SELECT date_trunc('day', h.bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', h.org_id, h.model_id,
        sum(h.request_count)::bigint, sum(h.tokens_total)::bigint, sum(h.error_count)::bigint,
-       sum(h.cost_total), h.currency::text
+       sum(h.cost_total::numeric(20,6)), h.currency::text
 FROM {hourly_rollups} h
 WHERE h.org_id = $1
   AND ((h.bucket_start >= $2 AND h.bucket_start < $5) OR (h.bucket_start >= $6 AND h.bucket_start < $3))
@@ -30,7 +32,8 @@ GROUP BY 1, h.org_id, h.model_id, h.currency
 -- of org $1 in [$2, $3), models $4, each day starting at its local midnight.
 SELECT date_trunc('day', h.bucket_start AT TIME ZONE $7::text) AT TIME ZONE $7::text AS day, h.org_id,
        h.model_id, sum(h.request_count)::bigint AS request_count, sum(h.tokens_total)::bigint AS tokens_total,
-       sum(h.error_count)::bigint AS error_count, sum(h.cost_total) AS cost_total, h.currency::text AS currency
+       sum(h.error_count)::bigint AS error_count, sum(h.cost_total::numeric(20,6)) AS cost_total,
+       h.currency::text AS currency
 FROM {hourly_rollups} h
 WHERE h.org_id = $1 AND h.bucket_start >= $2 AND h.bucket_start < $3
   AND ($4::text[] IS NULL OR h.model_id = ANY ($4::text[]))
@@ -67,7 +70,8 @@ SELECT analytics.rfc3339_in(h.bucket_start, $5) AS bucket_start,
        h.org_id AS organization_id,
        CASE WHEN $6 THEN analytics.csv_safe(h.model_id) ELSE h.model_id END AS model_id,
        h.request_count::bigint AS request_count, h.tokens_total::bigint AS tokens_total,
-       h.error_count::bigint AS error_count, h.cost_total, h.currency::text AS currency
+       h.error_count::bigint AS error_count, h.cost_total::numeric(20,6) AS cost_total,
+       h.currency::text AS currency
 FROM {hourly_rollups} h
 WHERE h.org_id = $1 AND h.bucket_start >= $2 AND h.bucket_start < $3
   AND ($4::text[] IS NULL OR h.model_id = ANY ($4::text[]))
@@ -161,7 +165,7 @@ SELECT NULL::text AS "AvailabilityZone",
        error_count AS "x_ErrorCount"
 FROM (
     SELECT bucket_start AS charge_start, bucket_start + interval '1 hour' AS charge_end, org_id,
-           model_id, request_count, tokens_total, error_count, cost_total, currency
+           model_id, request_count, tokens_total, error_count, cost_total::numeric(20,6), currency
     FROM {hourly_rollups}
     WHERE $8::text = 'hourly' AND org_id = $1 AND bucket_start >= $2 AND bucket_start < $3
       AND ($4::text[] IS NULL OR model_id = ANY ($4::text[]))

@@ -23,6 +23,7 @@ from service.exporter import Exporter
 from service.formats import CONTENT_TYPES, FOCUS_ORDER
 from service.job import DatasetSchema, ExportFormat, ExportRequest, Granularity, Job, JobStatus, object_key
 from service.repository import JobRepository, create_pool
+from service.rollups import DEFAULT_TABLES
 from service.settings import Settings
 from service.storage import ObjectStore, S3Client, open_s3_client
 from tests.conftest import BUCKET, OVERRIDE_BUCKET, OVERRIDE_ORG
@@ -55,7 +56,7 @@ class Parts:
 async def parts(settings: Settings) -> AsyncIterator[Parts]:
     pool = await create_pool(settings.database_url, max_size=5)
     async with open_s3_client(settings) as client:
-        repository = JobRepository(pool)
+        repository = JobRepository(pool, tables=DEFAULT_TABLES)
         store = ObjectStore(client, settings.export_part_size)
         yield Parts(repository, client, Exporter(repository, store, settings), settings)
     await pool.close()

@@ -53,6 +53,7 @@ from service.exports import ExportService
 from service.housekeeping import Housekeeper
 from service.job import EXPORT_PREFIX, ExportRequest, Granularity, JobStatus
 from service.repository import JobRepository, create_pool
+from service.rollups import DEFAULT_TABLES
 from service.settings import Settings
 from service.storage import ObjectStore, open_s3_client
 from tests.conftest import BIN, BUCKET, OVERRIDE_BUCKET, S3_KEYS, service_env
@@ -250,7 +251,7 @@ async def scenario(
     pool = await create_pool(settings.database_url, max_size=5)
     try:
         async with open_s3_client(settings) as s3:
-            repository = JobRepository(pool)
+            repository = JobRepository(pool, tables=DEFAULT_TABLES)
             store = ObjectStore.from_settings(s3, settings)
             api = ExportService(repository, store, FakeQueue())
             exporter = Exporter(repository, store, settings)

@@ -106,7 +106,9 @@ async def parts(pair: Pair, settings: Settings, clean_state: None) -> AsyncItera
     primary = await create_pool(pair.primary, max_size=4)
     replica = await create_pool(pair.replica, max_size=2)
     behind: list[int] = []
-    repository = JobRepository(primary, replica, replica_wait=1.0, on_replica_behind=lambda: behind.append(1))
+    repository = JobRepository(
+        primary, replica, tables=DEFAULT_TABLES, replica_wait=1.0, on_replica_behind=lambda: behind.append(1)
+    )
     test_settings = replace(settings, database_url=pair.primary, database_read_url=pair.replica)
     async with open_s3_client(test_settings) as client:
         store = ObjectStore.from_settings(client, test_settings)

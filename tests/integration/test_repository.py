@@ -26,6 +26,7 @@ from service.job import (
     Lease,
 )
 from service.repository import JobRepository, create_pool
+from service.rollups import DEFAULT_TABLES
 from service.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("clean_state")
@@ -36,7 +37,7 @@ END = datetime(2026, 10, 31, tzinfo=UTC)
 @pytest.fixture
 async def repository(settings: Settings) -> AsyncIterator[JobRepository]:
     pool = await create_pool(settings.database_url, max_size=5)
-    yield JobRepository(pool)
+    yield JobRepository(pool, tables=DEFAULT_TABLES)
     await pool.close()
 
 
@@ -478,7 +479,7 @@ async def test_marking_a_job_enqueued_leaves_the_connection_committing_durably(s
     # Given a pending job on a pool of one connection
     pool = await create_pool(settings.database_url, max_size=1)
     try:
-        repository = JobRepository(pool)
+        repository = JobRepository(pool, tables=DEFAULT_TABLES)
         created = await repository.create(request(uuid.uuid4()))
         # When it is marked enqueued (that one statement commits without waiting for the flush)
         await repository.mark_enqueued(created.job.job_id)

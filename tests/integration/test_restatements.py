@@ -19,6 +19,7 @@ from service.job import DatasetSchema, ExportFormat, ExportRequest, Granularity,
 from service.metrics import ExportMetrics
 from service.repository import JobRepository, create_pool
 from service.restatement import Restater, differences, manifest_totals
+from service.rollups import DEFAULT_TABLES
 from service.schedule import Cadence, Period, Recurrence, ScheduleSpec
 from service.scheduling import ScheduleService
 from service.settings import Settings
@@ -45,7 +46,7 @@ class Parts:
 async def parts(settings: Settings) -> AsyncIterator[Parts]:
     pool = await create_pool(settings.database_url, max_size=5)
     async with open_s3_client(settings) as client:
-        repository = JobRepository(pool)
+        repository = JobRepository(pool, tables=DEFAULT_TABLES)
         store = ObjectStore(client, settings.export_part_size)
         yield Parts(repository, Exporter(repository, store, settings), settings)
     await pool.close()

@@ -35,7 +35,11 @@ async def housekeeper(settings: Settings) -> AsyncIterator[Housekeeper]:
     retention = replace(settings, data_retention_months=13, rollup_prune=True)
     pool = await create_pool(settings.database_url, max_size=2)
     async with open_s3_client(settings) as client:
-        yield Housekeeper(JobRepository(pool), ObjectStore.from_settings(client, retention), retention)
+        yield Housekeeper(
+            JobRepository(pool, tables=DEFAULT_TABLES),
+            ObjectStore.from_settings(client, retention),
+            retention,
+        )
     await pool.close()
 
 
@@ -163,7 +167,7 @@ async def test_the_prune_tick_forgets_idempotency_keys_past_their_24_hours(
     # Given two jobs created with Idempotency-Keys, one of them used 25 hours ago
     pool = await create_pool(settings.database_url, max_size=2)
     try:
-        repository = JobRepository(pool)
+        repository = JobRepository(pool, tables=DEFAULT_TABLES)
         org = uuid.uuid4()
         request = ExportRequest(
             org,

@@ -14,6 +14,7 @@ import pytest
 from service.errors import Conflict, NotFound
 from service.job import DatasetSchema, ExportFormat, Granularity, JobStatus
 from service.repository import JobRepository, create_pool
+from service.rollups import DEFAULT_TABLES
 from service.schedule import Cadence, Period, Recurrence, ScheduleSpec
 from service.scheduling import MAX_SCHEDULES_PER_ORG, ScheduleService
 from service.settings import Settings
@@ -26,7 +27,7 @@ NOW = datetime(2026, 11, 17, 9, 30, tzinfo=UTC)
 @pytest.fixture
 async def repository(settings: Settings) -> AsyncIterator[JobRepository]:
     pool = await create_pool(settings.database_url, max_size=8)
-    yield JobRepository(pool)
+    yield JobRepository(pool, tables=DEFAULT_TABLES)
     await pool.close()
 
 

@@ -22,6 +22,7 @@ from service.errors import ValidationFailed
 from service.job import ExportOutput, ExportRequest, Granularity, job_json
 from service.metrics import ExportMetrics
 from service.repository import JobRepository, create_pool
+from service.rollups import DEFAULT_TABLES
 from service.settings import Settings
 from service.webhook import DeliveryStatus, WebhookChange, WebhookEvent
 from service.webhook_delivery import WebhookSender
@@ -45,7 +46,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 async def repository(settings: Settings) -> AsyncIterator[JobRepository]:
     pool = await create_pool(settings.database_url, max_size=5)
-    yield JobRepository(pool)
+    yield JobRepository(pool, tables=DEFAULT_TABLES)
     await pool.close()
 
 

@@ -31,7 +31,8 @@ def test_each_thing_missing_is_named() -> None:
     del broken["tokens_total"]
     assert problems(TableFacts("x.rollups", True, broken, False)) == [
         "x.rollups has no column tokens_total (bigint)",
-        "x.rollups.cost_total is double precision, not numeric",
+        "x.rollups.cost_total is double precision, not numeric(20,6) or a numeric it holds exactly"
+        " (at most 6 decimals, 14 integer digits)",
         "x.rollups.currency is character(4), not character(3) or text or character varying(3)",
         "x.rollups has no index on (org_id, bucket_start, ...) for the exports' range scans",
     ]
@@ -58,5 +59,21 @@ def test_the_tables_quote_their_names_for_the_templates_and_refuse_others() -> N
         "daily_rollups_schema": '"platform"',
         "daily_rollups_retention_index": '"analytics_daily_rollups_retention_idx"',
     }
-    with pytest.raises(ValueError, match="schema-qualified"):
+    with pytest.raises(ValueError, match="not a rollup table's name"):
         RollupTables('x."y"', "x.z")
+
+
+@pytest.mark.parametrize(
+    ("kind", "fine"),
+    [
+        ("numeric(20,6)", True),
+        ("numeric(18,4)", True),  # every value fits six decimals: the file states them all
+        ("numeric(12,6)", True),
+        ("numeric(38,10)", False),  # a value could have digits the file would round away
+        ("numeric(21,6)", False),  # 15 integer digits
+        ("numeric", False),  # no scale at all
+        ("double precision", False),
+    ],
+)
+def test_a_cost_is_fine_only_in_a_numeric_that_numeric_20_6_holds_exactly(kind: str, fine: bool) -> None:
+    assert (problems(TableFacts("x.rollups", True, {**FINE, "cost_total": kind}, True)) == []) is fine

@@ -130,6 +130,8 @@ def test_values_from_the_environment_are_used() -> None:
         ("ROLLUP_HOURLY_TABLE", "Public.Hourly"),  # PostgreSQL would fold it; say it as it is
         ("ROLLUP_DAILY_TABLE", 'analytics."daily rollups"'),
         ("ROLLUP_DAILY_TABLE", "a.b.c"),
+        ("ROLLUP_DAILY_TABLE", "analytics.daily$4"),  # COPY with arguments would read $4 as one
+        ("ROLLUP_DAILY_TABLE", "analytics." + "d" * 50),  # its index's name would be cut
         ("ROLLUP_DAILY_TABLE", "analytics.daily; DROP TABLE x"),
         ("ROLLUP_DAILY_TABLE", "analytics.hourly_rollups"),  # the hourly table's name
     ],

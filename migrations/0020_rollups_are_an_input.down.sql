@@ -1,1 +1,0 @@
--- Nothing to restore: no code calls the functions 0020 dropped.
