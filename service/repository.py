@@ -189,6 +189,7 @@ async def rollup_table_problems(conn: asyncpg.Connection, tables: RollupTables) 
             orjson.loads(row["columns"]),
             row["ordered"],
             tuple(orjson.loads(row["unreadable"])),
+            row["view"],
         )
         found += problems(facts)
     return found

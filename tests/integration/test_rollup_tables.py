@@ -12,13 +12,37 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from service.repository import check_rollup_tables
-from service.rollups import DEFAULT_TABLES
+from service.rollups import DEFAULT_TABLES, RollupTables
 from tests.conftest import ADMIN_DATABASE_URL, BIN, RABBITMQ_URL, fresh_database
 from tests.support.rollups import execute
 
 
 async def test_the_migrated_tables_serve_exports(database_url: str) -> None:
     assert await check_rollup_tables(database_url, DEFAULT_TABLES) == []
+
+
+async def test_views_over_the_rollups_serve_exports_and_are_read_as_tables(database_url: str) -> None:
+    # A platform may expose its rollups as views (a continuous aggregate is one); the check
+    # reads a view's columns and grants and asks no index of it
+    schema = f"platform_{uuid.uuid4().hex[:8]}"
+    await execute(
+        database_url,
+        f"CREATE SCHEMA {schema}",
+        f"CREATE VIEW {schema}.hourly AS SELECT * FROM analytics.hourly_rollups",
+        f"CREATE VIEW {schema}.daily AS SELECT org_id, bucket_start, model_id, cost_total"
+        " FROM analytics.daily_rollups",
+    )
+    try:
+        assert await check_rollup_tables(
+            database_url, RollupTables(f"{schema}.hourly", f"{schema}.daily")
+        ) == [
+            f"{schema}.daily has no column request_count (bigint)",
+            f"{schema}.daily has no column tokens_total (bigint)",
+            f"{schema}.daily has no column error_count (bigint)",
+            f"{schema}.daily has no column currency (character(3))",
+        ]
+    finally:
+        await execute(database_url, f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.mark.parametrize(

@@ -77,3 +77,12 @@ def test_the_tables_quote_their_names_for_the_templates_and_refuse_others() -> N
 )
 def test_a_cost_is_fine_only_in_a_numeric_that_numeric_20_6_holds_exactly(kind: str, fine: bool) -> None:
     assert (problems(TableFacts("x.rollups", True, {**FINE, "cost_total": kind}, True)) == []) is fine
+
+
+def test_a_view_needs_no_index_of_its_own() -> None:
+    # A view's rows come from tables whose indexes the catalog check cannot attribute to it
+    assert problems(TableFacts("x.rollups", True, FINE, False, view=True)) == []
+    assert problems(TableFacts("x.rollups", True, {**FINE, "cost_total": "numeric"}, False, view=True)) == [
+        "x.rollups.cost_total is numeric, not numeric(20,6) or a numeric it holds exactly"
+        " (at most 6 decimals, 14 integer digits)"
+    ]
