@@ -190,8 +190,9 @@ async def rollup_table_problems(conn: asyncpg.Connection, tables: RollupTables) 
             row["ordered"],
             tuple(orjson.loads(row["unreadable"])),
             row["view"],
+            row["deletable"],
         )
-        found += problems(facts)
+        found += problems(facts, pruned=tables.pruned)
     return found
 
 

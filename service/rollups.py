@@ -51,6 +51,8 @@ class TableFacts:
     unreadable: tuple[str, ...] = ()
     #: A view (a TimescaleDB continuous aggregate is one): it has no index of its own to check.
     view: bool = False
+    #: Whether the database user may DELETE from it (ROLLUP_PRUNE).
+    deletable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class RollupTables:
 
     hourly: str = "analytics.hourly_rollups"
     daily: str = "analytics.daily_rollups"
+    #: Whether this service prunes them past the retention window (ROLLUP_PRUNE).
+    pruned: bool = False
 
     def __post_init__(self) -> None:
         for name in (self.hourly, self.daily):
@@ -100,8 +104,9 @@ def _type_ok(found: str, accepted: tuple[str, ...]) -> bool:
     return any(found == kind or (found.startswith(kind + "(") and kind != "character") for kind in accepted)
 
 
-def problems(facts: TableFacts) -> list[str]:
-    """What an export would miss in the table, in words naming each thing (none: it is fine)."""
+def problems(facts: TableFacts, *, pruned: bool = False) -> list[str]:
+    """What an export (and, if ``pruned``, the pruning) would miss in the table, in words naming
+    each thing (none: it is fine)."""
     if not facts.exists:
         return [f"the rollup table {facts.name} does not exist"]
     found: list[str] = []
@@ -120,4 +125,8 @@ def problems(facts: TableFacts) -> list[str]:
         )
     if denied := [column for column in COLUMNS if column in facts.unreadable]:
         found.append(f"the database user may not SELECT {', '.join(denied)} of {facts.name}")
+    if pruned and facts.view:
+        found.append(f"{facts.name} is a view: ROLLUP_PRUNE=true prunes tables only")
+    elif pruned and not facts.deletable:
+        found.append(f"ROLLUP_PRUNE=true, but the database user may not delete rows of {facts.name}")
     return found

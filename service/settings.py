@@ -295,7 +295,7 @@ class Settings:
 
     @property
     def rollup_tables(self) -> RollupTables:
-        return RollupTables(self.rollup_hourly_table, self.rollup_daily_table)
+        return RollupTables(self.rollup_hourly_table, self.rollup_daily_table, pruned=self.rollup_prune)
 
     @property
     def public_api_url(self) -> str:

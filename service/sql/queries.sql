@@ -582,10 +582,11 @@ RETURNING *;
 
 -- name: rollup_table_facts
 -- Whether table $1 (schema-qualified) exists and is a view, its columns and their types, the
--- columns this session's user may not SELECT, and whether a valid index leads with (org_id,
--- bucket_start): what an export needs of a rollup table.
+-- columns this session's user may not SELECT, whether it may DELETE, and whether a valid index
+-- leads with (org_id, bucket_start): what an export (and pruning) needs of a rollup table.
 SELECT to_regclass($1) IS NOT NULL AS present,
        coalesce((SELECT relkind = 'v' FROM pg_class WHERE oid = to_regclass($1)), false) AS view,
+       coalesce(has_table_privilege(to_regclass($1), 'DELETE'), false) AS deletable,
        coalesce((SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod))
                  FROM pg_attribute a
                  WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped), '{}')

@@ -105,5 +105,13 @@ def test_columns_the_service_user_may_not_read_are_named() -> None:
             assert asyncio.run(check_rollup_tables(as_reader, DEFAULT_TABLES)) == [
                 "the database user may not SELECT cost_total, currency of analytics.hourly_rollups"
             ]
+            # ... and, with ROLLUP_PRUNE, that it may not delete either
+            pruned = RollupTables(pruned=True)
+            assert asyncio.run(check_rollup_tables(as_reader, pruned))[1:] == [
+                "ROLLUP_PRUNE=true, but the database user may not delete rows of analytics.hourly_rollups",
+                "ROLLUP_PRUNE=true, but the database user may not delete rows of analytics.daily_rollups",
+            ]
+            asyncio.run(execute(database_url, f"GRANT DELETE ON analytics.daily_rollups TO {role}"))
+            assert len(asyncio.run(check_rollup_tables(as_reader, pruned))) == 2
     finally:
         asyncio.run(execute(ADMIN_DATABASE_URL, f"DROP ROLE IF EXISTS {role}"))

@@ -86,3 +86,13 @@ def test_a_view_needs_no_index_of_its_own() -> None:
         "x.rollups.cost_total is numeric, not numeric(20,6) or a numeric it holds exactly"
         " (at most 6 decimals, 14 integer digits)"
     ]
+
+
+def test_pruning_needs_a_table_the_user_may_delete_from() -> None:
+    locked = TableFacts("x.rollups", True, FINE, True, deletable=False)
+    assert problems(locked) == []  # reading is all an export needs
+    assert problems(locked, pruned=True) == [
+        "ROLLUP_PRUNE=true, but the database user may not delete rows of x.rollups"
+    ]
+    view = TableFacts("x.rollups", True, FINE, False, view=True)
+    assert problems(view, pruned=True) == ["x.rollups is a view: ROLLUP_PRUNE=true prunes tables only"]
