@@ -33,6 +33,7 @@ class WebhookEvent(enum.StrEnum):
     SUCCEEDED = "export.succeeded"
     FAILED = "export.failed"
     RESTATED = "export.restated"
+    CANCELLED = "export.cancelled"
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -140,13 +140,15 @@ class WebhookSender:
 
     async def _payload(self, pending: Pending) -> bytes:
         """The body: the event, when it happened, the job as the API returns it, the manifest's
-        totals (succeeded jobs) and the API URL of the download (never a presigned link)."""
+        totals (succeeded jobs) and the API URL of the download (never a presigned link; none for
+        a failed or cancelled job)."""
         job, totals = await self._job_and_totals(pending.org_id, pending.job_id)
         download = self._settings.public_api_url + job_path(pending.org_id, pending.job_id) + "/download"
+        delivered = pending.event in (WebhookEvent.SUCCEEDED, WebhookEvent.RESTATED)
         data: dict[str, object] = {
             "job": job_json(job) if job is not None else None,
             "totals": totals,
-            "downloadUrl": download if pending.event is not WebhookEvent.FAILED else None,
+            "downloadUrl": download if delivered else None,
         }
         if pending.event is WebhookEvent.RESTATED:
             # What the org was told before, and by how much each total moved.

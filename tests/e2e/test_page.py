@@ -704,7 +704,7 @@ def test_schedules_and_webhooks_pages(
     for event in ("export.succeeded", "export.failed"):
         page.get_by_label(event).uncheck()
     page.get_by_role("button", name="Create webhook").click()
-    for event in ("export.succeeded", "export.failed", "export.restated"):
+    for event in ("export.succeeded", "export.failed", "export.restated", "export.cancelled"):
         expect(page.get_by_label(event)).to_have_attribute("aria-invalid", "true")
         expect(page.get_by_label(event)).to_have_accessible_description(re.compile("at least 1 item"))
     page.get_by_label("export.succeeded").check()

@@ -276,3 +276,27 @@ async def test_the_primary_key_serves_the_hourly_export_order(database_url: str)
         await conn.close()
     assert "hourly_rollups_pkey" in plan, plan
     assert "Sort" not in plan, plan
+
+
+async def test_rolling_back_cancelled_webhooks_keeps_every_endpoint_subscribed_to_something(
+    scratch_url: str,
+) -> None:
+    await migrate_up(scratch_url)
+    conn = await asyncpg.connect(scratch_url)
+    insert = (
+        "INSERT INTO analytics.webhook_endpoints (webhook_id, org_id, created_by, url, events, secret)"
+        " VALUES (gen_random_uuid(), gen_random_uuid(), 'me', 'https://example.com/h', $1, 'whsec_x')"
+    )
+    try:
+        await conn.execute(insert, ["export.failed", "export.cancelled"])
+        await conn.execute(insert, ["export.cancelled"])
+        # An endpoint with nothing else to hear: refused, and nothing changed
+        with pytest.raises(asyncpg.exceptions.RaiseError, match=r"only to export\.cancelled"):
+            await migrate_down(scratch_url, steps=1)
+        assert await conn.fetchval("SELECT count(*) FROM analytics.webhook_endpoints") == 2
+        # Once it is gone, the other keeps what it still can hear
+        await conn.execute("DELETE FROM analytics.webhook_endpoints WHERE events = '{export.cancelled}'")
+        assert await migrate_down(scratch_url, steps=1) == ["0020_cancelled_webhooks"]
+        assert await conn.fetchval("SELECT events FROM analytics.webhook_endpoints") == ["export.failed"]
+    finally:
+        await conn.close()

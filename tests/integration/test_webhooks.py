@@ -19,7 +19,7 @@ import pytest
 from actors.webhook_client import PublicResolver, WebhookClient
 from service import webhook_signing
 from service.errors import ValidationFailed
-from service.job import ExportOutput, ExportRequest, Granularity, job_json
+from service.job import Caller, ExportOutput, ExportRequest, Granularity, job_json
 from service.metrics import ExportMetrics
 from service.repository import JobRepository, create_pool
 from service.rollups import DEFAULT_TABLES
@@ -126,6 +126,39 @@ async def test_a_finished_job_makes_one_delivery_per_subscribed_enabled_endpoint
         (both.webhook_id, bad, "export.failed"),
     }
     assert {row["status"] for row in await deliveries(settings)} == {"pending"}
+
+
+async def test_a_cancelled_export_is_announced_without_a_file(
+    repository: JobRepository, sender: WebhookSender, settings: Settings, receiver: Receiver
+) -> None:
+    # Given an endpoint for cancellations and one for successes only
+    service = WebhookService(repository, allow_private_urls=True)
+    org = uuid.uuid4()
+    webhook, _ = await service.create(org, "a", receiver.url, (WebhookEvent.CANCELLED,))
+    await service.create(org, "a", receiver.url, (WebhookEvent.SUCCEEDED,))
+    # When a pending export is cancelled
+    job = (await repository.create(ExportRequest(org, "x", START, END, Granularity.DAILY, None))).job
+    cancelled = await repository.cancel(org, job.job_id, Caller("finance@example.com", None, None))
+    assert cancelled is not None
+    # Then only the first endpoint gets export.cancelled: the job, and no totals or link
+    [row] = await deliveries(settings)
+    assert (row["webhook_id"], row["job_id"], row["event"]) == (
+        webhook.webhook_id,
+        job.job_id,
+        "export.cancelled",
+    )
+    sent: list[tuple[uuid.UUID, int]] = []
+
+    async def send(delivery_id: uuid.UUID, attempts: int) -> None:
+        sent.append((delivery_id, attempts))
+
+    assert await sender.dispatch_due(send) == 1
+    await sender.deliver(*sent[0])
+    body = orjson.loads(receiver.received[0][1])
+    assert body["type"] == "export.cancelled"
+    assert body["data"]["job"]["status"] == "cancelled"
+    assert body["data"]["totals"] is None
+    assert body["data"]["downloadUrl"] is None
 
 
 async def test_an_attempt_that_fails_is_retried_with_the_same_id_and_body_until_delivered(

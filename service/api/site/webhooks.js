@@ -7,7 +7,9 @@ import {
   statusWord, table, time, uid,
 } from "./dom.js";
 
-const EVENTS = ["export.succeeded", "export.failed", "export.restated"];
+const EVENTS = ["export.succeeded", "export.failed", "export.restated", "export.cancelled"];
+// Checked at first: what most endpoints want.
+const USUAL = ["export.succeeded", "export.failed"];
 
 export function render(root, ctx) {
   const secretBox = h("div"); // never a live region: a screen reader would read the secret out
@@ -22,7 +24,7 @@ export function render(root, ctx) {
     ], items, (w) => ({ "data-key": w.webhookId })) : h("p", { text: "No webhooks yet." })));
   root.append(
     h("h1", { tabindex: "-1", text: "Webhooks" }),
-    h("p", { text: "Each endpoint gets a signed POST when an export succeeds, fails or is restated." }),
+    h("p", { text: "Each endpoint gets a signed POST when an export succeeds, fails, is restated or is cancelled." }),
     secretBox,
     ctx.canWrite ? createSection() : note("This token is read-only: you can see the webhooks and deliveries, not change them."),
     section("Webhook endpoints", ...list.el),
@@ -31,7 +33,7 @@ export function render(root, ctx) {
   function createSection() {
     const url = h("input", { type: "url", autocomplete: "off", spellcheck: "false", placeholder: "https://example.com/hook" });
     const boxes = EVENTS.map((name) =>
-      h("input", { type: "checkbox", id: uid("event"), value: name, checked: name !== "export.restated" }));
+      h("input", { type: "checkbox", id: uid("event"), value: name, checked: USUAL.includes(name) }));
     const createForm = form("Register a webhook", [
       field("url", "URL", url, "Where deliveries are POSTed: an https:// URL of a public host."),
       group("events", "Events", boxes.map((box) => h("label", { class: "check", for: box.id }, box, box.value))),

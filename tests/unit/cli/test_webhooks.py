@@ -340,7 +340,7 @@ def test_an_unknown_event_is_named_with_the_ones_there_are(capsys: pytest.Captur
         build_parser().parse_args(["webhook", "create", "--events", "export.succeeded,export.started"])
     assert (
         "argument --events: unknown event 'export.started'; give one or more of export.succeeded,"
-        " export.failed, export.restated, comma-separated" in capsys.readouterr().err
+        " export.failed, export.restated, export.cancelled, comma-separated" in capsys.readouterr().err
     )
 
 
