@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from cli.preflight import EXIT_UNAVAILABLE, unreachable_service
-from service.errors import DatabaseUnavailable, SettingsError
+from service.errors import DatabaseUnavailable, MigrationMismatch, SettingsError
 from service.job import DatasetSchema, ExportFormat
 from service.logs import configure_logging
 from service.migrations import migrate_down, migrate_up
@@ -482,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="create, list, show, update or delete the org's webhook endpoints, rotate their secret"
         " or list their deliveries over the REST API",
         description="Webhook endpoints: each gets a signed POST when one of the org's exports succeeds,\n"
-        "fails or is restated. create needs --url and --events; update sends only the fields given.\n"
+        "fails, is restated or is cancelled. create needs --url and --events; update sends only the\n"
+        "fields given.\n"
         "create and rotate-secret answer with the signing secret, which no other answer shows.",
         epilog="exit status: 0 done; 2 bad arguments or the API refused (4xx); 3 the API could not be "
         "reached or answered 429/5xx.",
@@ -565,6 +566,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnavailable as exc:  # it went away between the check and the start
         print(f"analytics-exports {args.command}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except MigrationMismatch as exc:
+        print(f"analytics-exports {args.command}: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

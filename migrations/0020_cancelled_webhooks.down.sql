@@ -2,7 +2,7 @@
 -- endpoint subscribes to nothing else: delete or change it first).
 DO $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM analytics.webhook_endpoints WHERE events = ARRAY['export.cancelled']) THEN
+    IF EXISTS (SELECT 1 FROM analytics.webhook_endpoints WHERE events <@ ARRAY['export.cancelled']) THEN
         RAISE EXCEPTION 'a webhook endpoint subscribes only to export.cancelled'
             USING HINT = 'delete it, or PATCH its events, before rolling back';
     END IF;

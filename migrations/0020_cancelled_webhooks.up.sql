@@ -1,4 +1,4 @@
--- export.cancelled: a cancelled export (by its org, or a schedule's period nobody will get a file
+-- export.cancelled: an export its org cancelled (a schedule's too: a period nobody will get a file
 -- for) is announced like a failed one, to the endpoints that subscribe to it.
 ALTER TABLE analytics.webhook_endpoints
     DROP CONSTRAINT webhook_endpoints_events,

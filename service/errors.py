@@ -115,6 +115,11 @@ class QueueUnavailable(ExportsError):
     """The task queue could not accept a message."""
 
 
+class MigrationMismatch(ExportsError):
+    """The database records a migration under a name this code's file of that number does not
+    have: it ran a migration this code does not know."""
+
+
 class BackendUnavailable(ExportsError):
     """A service this one depends on is unreachable; such outages usually pass in seconds."""
 

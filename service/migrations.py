@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
+from service.errors import MigrationMismatch
 from service.rollups import RollupTables
 from service.settings import Settings
 from service.sql import QUERIES, render
@@ -75,10 +76,19 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-async def _locked(conn: asyncpg.Connection) -> set[int]:
+async def _locked(conn: asyncpg.Connection, migrations: list[Migration]) -> set[int]:
+    """Take the lock; the versions applied, each checked against the file of its number."""
     await conn.execute(QUERIES["migrations_lock"])
     await conn.execute(QUERIES["migrations_create_table"])
-    return {row["version"] for row in await conn.fetch(QUERIES["migrations_applied"])}
+    applied = {row["version"]: row["name"] for row in await conn.fetch(QUERIES["migrations_applied"])}
+    for migration in migrations:
+        name = applied.get(migration.version)
+        if name is not None and name != migration.name:
+            raise MigrationMismatch(
+                f"migration {migration.version:04d} ran here as {name!r}, but this code's is"
+                f" {migration.name!r}: the database ran a migration this code does not have"
+            )
+    return set(applied)
 
 
 async def migrate_up(
@@ -95,7 +105,7 @@ async def migrate_up(
     ddl = rollup_tables_ddl(rollup_tables, billing_currency) if rollup_tables is not None else None
     conn = await asyncpg.connect(database_url)
     try:
-        applied = await _locked(conn)
+        applied = await _locked(conn, migrations)
         if ddl is not None:
             async with conn.transaction():
                 await conn.execute(ddl)
@@ -115,10 +125,11 @@ async def migrate_up(
 
 async def migrate_down(database_url: str, steps: int, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Roll back the newest ``steps`` applied migrations; return the names rolled back."""
-    migrations = {m.version: m for m in load_migrations(directory)}
+    known = load_migrations(directory)
+    migrations = {m.version: m for m in known}
     conn = await asyncpg.connect(database_url)
     try:
-        applied = sorted(await _locked(conn), reverse=True)
+        applied = sorted(await _locked(conn, known), reverse=True)
         done = []
         for version in applied[:steps]:
             migration = migrations[version]

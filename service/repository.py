@@ -190,6 +190,7 @@ async def rollup_table_problems(conn: asyncpg.Connection, tables: RollupTables) 
             row["ordered"],
             tuple(orjson.loads(row["unreadable"])),
             row["view"],
+            row["prunable"],
             row["deletable"],
         )
         found += problems(facts, pruned=tables.pruned)

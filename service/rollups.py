@@ -31,7 +31,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "error_count": ("bigint", "integer"),
     # at most six decimals and 14 integer digits: exports state it as numeric(20,6), never rounded
     "cost_total": ("numeric(20,6)",),
-    "currency": ("character(3)", "text", "character varying(3)"),
+    "currency": ("character(3)", "text", "character varying"),
 }
 #: The leading key columns of the index an export's range scan and order need.
 ORDER_KEY: Final = ("org_id", "bucket_start")
@@ -51,6 +51,8 @@ class TableFacts:
     unreadable: tuple[str, ...] = ()
     #: A view (a TimescaleDB continuous aggregate is one): it has no index of its own to check.
     view: bool = False
+    #: Whether it is a table (plain or partitioned), which ROLLUP_PRUNE can delete rows of.
+    prunable: bool = True
     #: Whether the database user may DELETE from it (ROLLUP_PRUNE).
     deletable: bool = True
 
@@ -92,9 +94,11 @@ DEFAULT_TABLES: Final = RollupTables()
 
 
 _NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
+_PRECISION = re.compile(r"^timestamp\(\d\)")
 
 
 def _type_ok(found: str, accepted: tuple[str, ...]) -> bool:
+    found = _PRECISION.sub("timestamp", found)  # timestamptz(0) is a timestamptz
     if accepted[0] == "numeric(20,6)":
         # Any numeric that numeric(20,6) holds exactly: numeric(18,4) yes, numeric(38,10) or a
         # numeric without a scale no (a value could carry digits the file would have to round).
@@ -125,8 +129,8 @@ def problems(facts: TableFacts, *, pruned: bool = False) -> list[str]:
         )
     if denied := [column for column in COLUMNS if column in facts.unreadable]:
         found.append(f"the database user may not SELECT {', '.join(denied)} of {facts.name}")
-    if pruned and facts.view:
-        found.append(f"{facts.name} is a view: ROLLUP_PRUNE=true prunes tables only")
+    if pruned and not facts.prunable:
+        found.append(f"{facts.name} is not a table: ROLLUP_PRUNE=true prunes tables only")
     elif pruned and not facts.deletable:
         found.append(f"ROLLUP_PRUNE=true, but the database user may not delete rows of {facts.name}")
     return found

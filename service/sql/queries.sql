@@ -309,8 +309,8 @@ CREATE TABLE IF NOT EXISTS public.analytics_exports_migrations (
 );
 
 -- name: migrations_applied
--- Applied migration versions, in order.
-SELECT version FROM public.analytics_exports_migrations ORDER BY version;
+-- Applied migrations, in order.
+SELECT version, name FROM public.analytics_exports_migrations ORDER BY version;
 
 -- name: migrations_record
 -- Note a migration as applied.
@@ -581,14 +581,20 @@ ON CONFLICT (restatement_of) WHERE restatement_of IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- name: rollup_table_facts
--- Whether table $1 (schema-qualified) exists and is a view, its columns and their types, the
--- columns this session's user may not SELECT, whether it may DELETE, and whether a valid index
--- leads with (org_id, bucket_start): what an export (and pruning) needs of a rollup table.
+-- What an export (and pruning) needs of rollup table $1 (schema-qualified): whether it exists,
+-- whether it is a view (no index of its own) and whether rows can be deleted from it (a table,
+-- plain or partitioned); its columns and their types (a domain's as its base type); the columns
+-- this session's user may not SELECT, whether it may DELETE; and whether a valid, whole btree
+-- index leads with (org_id, bucket_start).
 SELECT to_regclass($1) IS NOT NULL AS present,
        coalesce((SELECT relkind = 'v' FROM pg_class WHERE oid = to_regclass($1)), false) AS view,
+       coalesce((SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass($1)), false) AS prunable,
        coalesce(has_table_privilege(to_regclass($1), 'DELETE'), false) AS deletable,
-       coalesce((SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod))
-                 FROM pg_attribute a
+       coalesce((SELECT jsonb_object_agg(a.attname,
+                                         CASE WHEN t.typtype = 'd'
+                                              THEN format_type(t.typbasetype, t.typtypmod)
+                                              ELSE format_type(a.atttypid, a.atttypmod) END)
+                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                  WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped), '{}')
            AS columns,
        coalesce((SELECT jsonb_agg(a.attname ORDER BY a.attnum)
@@ -597,7 +603,10 @@ SELECT to_regclass($1) IS NOT NULL AS present,
                    AND NOT has_column_privilege(a.attrelid, a.attnum, 'SELECT')), '[]')
            AS unreadable,
        EXISTS (SELECT 1 FROM pg_index i
+               JOIN pg_class ic ON ic.oid = i.indexrelid
+               JOIN pg_am am ON am.oid = ic.relam
                WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND i.indnkeyatts >= 2
+                 AND i.indpred IS NULL AND am.amname = 'btree'
                  AND (SELECT attname FROM pg_attribute
                       WHERE attrelid = i.indrelid AND attnum = i.indkey[0]) = 'org_id'
                  AND (SELECT attname FROM pg_attribute

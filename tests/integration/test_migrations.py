@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from service.errors import MigrationMismatch
 from service.migrations import load_migrations, migrate_down, migrate_up
 from service.repository import ensure_database
 from service.rollups import DEFAULT_TABLES, RollupTables
@@ -300,3 +301,21 @@ async def test_rolling_back_cancelled_webhooks_keeps_every_endpoint_subscribed_t
         assert await conn.fetchval("SELECT events FROM analytics.webhook_endpoints") == ["export.failed"]
     finally:
         await conn.close()
+
+
+async def test_a_migration_recorded_under_another_name_stops_up_and_down(scratch_url: str) -> None:
+    # Given a database that ran, as 0020, a migration this code does not have
+    await migrate_up(scratch_url)
+    conn = await asyncpg.connect(scratch_url)
+    try:
+        await conn.execute(
+            "UPDATE public.analytics_exports_migrations SET name = 'something_else' WHERE version = 20"
+        )
+    finally:
+        await conn.close()
+    # Then neither direction runs anything, and the message names both
+    for run in (migrate_up(scratch_url), migrate_down(scratch_url, steps=1)):
+        with pytest.raises(
+            MigrationMismatch, match=r"0020 ran here as 'something_else'.*'cancelled_webhooks'"
+        ):
+            await run

@@ -115,3 +115,35 @@ def test_columns_the_service_user_may_not_read_are_named() -> None:
             assert len(asyncio.run(check_rollup_tables(as_reader, pruned))) == 2
     finally:
         asyncio.run(execute(ADMIN_DATABASE_URL, f"DROP ROLE IF EXISTS {role}"))
+
+
+async def test_domains_partial_indexes_and_materialized_views_are_judged_by_what_they_are(
+    database_url: str,
+) -> None:
+    schema = f"platform_{uuid.uuid4().hex[:8]}"
+    await execute(
+        database_url,
+        f"CREATE SCHEMA {schema}",
+        f"CREATE DOMAIN {schema}.money6 AS numeric(20,6)",
+        # a domain over the right type is that type; a partial index cannot serve every org
+        f"CREATE TABLE {schema}.hourly (bucket_start timestamptz(0), org_id uuid, model_id text,"
+        f" request_count bigint, tokens_total bigint, error_count bigint, cost_total {schema}.money6,"
+        " currency varchar)",
+        f"CREATE INDEX ON {schema}.hourly (org_id, bucket_start) WHERE org_id IS NOT NULL",
+        # a materialized view with its own index serves exports, but no rows can be pruned from it
+        f"CREATE MATERIALIZED VIEW {schema}.daily AS SELECT * FROM analytics.daily_rollups",
+        f"CREATE INDEX ON {schema}.daily (org_id, bucket_start)",
+    )
+    try:
+        tables = RollupTables(f"{schema}.hourly", f"{schema}.daily")
+        assert await check_rollup_tables(database_url, tables) == [
+            f"{schema}.hourly has no index on (org_id, bucket_start, ...) for the exports' range scans"
+        ]
+        assert await check_rollup_tables(
+            database_url, RollupTables(tables.hourly, tables.daily, pruned=True)
+        ) == [
+            f"{schema}.hourly has no index on (org_id, bucket_start, ...) for the exports' range scans",
+            f"{schema}.daily is not a table: ROLLUP_PRUNE=true prunes tables only",
+        ]
+    finally:
+        await execute(database_url, f"DROP SCHEMA {schema} CASCADE")

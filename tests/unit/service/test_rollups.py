@@ -24,6 +24,12 @@ def test_a_table_with_every_column_and_the_index_is_fine() -> None:
     assert problems(TableFacts("analytics.hourly_rollups", True, FINE, True)) == []
     varying = {**FINE, "model_id": "character varying(512)", "currency": "text"}
     assert problems(TableFacts("analytics.hourly_rollups", True, varying, True)) == []
+    other = {**FINE, "bucket_start": "timestamp(0) with time zone", "currency": "character varying"}
+    assert problems(TableFacts("analytics.hourly_rollups", True, other, True)) == []
+    naive = {**FINE, "bucket_start": "timestamp(0) without time zone"}
+    assert problems(TableFacts("x.r", True, naive, True)) == [
+        "x.r.bucket_start is timestamp(0) without time zone, not timestamp with time zone"
+    ]
 
 
 def test_each_thing_missing_is_named() -> None:
@@ -33,7 +39,7 @@ def test_each_thing_missing_is_named() -> None:
         "x.rollups has no column tokens_total (bigint)",
         "x.rollups.cost_total is double precision, not numeric(20,6) or a numeric it holds exactly"
         " (at most 6 decimals, 14 integer digits)",
-        "x.rollups.currency is character(4), not character(3) or text or character varying(3)",
+        "x.rollups.currency is character(4), not character(3) or text or character varying",
         "x.rollups has no index on (org_id, bucket_start, ...) for the exports' range scans",
     ]
     assert problems(TableFacts("x.rollups", False, {}, False)) == [
@@ -94,5 +100,5 @@ def test_pruning_needs_a_table_the_user_may_delete_from() -> None:
     assert problems(locked, pruned=True) == [
         "ROLLUP_PRUNE=true, but the database user may not delete rows of x.rollups"
     ]
-    view = TableFacts("x.rollups", True, FINE, False, view=True)
-    assert problems(view, pruned=True) == ["x.rollups is a view: ROLLUP_PRUNE=true prunes tables only"]
+    view = TableFacts("x.rollups", True, FINE, False, view=True, prunable=False)
+    assert problems(view, pruned=True) == ["x.rollups is not a table: ROLLUP_PRUNE=true prunes tables only"]
