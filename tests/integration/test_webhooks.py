@@ -85,6 +85,13 @@ async def finish_job(repository: JobRepository, org: uuid.UUID, *, succeed: bool
     return job.job_id
 
 
+class Dispatched(list[tuple[uuid.UUID, int]]):
+    """What a dispatch sends (delivery id, attempts made so far), in order: its ``send``."""
+
+    async def __call__(self, delivery_id: uuid.UUID, attempts: int) -> None:
+        self.append((delivery_id, attempts))
+
+
 async def deliveries(settings: Settings) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -147,12 +154,9 @@ async def test_a_cancelled_export_is_announced_without_a_file(
         job.job_id,
         "export.cancelled",
     )
-    sent: list[tuple[uuid.UUID, int]] = []
+    sent = Dispatched()
 
-    async def send(delivery_id: uuid.UUID, attempts: int) -> None:
-        sent.append((delivery_id, attempts))
-
-    assert await sender.dispatch_due(send) == 1
+    assert await sender.dispatch_due(sent) == 1
     await sender.deliver(*sent[0])
     body = orjson.loads(receiver.received[0][1])
     assert body["type"] == "export.cancelled"
@@ -170,13 +174,10 @@ async def test_an_attempt_that_fails_is_retried_with_the_same_id_and_body_until_
     webhook, secret = await service.create(org, "a", receiver.url, (WebhookEvent.SUCCEEDED,))
     job_id = await finish_job(repository, org)
     receiver.answers = (500, "slow")
-    sent: list[tuple[uuid.UUID, int]] = []
-
-    async def send(delivery_id: uuid.UUID, attempts: int) -> None:
-        sent.append((delivery_id, attempts))
+    sent = Dispatched()
 
     # When the tick dispatches it and the worker tries: 500
-    assert await sender.dispatch_due(send) == 1
+    assert await sender.dispatch_due(sent) == 1
     [(delivery_id, attempts)] = sent
     assert attempts == 0
     await sender.deliver(delivery_id, attempts)
@@ -187,13 +188,13 @@ async def test_an_attempt_that_fails_is_retried_with_the_same_id_and_body_until_
     assert len(receiver.received) == 1
     # Not due before its retry delay (3 s), then due: the second attempt times out
     sent.clear()
-    assert await sender.dispatch_due(send) == 0
+    assert await sender.dispatch_due(sent) == 0
     await asyncio.sleep(3.1)
-    assert await sender.dispatch_due(send) == 1
+    assert await sender.dispatch_due(sent) == 1
     await sender.deliver(*sent[-1])
     # The third is due a minute later (the schedule's second delay): make it due now
     await sql(settings, "UPDATE analytics.webhook_deliveries SET next_attempt_at = now()")
-    assert await sender.dispatch_due(send) == 1
+    assert await sender.dispatch_due(sent) == 1
     await sender.deliver(*sent[-1])
 
     # Then it is delivered, after three attempts that carried the same id and body
@@ -219,7 +220,7 @@ async def test_an_attempt_that_fails_is_retried_with_the_same_id_and_body_until_
         f"https://exports.example.com/analytics/v1/orgs/{org}/exports/{job_id}/download"
     )
     # And nothing is due any more; the endpoint is not failing
-    assert await sender.dispatch_due(send) == 0
+    assert await sender.dispatch_due(sent) == 0
     assert (await service.get(org, webhook.webhook_id)).failing_since is None
 
 
