@@ -1,10 +1,10 @@
 """Daily exports: the COPY of a daily UTC export, before and now, beside the least work.
 
-    .venv/bin/python -m bench.daily_export [--sizes typical,small,large] [--repeat 7] [--out FILE]
+    .venv/bin/python -m bench.daily_export [--sizes typical,small,large] [--rounds 7] [--out FILE]
 
 A fresh migrated database (bench.run's), one org per size with bench.run's hourly rollups and daily
 rollups that are exactly their per-UTC-day sums (bench.restatement_check's seeding). Per size, on
-one connection, each path once untimed (ours and before hashed), then ``--repeat`` rounds, rotating
+one connection, each path once untimed (ours and before hashed), then ``--rounds`` rounds, rotating
 order, each the wall time of ``COPY (query) TO STDOUT CSV HEADER`` (asyncpg ``copy_from_query``, in
 a read-only repeatable-read transaction as the worker's, bytes dropped) of a daily UTC export from
 noon on the first day to noon on the last (half days at both ends):
@@ -21,27 +21,23 @@ Ours and before must write the same bytes (the run fails otherwise).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import hashlib
-import os
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any, Final
 
 import asyncpg
-import orjson
 
 from bench.restatement_check import END, seed
-from bench.run import ROOT, SIZES, START, bench_database, machine_info
+from bench.run import START, sized_main
 from service.repository import whole_days
 from service.rollups import DEFAULT_TABLES
 from service.sql import rollup_queries
+from tests.support.rollups import execute
 
 #: The export queries of the tables this bench makes (`--with-rollups`).
 ROLLUP_QUERIES = rollup_queries(DEFAULT_TABLES.placeholders())
@@ -134,7 +130,7 @@ def arguments(org: uuid.UUID) -> dict[str, tuple[str, tuple[Any, ...]]]:
     }
 
 
-async def measure_size(url: str, org: uuid.UUID, repeat: int, problems: list[str]) -> dict[str, Any]:
+async def measure_size(url: str, org: uuid.UUID, rounds: int, problems: list[str]) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
         queries = arguments(org)
@@ -162,7 +158,7 @@ async def measure_size(url: str, org: uuid.UUID, repeat: int, problems: list[str
         if not identical:
             problems.append(f"{org}: ours {digests['ours']} and before {digests['before']} differ")
         ms: dict[str, list[float]] = {path: [] for path in PATHS}
-        for round_ in range(1, repeat + 1):
+        for round_ in range(1, rounds + 1):
             for path in PATHS[round_ % len(PATHS) :] + PATHS[: round_ % len(PATHS)]:
                 elapsed, count = await copy(path, dropped)
                 ms[path].append(elapsed)
@@ -202,43 +198,24 @@ def table(sizes: list[str], seeded: dict[str, Any], results: dict[str, Any]) -> 
     return "\n".join([head, *rows])
 
 
-async def bench(url: str, sizes: list[str], repeat: int, problems: list[str]) -> dict[str, Any]:
+async def bench(url: str, sizes: list[str], rounds: int, problems: list[str]) -> dict[str, Any]:
     orgs = {size: uuid.uuid4() for size in sizes}
     seeded = await seed(url, orgs)
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in OLD_FUNCTIONS:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-    results = {s: await measure_size(url, orgs[s], repeat, problems) for s in sizes}
+    await execute(url, *OLD_FUNCTIONS)
+    results = {s: await measure_size(url, orgs[s], rounds, problems) for s in sizes}
     return {"seeded": seeded, "results": results}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.daily_export", description=__doc__)
-    parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated: {', '.join(SIZES)}")
-    parser.add_argument("--repeat", type=int, default=7, help="timed rounds of every path per size")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "daily_exports.json"))
-    args = parser.parse_args(argv)
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    if not sizes or any(s not in SIZES for s in sizes) or args.repeat < 1:
-        raise SystemExit(f"--sizes: some of {', '.join(SIZES)}; --repeat: at least 1")
-    began, load = time.monotonic(), os.getloadavg()
-    problems: list[str] = []
-    with bench_database() as url:
-        machine = machine_info(url)
-        run = asyncio.run(bench(url, sizes, args.repeat, problems))
-    machine["loadavg_before_after"] = [load, os.getloadavg()]
-    print(table(sizes, run["seeded"], run["results"]))
-    print(f"\nmachine: {machine}\nrun time {time.monotonic() - began:.0f} s")
-    document = {"machine": machine, "repeat": args.repeat, "range": [str(FIRST), str(LAST)], **run}
-    document |= {"problems": problems, "at": datetime.now().astimezone().isoformat(timespec="seconds")}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    if problems:
-        print("PROBLEMS:\n" + "\n".join(problems), file=sys.stderr)
-    return 1 if problems else 0
+    return sized_main(
+        argv,
+        prog="python -m bench.daily_export",
+        description=__doc__,
+        out="daily_exports.json",
+        measure=bench,
+        table=lambda sizes, run: table(sizes, run["seeded"], run["results"]),
+        period=(FIRST, LAST),
+    )
 
 
 if __name__ == "__main__":

@@ -19,21 +19,16 @@ Ours must return the limit's totals, and the daily job's totals the hours' (the 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import statistics
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any, Final
 
 import asyncpg
-import orjson
 
-from bench.run import HOURS, ROOT, SEED_HOURLY, SIZES, START, bench_database, machine_info
+from bench.run import HOURS, SEED_HOURLY, SIZES, START, sized_main
 from service.job import ExportRequest, Granularity, Job
 from service.repository import JobRepository, create_pool
 from service.rollups import DEFAULT_TABLES
@@ -178,29 +173,15 @@ async def bench(url: str, sizes: list[str], rounds: int, problems: list[str]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.restatement_check", description=__doc__)
-    parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated: {', '.join(SIZES)}")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds of every path per size")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "restatements.json"))
-    args = parser.parse_args(argv)
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    if not sizes or any(s not in SIZES for s in sizes) or args.rounds < 1:
-        raise SystemExit(f"--sizes: some of {', '.join(SIZES)}; --rounds: at least 1")
-    began, load = time.monotonic(), os.getloadavg()
-    problems: list[str] = []
-    with bench_database() as url:
-        machine = machine_info(url)
-        run = asyncio.run(bench(url, sizes, args.rounds, problems))
-    machine["loadavg_before_after"] = [load, os.getloadavg()]
-    print("\n\n".join(table(size, run["results"][size]) for size in sizes))
-    print(f"\nmachine: {machine}\nrun time {time.monotonic() - began:.0f} s")
-    document = {"machine": machine, "rounds": args.rounds, "range": [str(START), str(END)], **run}
-    document |= {"problems": problems, "at": datetime.now().astimezone().isoformat(timespec="seconds")}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    if problems:
-        print("PROBLEMS:\n" + "\n".join(problems), file=sys.stderr)
-    return 1 if problems else 0
+    return sized_main(
+        argv,
+        prog="python -m bench.restatement_check",
+        description=__doc__,
+        out="restatements.json",
+        measure=bench,
+        table=lambda sizes, run: "\n\n".join(table(size, run["results"][size]) for size in sizes),
+        period=(START, END),
+    )
 
 
 if __name__ == "__main__":

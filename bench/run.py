@@ -1007,6 +1007,48 @@ def bench_main(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+#: A sized bench's measurement: (database URL, sizes, rounds, problems found) -> its results.
+SizedRun = Callable[[str, list[str], int, list[str]], Awaitable[dict[str, Any]]]
+
+
+def sized_main(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str | None,
+    out: str,
+    measure: SizedRun,
+    table: Callable[[list[str], dict[str, Any]], str],
+    period: tuple[datetime, datetime],
+) -> int:
+    """The command line of a bench over SIZES on a fresh database (``--sizes``, ``--rounds``,
+    ``--out``): ``measure`` runs, ``table`` of its results is printed, the whole is written as JSON
+    to ``out`` with the machine; exit 1 if ``measure`` found problems."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated: {', '.join(SIZES)}")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds of every path per size")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / out))
+    args = parser.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if not sizes or any(s not in SIZES for s in sizes) or args.rounds < 1:
+        raise SystemExit(f"--sizes: some of {', '.join(SIZES)}; --rounds: at least 1")
+    began, load = time.monotonic(), os.getloadavg()
+    problems: list[str] = []
+    with bench_database() as url:
+        machine = machine_info(url)
+        run = asyncio.run(measure(url, sizes, args.rounds, problems))
+    machine["loadavg_before_after"] = [load, os.getloadavg()]
+    print(table(sizes, run))
+    print(f"\nmachine: {machine}\nrun time {time.monotonic() - began:.0f} s")
+    document = {"machine": machine, "rounds": args.rounds, "range": [str(t) for t in period], **run}
+    document |= {"problems": problems, "at": datetime.now().astimezone().isoformat(timespec="seconds")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    if problems:
+        print("PROBLEMS:\n" + "\n".join(problems), file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description="Export benchmark: ours beside its baselines."

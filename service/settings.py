@@ -634,7 +634,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         parse_flag,
         "`false`",
         "`true`: the `prune_rollups` tick deletes rollup rows past `DATA_RETENTION_MONTHS`; only where"
-        " this service owns the rollup tables (`make run`, tests, compose's demo): the platform's"
+        " this service owns the rollup tables (`make run`, tests, compose): the platform's"
         " are its own",
     ),
     Variable(
